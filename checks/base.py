@@ -1,0 +1,163 @@
+"""What every check returns, and what it runs against."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+class CheckResult(BaseModel):
+    """One observation: what was expected, what was seen, how long it took."""
+
+    name: str
+    kind: str
+    status: Status
+    expected: Any = None
+    observed: Any = None
+    duration_s: float = 0.0
+    message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASS
+
+
+class ExecResult(Protocol):
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Target(Protocol):
+    """The restored system as a check sees it (a twin, or anything with an address)."""
+
+    name: str
+    address: str | None
+
+    def exec(self, command: Sequence[str] | str, timeout: float | None = None) -> ExecResult: ...
+
+    @property
+    def testinfra_url(self) -> str | None: ...
+
+
+@dataclass
+class AddressTarget:
+    """A target known only by its address (a device twin, a peer, a test server)."""
+
+    name: str
+    address: str | None
+    testinfra_url: str | None = None
+
+    def exec(self, command: Sequence[str] | str, timeout: float | None = None) -> ExecResult:
+        raise CheckError(f"{self.name} has no shell: only network checks can run against it")
+
+
+class CheckError(Exception):
+    """A check could not be carried out (as opposed to: it ran and failed)."""
+
+
+class SandboxGuard:
+    """Refuses connections to anything outside the sandbox networks and loopback.
+
+    A check must never reach a production device: only the run's own isolated
+    networks (and loopback, where a test runs its own servers) are allowed.
+    """
+
+    def __init__(self, networks: Sequence[str] = ()) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def allow(self, host: str) -> None:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if host == "localhost":
+                return
+            raise CheckError(f"{host!r}: checks connect to IP addresses only") from None
+        if ip.is_loopback or any(ip in net for net in self.networks):
+            return
+        raise CheckError(
+            f"{host} is outside the sandbox networks "
+            f"({', '.join(map(str, self.networks)) or 'none'}): refusing to connect"
+        )
+
+
+OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
+"""A guard that allows everything: for library use outside a sandboxed run."""
+
+
+class CheckSpecBase(BaseModel):
+    """Fields every check kind accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="label shown in reports; a default is derived")
+    timeout: float = Field(10.0, gt=0, description="seconds before the check gives up")
+
+    def label(self) -> str:
+        """The name shown in reports."""
+        return self.name or self.default_name()
+
+    def default_name(self) -> str:
+        return getattr(self, "kind", "check")
+
+
+@dataclass
+class Stopwatch:
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@contextmanager
+def timed() -> Iterator[Stopwatch]:
+    yield Stopwatch()
+
+
+def result(
+    spec: CheckSpecBase,
+    ok: bool,
+    *,
+    expected: Any,
+    observed: Any,
+    started: float,
+    message: str = "",
+    name: str | None = None,
+) -> CheckResult:
+    """Build a pass/fail result for ``spec``."""
+    return CheckResult(
+        name=name or spec.label(),
+        kind=getattr(spec, "kind", "check"),
+        status=Status.PASS if ok else Status.FAIL,
+        expected=expected,
+        observed=observed,
+        duration_s=round(time.perf_counter() - started, 4),
+        message=message,
+    )
+
+
+def error_result(spec: CheckSpecBase, exc: BaseException, started: float) -> CheckResult:
+    return CheckResult(
+        name=spec.label(),
+        kind=getattr(spec, "kind", "check"),
+        status=Status.ERROR,
+        duration_s=round(time.perf_counter() - started, 4),
+        message=f"{type(exc).__name__}: {exc}" if not isinstance(exc, CheckError) else str(exc),
+    )
+
+
+CheckRunner = Callable[[Any, Target, SandboxGuard], list[CheckResult]]

@@ -1,0 +1,1 @@
+"""Prefect flows and everything about a run: plan, verdicts, evidence, alerts, CLI."""

@@ -1,0 +1,74 @@
+"""The record of a run: verdicts, step timings, check results, backup identity."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from restoredrill.checks.base import CheckResult, Status
+from restoredrill.twins.sources.base import BackupRef
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    RTO_EXCEEDED = "rto_exceeded"
+    RPO_EXCEEDED = "rpo_exceeded"
+    ERROR = "error"
+    BLOCKED = "blocked"
+
+    @property
+    def ok(self) -> bool:
+        return self is Verdict.PASS
+
+
+class StepTiming(BaseModel):
+    """One lifecycle step of one system: restore, start, ready, checks, teardown."""
+
+    name: str
+    started_at: datetime
+    duration_s: float
+    ok: bool = True
+    message: str = ""
+
+
+class SystemResult(BaseModel):
+    """What happened to one system in one run."""
+
+    system: str
+    verdict: Verdict
+    reason: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    recovery_time_s: float | None = None
+    """Restore started → all checks done (None if it never got that far)."""
+    rto_s: float | None = None
+    rpo_s: float | None = None
+    backup_age_s: float | None = None
+    near_miss: bool = False
+    """Passed, but above 80% of its RTO."""
+    backup: BackupRef | None = None
+    steps: list[StepTiming] = Field(default_factory=list)
+    checks: list[CheckResult] = Field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status is not Status.PASS]
+
+
+class RunRecord(BaseModel):
+    """One verification of a site (or of some of its systems)."""
+
+    run_id: str
+    site: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    trigger: str = "manual"
+    verdict: Verdict = Verdict.PASS
+    site_recovery_time_s: float | None = None
+    """Critical path through the dependency graph of measured recovery times."""
+    site_rto_s: float | None = None
+    systems: list[SystemResult] = Field(default_factory=list)

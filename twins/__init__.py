@@ -1,0 +1,1 @@
+"""Sandboxes: twin backends, backup sources and field-device emulators (no Prefect here)."""

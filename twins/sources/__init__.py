@@ -1,0 +1,1 @@
+"""Backup sources, one module each, registered by the ``kind:`` the inventory uses."""

@@ -1,0 +1,75 @@
+"""What every backup source provides: find the backup, then restore it."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class BackupError(Exception):
+    """The backup is missing, unreadable or corrupt; the message names it and says why."""
+
+
+class BackupRef(BaseModel):
+    """The identity of the backup a run restored (recorded as evidence)."""
+
+    source: str
+    backup_id: str
+    location: str
+    size_bytes: int | None = None
+    sha256: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class RestoreContext:
+    """What a restore may use: the engine, a scratch directory, names and labels."""
+
+    docker: Any
+    workdir: Path
+    image_tag: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class SourceSpecBase(BaseModel):
+    """Fields and contract shared by every backup source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @abstractmethod
+    def locate(self, base_dir: Path) -> BackupRef:
+        """Find the backup to restore (the newest match); raise BackupError if none."""
+
+    @abstractmethod
+    def restore(self, ref: BackupRef, ctx: RestoreContext) -> Any:
+        """Restore ``ref``; return a ``twins.base.Restored``."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def newest_match(base_dir: Path, path: str | None, directory: str | None, pattern: str) -> Path:
+    """The file named by ``path``, or the newest file in ``directory`` matching ``pattern``."""
+    if path:
+        found = (base_dir / path).resolve()
+        if not found.exists():
+            raise BackupError(f"{found}: backup file not found")
+        return found
+    folder = (base_dir / (directory or ".")).resolve()
+    if not folder.is_dir():
+        raise BackupError(f"{folder}: backup directory not found")
+    matches = [p for p in folder.glob(pattern) if p.is_file()]
+    if not matches:
+        raise BackupError(f"{folder}: no backup matches {pattern!r}")
+    return max(matches, key=lambda p: (p.stat().st_mtime, p.name))

@@ -1,0 +1,72 @@
+"""How a restored system runs in its twin, and how we know it is ready."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
+
+from restoredrill.durations import Duration
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TcpProbe(_Spec):
+    kind: Literal["tcp"] = "tcp"
+    port: int = Field(ge=1, le=65535)
+    timeout: Duration = Field("60s", description="give up after this long")
+
+
+class HttpProbe(_Spec):
+    kind: Literal["http"] = "http"
+    port: int = Field(ge=1, le=65535)
+    path: str = "/"
+    status: int = Field(200, ge=100, le=599)
+    timeout: Duration = "60s"
+
+
+class LogProbe(_Spec):
+    kind: Literal["log"] = "log"
+    contains: str = Field(description="text that appears in the container's output when ready")
+    timeout: Duration = "60s"
+
+
+class CommandProbe(_Spec):
+    kind: Literal["command"] = "command"
+    command: list[str] | str = Field(description="run inside the twin; ready when it exits 0")
+    timeout: Duration = "60s"
+
+
+Probe = Annotated[TcpProbe | HttpProbe | LogProbe | CommandProbe, Field(discriminator="kind")]
+
+
+class RunSpec(_Spec):
+    """How the restored system runs: what the production host ran."""
+
+    command: list[str] | str | None = Field(
+        None, description="command to run (required for a root-filesystem restore)"
+    )
+    entrypoint: list[str] | str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    ports: list[int] = Field(
+        default_factory=list, description="ports the system serves (documentation and tcp checks)"
+    )
+    volumes: dict[str, str] = Field(
+        default_factory=dict,
+        description="container path -> host path (relative to the site file) or named volume",
+    )
+    address: IPvAnyAddress | None = Field(
+        None, description="the system's production address, taken over inside the sandbox"
+    )
+    hostname: str | None = None
+    image: str | None = Field(
+        None,
+        description="image to run when the backup restores only data (e.g. a restic snapshot)",
+    )
+    data_path: str | None = Field(
+        None, description="where a restored data tree is mounted inside the twin"
+    )
