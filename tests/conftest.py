@@ -52,3 +52,11 @@ def nodesets_dir() -> Path:
     if not (folder / "Opc.Ua.Di.NodeSet2.xml").is_file():
         missing(f"the OPC UA NodeSets in {folder}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    """The offline-built Debian base image (python3, procps, iproute2), built once per machine."""
+    from restoredrill.twins.images import ensure_base_image
+
+    return ensure_base_image(docker_client, "restoredrill/base:bookworm")

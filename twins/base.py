@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,10 @@ class Twin(ABC):
     @abstractmethod
     def is_running(self) -> bool: ...
 
+    def exit_code(self) -> int | None:
+        """The exit code once the twin has stopped (``None`` while running or unknown)."""
+        return None
+
 
 class Sandbox(ABC):
     """The isolated network of one run and everything started in it."""
@@ -61,8 +65,10 @@ class Sandbox(ABC):
     networks: Sequence[str]
 
     @abstractmethod
-    def start(self, spec: Any, restored: Restored) -> Twin:
-        """Start one restored system (``spec`` is the system's run spec)."""
+    def start(
+        self, spec: Any, restored: Restored, name: str, labels: Mapping[str, str] | None = None
+    ) -> Twin:
+        """Start one restored system as ``name`` (``spec`` is the system's run spec)."""
 
     @abstractmethod
     def remove(self, twin: Twin) -> None:

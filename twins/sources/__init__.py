@@ -1,1 +1,42 @@
-"""Backup sources, one module each, registered by the ``kind:`` the inventory uses."""
+"""Backup sources, one module each, registered by the ``kind:`` the inventory uses.
+
+Each module exports ``Spec`` (a ``SourceSpecBase`` with ``kind: Literal[...]``);
+``SourceSpec`` is their discriminated union for the inventory model. The modules
+import only pydantic and the standard library at import time (zstandard and the
+docker client are used lazily), so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from .base import BackupError, BackupRef, RestoreContext, SourceSpecBase
+from .image_archive import Spec as ImageArchiveSpec
+from .restic import Spec as ResticSpec
+from .rootfs_tar import Spec as RootfsTarSpec
+
+SourceSpec = Annotated[
+    ImageArchiveSpec | RootfsTarSpec | ResticSpec,
+    Field(discriminator="kind"),
+]
+"""Any backup source, chosen by its ``kind:``."""
+
+KINDS: dict[str, type[SourceSpecBase]] = {
+    "image_archive": ImageArchiveSpec,
+    "rootfs_tar": RootfsTarSpec,
+    "restic": ResticSpec,
+}
+
+__all__ = [
+    "KINDS",
+    "BackupError",
+    "BackupRef",
+    "ImageArchiveSpec",
+    "ResticSpec",
+    "RestoreContext",
+    "RootfsTarSpec",
+    "SourceSpec",
+    "SourceSpecBase",
+]

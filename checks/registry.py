@@ -1,0 +1,67 @@
+"""Check kinds by the ``kind:`` an inventory uses: their spec union and one dispatcher.
+
+Each kind is one module exporting ``Spec`` (a ``CheckSpecBase`` with ``kind: Literal[...]``)
+and ``run(spec, target, guard) -> list[CheckResult]``. Modules keep heavy imports
+(testinfra, pymodbus, asyncua) inside ``run``, so importing the registry stays cheap.
+A registered module that is not installed yet is left out (its kind is then unknown).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from types import ModuleType
+from typing import Annotated, Any, Union
+
+from pydantic import Field
+
+from .base import CheckError, CheckResult, SandboxGuard, Target, error_result
+
+MODULES: dict[str, str] = {
+    "host": "restoredrill.checks.host",
+    "testinfra": "restoredrill.checks.testinfra_file",
+    "tcp": "restoredrill.checks.tcp",
+    "http": "restoredrill.checks.http",
+    "modbus": "restoredrill.checks.modbus",
+    "opcua": "restoredrill.checks.opcua",
+}
+
+
+def _load(path: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name == path:  # the module itself is absent; a broken one still raises
+            return None
+        raise
+
+
+_LOADED: dict[str, ModuleType] = {
+    kind: module for kind, path in MODULES.items() if (module := _load(path)) is not None
+}
+
+KINDS: tuple[str, ...] = tuple(_LOADED)
+"""The check kinds available here."""
+
+CheckSpec = Annotated[
+    Union[tuple(m.Spec for m in _LOADED.values())],  # noqa: UP007 - built at import time
+    Field(discriminator="kind"),
+]
+"""Any check spec, told apart by ``kind`` (for pydantic models and the JSON Schema)."""
+
+
+def module(kind: str) -> ModuleType:
+    """The module implementing ``kind``."""
+    try:
+        return _LOADED[kind]
+    except KeyError:
+        raise CheckError(f"unknown check kind {kind!r} (known: {', '.join(KINDS)})") from None
+
+
+def run_check(spec: Any, target: Target, guard: SandboxGuard) -> list[CheckResult]:
+    """Run one check of any kind; never raises (a crash is an ``error`` result)."""
+    started = time.perf_counter()
+    try:
+        return list(module(spec.kind).run(spec, target, guard))
+    except Exception as exc:  # noqa: BLE001 - a check never raises
+        return [error_result(spec, exc, started)]

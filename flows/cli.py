@@ -1,0 +1,279 @@
+"""The ``restoredrill`` command line (Typer + Rich).
+
+Exit codes: 0 everything passed, 1 a system did not pass, 2 bad input or the run
+could not start (inventory, engine, evidence database).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from .inventory import InventoryError, load_site  # noqa: E402
+
+app = typer.Typer(
+    help="Prove that backups restore: restore each system into an isolated twin, "
+    "check it does its job, time it against its RTO, record the evidence.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+emulate_app = typer.Typer(help="Run field-device emulators on their own (for HMI development).")
+app.add_typer(emulate_app, name="emulate")
+evidence_app = typer.Typer(help="The evidence store: check its hash chain.")
+app.add_typer(evidence_app, name="evidence")
+
+console = Console()
+err = Console(stderr=True)
+LAST_EVIDENCE = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "restoredrill" / "last-evidence"
+
+SiteArg = Annotated[Path, typer.Argument(help="the site inventory (YAML)", show_default=False)]
+
+
+def bad_input(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _load(site: Path):  # noqa: ANN202 - LoadedSite
+    try:
+        return load_site(site)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            err.print(problem, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(site: SiteArg) -> None:
+    """Check a site inventory; print every problem with file, line and field."""
+    loaded = _load(site)
+    from .inventory import waves
+
+    plan = waves({s.name: s.depends_on for s in loaded.site.systems})
+    console.print(
+        f"{site}: valid — site {loaded.site.site}, {len(loaded.site.systems)} systems, "
+        f"{len(loaded.site.devices)} devices, {len(plan)} waves: "
+        + " → ".join("[" + ", ".join(w) + "]" for w in plan),
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,
+) -> None:
+    """Print the JSON Schema of the site inventory."""
+    from .schema import site_schema
+
+    text = json.dumps(site_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def run(
+    site: SiteArg,
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", "-s", help="verify only this system (and what it depends on)"),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="systems at once per wave")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON")] = False,
+    trigger: Annotated[str, typer.Option(help="why this run happened (recorded)")] = "manual",
+) -> None:
+    """Verify a site now: restore, start, check, time, record, tear down."""
+    loaded = _load(site)
+    names = [s.name for s in loaded.site.systems]
+    for name in system or []:
+        if name not in names:
+            raise bad_input(f"{site}: no system named {name!r} (known: {', '.join(names)})")
+    store = _open_store(loaded.site.evidence, site)
+    from restoredrill.twins.base import TwinError
+
+    from . import verify
+    from .report import live_progress, render
+
+    try:
+        if as_json or not console.is_terminal:
+            record = verify.verify_site(str(site), system, concurrency, trigger)
+        else:
+            with live_progress(console, names):
+                record = verify.verify_site(str(site), system, concurrency, trigger)
+    except TwinError as exc:
+        raise bad_input(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: the run's twins and networks were removed")
+        raise typer.Exit(130) from None
+    _record(store, record)
+    if as_json:
+        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+    else:
+        render(console, record)
+    raise typer.Exit(0 if record.verdict.ok else 1)
+
+
+@app.command()
+def history(
+    system: Annotated[str | None, typer.Argument(help="only runs of this system")] = None,
+    site: Annotated[Path | None, typer.Option("--site", help="the site whose evidence to read")] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show past runs (newest first), from the evidence store."""
+    store = _open_store(evidence, site, read_only=True)
+    from rich.table import Table
+
+    from restoredrill.durations import format_duration
+
+    from .report import STYLE
+
+    records = store.runs(limit=limit, system=system)
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
+        return
+    if not records:
+        console.print("no runs recorded yet" + (f" for {system}" if system else ""))
+        return
+    t = Table(title=f"runs{' of ' + system if system else ''} · {store.display_url}", title_justify="left")
+    for col in ("run", "started", "site", "system", "verdict", "recovery / RTO", "checks", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        for s in r.systems:
+            if system and s.system != system:
+                continue
+            passed = sum(c.status.value == "pass" for c in s.checks)
+            t.add_row(
+                r.run_id,
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.site,
+                s.system,
+                f"[{STYLE[s.verdict]}]{s.verdict.value}[/]",
+                f"{format_duration(s.recovery_time_s)} / {format_duration(s.rto_s)}",
+                f"{passed}/{len(s.checks)}",
+                s.reason,
+            )
+    console.print(t)
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    site: Annotated[Path | None, typer.Option("--site")] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+) -> None:
+    """Recompute the hash chain of every recorded run; exit 1 if anything was altered."""
+    store = _open_store(evidence, site, read_only=True)
+    report = store.verify()
+    if report.ok:
+        console.print(f"evidence intact: {report.checked} runs, chain head {report.head}")
+        return
+    err.print(f"[bold red]evidence altered:[/] {report.problem}")
+    raise typer.Exit(1)
+
+
+@emulate_app.command("plc")
+def emulate_plc(
+    register_map: Annotated[Path, typer.Argument(help="register map (YAML or CSV)")],
+    bind: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:5020",
+) -> None:
+    """Serve a PLC twin over Modbus TCP until Ctrl-C."""
+    from restoredrill.twins.plc import run_plc
+
+    _serve(lambda: run_plc(register_map, bind=bind))
+
+
+@emulate_app.command("scada")
+def emulate_scada(
+    sources: Annotated[list[Path], typer.Argument(help="NodeSet2 XML files and/or a YAML node list")],
+    bind: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:4840",
+) -> None:
+    """Serve a SCADA twin over OPC UA until Ctrl-C."""
+    from restoredrill.twins.scada import run_scada
+
+    _serve(lambda: run_scada(sources, bind=bind))
+
+
+def _serve(start) -> None:  # noqa: ANN001
+    try:
+        start()
+    except KeyboardInterrupt:
+        err.print("stopped")
+    except (ValueError, OSError) as exc:
+        raise bad_input(str(exc)) from None
+
+
+@app.command()
+def demo(
+    prepare_only: Annotated[bool, typer.Option(help="only make the demo backups")] = False,
+) -> None:
+    """Make the demo plant's backups (offline, once) and verify the demo site."""
+    from .demo import DEMO_SITE, prepare
+
+    try:
+        prepare(console)
+    except RuntimeError as exc:
+        raise bad_input(str(exc)) from None
+    if not prepare_only:
+        run(DEMO_SITE, system=None, concurrency=None, as_json=False, trigger="demo")
+
+
+def _open_store(url: str | None, site: Path | None, read_only: bool = False):  # noqa: ANN202
+    from .evidence import EvidenceError, EvidenceStore, default_url
+
+    if url is None and site is not None:
+        url = _load(site).site.evidence if site.exists() else None
+        url = url or default_url(site)
+    url = url or os.environ.get("RESTOREDRILL_EVIDENCE")
+    if url is None and LAST_EVIDENCE.is_file():
+        url = LAST_EVIDENCE.read_text().strip()
+    if url is None:
+        raise bad_input("which evidence? give --site SITE or --evidence URL")
+    try:
+        store = EvidenceStore(url, create=not read_only)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    if not read_only:
+        try:
+            LAST_EVIDENCE.parent.mkdir(parents=True, exist_ok=True)
+            LAST_EVIDENCE.write_text(url)
+        except OSError:
+            pass
+    return store
+
+
+def _record(store, record) -> None:  # noqa: ANN001
+    from .evidence import EvidenceError
+
+    try:
+        store.record(record)
+    except EvidenceError as exc:
+        err.print(f"[bold red]evidence not recorded:[/] {exc}")
+        backup = Path(f"restoredrill-{record.run_id}.json")
+        backup.write_text(record.model_dump_json(indent=2))
+        err.print(f"the run record was saved to {backup} instead")
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The demo plant's backups, made locally and offline the first time, reused after.
+
+Everything is built FROM a local base image (no registry): a restic repository
+for the historian's data, a ``docker save`` archive of the MES, a root-filesystem
+tarball of the HMI, and an ERP archive cut short (the broken backup).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO / "config" / "demo"
+DEMO_SITE = DEMO_DIR / "site.yaml"
+APPS = DEMO_DIR / "apps"
+BACKUPS = DEMO_DIR / "backups"
+BASE = "restoredrill/base:bookworm"
+
+
+def prepare(console: Console, backups: Path = BACKUPS) -> None:
+    """Make whatever demo backups are missing."""
+    import docker
+
+    from restoredrill.twins.images import ensure_base_image
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(
+            f"Docker engine not reachable ({exc}): start it with `dockerd &` "
+            "(or `systemctl start docker`), or install it with `apt-get install docker.io`"
+        ) from None
+    backups.mkdir(parents=True, exist_ok=True)
+    with console.status("demo: base image (built offline from Debian packages the first time)"):
+        ensure_base_image(client, BASE)
+    steps = [
+        ("historian restic snapshot", backups / "historian-restic" / "config", _historian),
+        ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes),
+        ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi),
+        ("ERP archive (broken)", backups / "erp" / "erp-20261124.tar.gz", _erp),
+    ]
+    for label, marker, make in steps:
+        if marker.exists():
+            continue
+        with console.status(f"demo: making the {label}"):
+            t0 = time.perf_counter()
+            make(client, backups)
+        console.print(f"demo: made the {label} in {time.perf_counter() - t0:.1f}s")
+
+
+def _historian(client: object, backups: Path) -> None:
+    """The historian's application and data, backed up with restic."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp)
+        shutil.copy(APPS / "historian" / "historian.py", tree / "historian.py")
+        (tree / "data").mkdir()
+        con = sqlite3.connect(tree / "data" / "history.db")
+        con.execute("create table samples (tag text, ts text, value real)")
+        start = datetime(2026, 11, 24, tzinfo=UTC)
+        for i in range(480):
+            ts = (start + timedelta(minutes=3 * i)).isoformat()
+            con.executemany(
+                "insert into samples values (?, ?, ?)",
+                [
+                    ("LT-101", ts, 72.5 if i == 479 else round(60 + 12 * math.sin(i / 30), 2)),
+                    ("FIC-102", ts, round(14.0 + (i % 10) / 10, 2)),
+                    ("TIC-103", ts, round(85 + 2 * math.cos(i / 40), 2)),
+                ],
+            )
+        con.commit()
+        con.close()
+        repo = backups / "historian-restic"
+        password = backups / "restic.pass"
+        if not password.exists():
+            password.write_text(os.urandom(12).hex() + "\n")
+            password.chmod(0o600)
+        env = {**os.environ, "RESTIC_PASSWORD_FILE": str(password.resolve())}
+        restic = shutil.which("restic")
+        if restic is None:
+            raise RuntimeError("restic is not installed: apt-get install restic")
+        subprocess.run([restic, "init", "--repo", str(repo.resolve())], env=env, check=True,
+                       capture_output=True)
+        subprocess.run(
+            [restic, "--repo", str(repo.resolve()), "backup", ".", "--host", "plant-historian",
+             "--tag", "nightly"],
+            cwd=tree, env=env, check=True, capture_output=True,
+        )
+
+
+def _build(client: object, name: str) -> str:
+    from restoredrill.twins.images import build_image
+
+    tag = f"restoredrill-demo/{name}:build"
+    build_image(client, APPS / name, tag, base=BASE)
+    return tag
+
+
+def _mes(client: object, backups: Path) -> None:
+    """The MES image as its nightly `docker save`, gzipped."""
+    tag = _build(client, "mes")
+    out = backups / "mes" / "mes-20261124.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image = client.images.get(tag)  # type: ignore[attr-defined]
+    partial = out.with_suffix(".part")
+    with gzip.open(partial, "wb", compresslevel=1) as fh:
+        for chunk in image.save(named=True):
+            fh.write(chunk)
+    partial.rename(out)
+    client.images.remove(tag, force=True)  # type: ignore[attr-defined]
+
+
+def _hmi(client: object, backups: Path) -> None:
+    """The HMI server's disk as a root-filesystem tarball (zstd)."""
+    import zstandard
+
+    tag = _build(client, "hmi")
+    container = client.containers.create(tag)  # type: ignore[attr-defined]
+    out = backups / "hmi" / "hmi-20261124.tar.zst"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".part")
+    try:
+        with partial.open("wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw) as fh:
+            for chunk in container.export():
+                fh.write(chunk)
+    finally:
+        container.remove(force=True)
+        client.images.remove(tag, force=True)  # type: ignore[attr-defined]
+    partial.rename(out)
+
+
+def _erp(client: object, backups: Path) -> None:
+    """The ERP's archive, cut short the way a full backup disk cuts it."""
+    mes = backups / "mes" / "mes-20261124.tar.gz"
+    if not mes.exists():
+        _mes(client, backups)
+    out = backups / "erp" / "erp-20261124.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with mes.open("rb") as src, out.open("wb") as dst:
+        dst.write(src.read(mes.stat().st_size * 6 // 10))

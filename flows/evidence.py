@@ -1,0 +1,767 @@
+"""The evidence store: every run, append-only and hash-chained, in SQLite or PostgreSQL.
+
+Each run row stores ``prev_hash`` and ``hash = sha256(prev_hash + canonical JSON of the
+whole RunRecord)``. :meth:`EvidenceStore.verify` rebuilds every record from the rows
+(runs, system_results, steps, check_results) and recomputes the chain, so an edited,
+deleted or re-ordered row shows as the first run whose record no longer matches.
+A one-row ``chain_head`` table, locked by every writer, keeps concurrent writers from
+forking the chain and shows when the newest runs were removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+from restoredrill.checks.base import CheckResult
+from restoredrill.twins.sources.base import BackupRef
+
+from .results import RunRecord, StepTiming, SystemResult, Verdict
+
+GENESIS = "0" * 64
+"""The ``prev_hash`` of the first run of a store."""
+
+_BATCH = 200
+
+
+class EvidenceError(Exception):
+    """The evidence database cannot be used; the message names it (password masked) and says what to do."""
+
+
+class RunNotFound(EvidenceError, KeyError):
+    """No run with that id in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def default_url(site_path: str | Path) -> str:
+    """``sqlite:///<site dir>/.restoredrill/evidence.db``; creates the directory."""
+    folder = Path(site_path).resolve().parent / ".restoredrill"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvidenceError(
+            f"cannot create the evidence directory {folder}: {exc.strerror}; make its parent "
+            "writable, or set `evidence:` in the site file to another database URL"
+        ) from None
+    return f"sqlite:///{folder / 'evidence.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """PostgreSQL URLs use the psycopg 3 driver (``postgresql+psycopg://``)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is masked by pattern
+        return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+# --------------------------------------------------------------------------- canonical form
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aware UTC; naive times are taken as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_all(model: BaseModel) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, datetime):
+            setattr(model, name, _utc(value))
+        elif isinstance(value, BaseModel):
+            _utc_all(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _utc_all(item)
+
+
+def normalized(run: RunRecord) -> RunRecord:
+    """The record as the store keeps it: JSON values, times in UTC (what ``load`` returns)."""
+    copy = RunRecord.model_validate_json(run.model_dump_json())
+    _utc_all(copy)
+    return copy
+
+
+def canonical_json(run: RunRecord) -> str:
+    """Sorted keys, no spaces, UTF-8: the exact text that is hashed."""
+    data = json.loads(normalized(run).model_dump_json())
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, run: RunRecord) -> str:
+    """``sha256(prev_hash + canonical JSON of the run)`` as hex."""
+    return hashlib.sha256((prev_hash + canonical_json(run)).encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes: ``timestamptz`` on PostgreSQL, fixed-width ISO text elsewhere."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(DateTime(timezone=True))
+        return dialect.type_descriptor(String(32))
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
+        value = _utc(value)
+        if value is None or dialect.name == "postgresql":
+            return value
+        return value.isoformat(timespec="microseconds")
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return _utc(value)
+
+
+metadata = MetaData()
+
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+runs_t = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("run_id", String(200), nullable=False, unique=True),
+    Column("site", String(200), nullable=False, index=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("trigger", String(100), nullable=False),
+    Column("verdict", String(32), nullable=False),
+    Column("site_recovery_time_s", Float),
+    Column("site_rto_s", Float),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+)
+
+results_t = Table(
+    "system_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_pk", ForeignKey("runs.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("system", String(200), nullable=False, index=True),
+    Column("verdict", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("recovery_time_s", Float),
+    Column("rto_s", Float),
+    Column("rpo_s", Float),
+    Column("backup_age_s", Float),
+    Column("near_miss", Boolean, nullable=False),
+    Column("backup_source", String(100)),
+    Column("backup_id", Text),
+    Column("backup_location", Text),
+    Column("backup_size_bytes", BigInteger),
+    Column("backup_sha256", String(64)),
+    Column("backup_created_at", UTCDateTime),
+)
+
+steps_t = Table(
+    "steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("result_pk", ForeignKey("system_results.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+checks_t = Table(
+    "check_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("result_pk", ForeignKey("system_results.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("kind", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expected", JSON),
+    Column("observed", JSON),
+    Column("duration_s", Float, nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+deliveries_t = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", String(200), index=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("systems", JSON, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+"""Alert deliveries (target already masked). Outside the hash chain: they follow the run."""
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of :meth:`EvidenceStore.verify`."""
+
+    ok: bool
+    runs: int
+    head: str
+    """Hash of the newest run: publish it elsewhere to anchor the chain."""
+    run_id: str | None = None
+    """The first run whose record was altered or removed (or the run after a removed one)."""
+    seq: int | None = None
+    problem: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"evidence chain intact: {self.runs} runs, head {self.head[:16]}"
+        return f"evidence chain broken: {self.problem}"
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One system in one run, for ``restoredrill history``."""
+
+    run_id: str
+    site: str
+    started_at: datetime
+    trigger: str
+    system: str
+    verdict: Verdict
+    reason: str
+    recovery_time_s: float | None
+    rto_s: float | None
+    backup_age_s: float | None
+    rpo_s: float | None
+    backup_id: str | None
+
+
+# --------------------------------------------------------------------------- store
+
+
+class EvidenceStore:
+    """Append-only, hash-chained run records in the database at ``url``."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+        self.url = normalize_url(url)
+        self.shown = mask_url(self.url)
+        self.engine = self._engine(connect_timeout)
+        with self._errors("create its tables"), self._write() as conn:
+            metadata.create_all(conn)
+            if conn.execute(select(chain_head.c.id)).first() is None:
+                conn.execute(insert(chain_head).values(id=1, seq=0, hash=GENESIS))
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _engine(self, connect_timeout: int) -> Engine:
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise EvidenceError(
+                f"evidence database {self.shown!r} is not a database URL "
+                "(use sqlite:///path/to/evidence.db or postgresql://user@host/database)"
+            ) from None
+        backend = parsed.get_backend_name()
+        if backend not in {"sqlite", "postgresql"}:
+            raise EvidenceError(
+                f"evidence database {self.shown}: {backend!r} is not supported "
+                "(use sqlite:///path/to/evidence.db or postgresql://user@host/database)"
+            )
+        try:
+            if backend == "sqlite":
+                engine = create_engine(parsed, connect_args={"timeout": 60})
+                event.listen(engine, "connect", _sqlite_connect)
+                event.listen(engine, "begin", _sqlite_begin)
+            else:
+                engine = create_engine(
+                    parsed, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout}
+                )
+        except (NoSuchModuleError, ImportError) as exc:
+            raise EvidenceError(
+                f"evidence database {self.shown}: its driver is not installed ({exc}); "
+                "for PostgreSQL install restoredrill[postgres] (psycopg 3)"
+            ) from None
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that holds the chain lock until commit."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # serialises schema creation and every append across processes
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7346201755)"))
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except EvidenceError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise EvidenceError(self._explain(action, exc)) from None
+
+    def _explain(self, action: str, exc: BaseException) -> str:
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        if self.engine.dialect.name == "sqlite":
+            path = make_url(self.url).database or ""
+            hint = (
+                f"check that {Path(path).parent or '.'} exists and this user can write there "
+                "and to the database file, or set `evidence:` in the site file to another URL"
+            )
+        elif (isinstance(exc, DBAPIError) and exc.connection_invalidated) or "connect" in reason:
+            hint = (
+                "check that the PostgreSQL server is running and reachable, and that the URL's "
+                "host, port, user, password and database are right"
+            )
+        else:
+            hint = "check that the database user may create tables and insert rows"
+        return f"evidence database {self.shown}: cannot {action}: {reason}; {hint}"
+
+    # ----------------------------------------------------------------- writing
+
+    def record(self, run: RunRecord) -> str:
+        """Append ``run`` atomically to the chain; return its hash."""
+        run = normalized(run)
+        with self._errors(f"record run {run.run_id}"), self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                head = conn.execute(
+                    select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1).with_for_update()
+                ).one()
+            else:
+                head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
+            taken = conn.execute(select(runs_t.c.id).where(runs_t.c.run_id == run.run_id)).first()
+            if taken is not None:
+                raise EvidenceError(
+                    f"evidence database {self.shown}: run {run.run_id} is already recorded "
+                    "(records are append-only; use a new run id)"
+                )
+            digest = chain_hash(head.hash, run)
+            seq = head.seq + 1
+            run_pk = conn.execute(
+                insert(runs_t).values(
+                    seq=seq,
+                    run_id=run.run_id,
+                    site=run.site,
+                    started_at=run.started_at,
+                    finished_at=run.finished_at,
+                    trigger=run.trigger,
+                    verdict=run.verdict.value,
+                    site_recovery_time_s=run.site_recovery_time_s,
+                    site_rto_s=run.site_rto_s,
+                    recorded_at=datetime.now(UTC),
+                    prev_hash=head.hash,
+                    hash=digest,
+                )
+            ).inserted_primary_key[0]
+            for position, result in enumerate(run.systems):
+                _insert_result(conn, run_pk, position, result)
+            conn.execute(update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=digest))
+        return digest
+
+    def record_deliveries(self, run_id: str | None, deliveries: Iterable[Any]) -> None:
+        """Keep the alert delivery report of a run (targets must already be masked)."""
+        rows = []
+        for d in deliveries:
+            data = d.as_dict() if hasattr(d, "as_dict") else dict(d)
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "recorded_at": datetime.now(UTC),
+                    "target": data["target"],
+                    "systems": list(data.get("systems", [])),
+                    "ok": bool(data["ok"]),
+                    "reason": data.get("reason", ""),
+                }
+            )
+        if rows:
+            with self._errors("record alert deliveries"), self._read() as conn:
+                conn.execute(insert(deliveries_t), rows)
+
+    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
+        """The delivery report recorded for ``run_id``."""
+        with self._errors("read alert deliveries"), self._read() as conn:
+            rows = conn.execute(
+                select(deliveries_t).where(deliveries_t.c.run_id == run_id).order_by(deliveries_t.c.id)
+            ).mappings()
+            return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+
+    # ----------------------------------------------------------------- reading
+
+    def load(self, run_id: str) -> RunRecord:
+        """The run ``run_id`` as recorded; raise RunNotFound."""
+        with self._errors(f"read run {run_id}"), self._read() as conn:
+            row = conn.execute(select(runs_t).where(runs_t.c.run_id == run_id)).first()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in evidence database {self.shown}")
+            return _records(conn, [row])[0]
+
+    def runs(self, limit: int | None = 20, system: str | None = None, site: str | None = None) -> list[RunRecord]:
+        """Whole run records, newest first (only runs that include ``system``, if given)."""
+        query = select(runs_t).order_by(runs_t.c.seq.desc()).limit(limit)
+        if system is not None:
+            query = query.where(
+                runs_t.c.id.in_(select(results_t.c.run_pk).where(results_t.c.system == system))
+            )
+        if site is not None:
+            query = query.where(runs_t.c.site == site)
+        with self._errors("read runs"), self._read() as conn:
+            return _records(conn, list(conn.execute(query)))
+
+    def history(self, system: str | None = None, limit: int | None = 50, site: str | None = None) -> list[HistoryRow]:
+        """One row per system per run, newest first."""
+        query = (
+            select(runs_t.c.run_id, runs_t.c.site, runs_t.c.started_at, runs_t.c.trigger, results_t)
+            .join(results_t, results_t.c.run_pk == runs_t.c.id)
+            .order_by(runs_t.c.seq.desc(), results_t.c.position)
+            .limit(limit)
+        )
+        if system is not None:
+            query = query.where(results_t.c.system == system)
+        if site is not None:
+            query = query.where(runs_t.c.site == site)
+        with self._errors("read history"), self._read() as conn:
+            return [
+                HistoryRow(
+                    run_id=r.run_id,
+                    site=r.site,
+                    started_at=r.started_at,
+                    trigger=r.trigger,
+                    system=r.system,
+                    verdict=Verdict(r.verdict),
+                    reason=r.reason,
+                    recovery_time_s=r.recovery_time_s,
+                    rto_s=r.rto_s,
+                    backup_age_s=r.backup_age_s,
+                    rpo_s=r.rpo_s,
+                    backup_id=r.backup_id,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def last_result(
+        self, system: str, site: str | None = None, exclude_run: str | None = None
+    ) -> SystemResult | None:
+        """The newest recorded result of ``system`` (optionally not from run ``exclude_run``)."""
+        query = (
+            select(results_t)
+            .join(runs_t, results_t.c.run_pk == runs_t.c.id)
+            .where(results_t.c.system == system)
+            .order_by(runs_t.c.seq.desc(), results_t.c.position.desc())
+            .limit(1)
+        )
+        if site is not None:
+            query = query.where(runs_t.c.site == site)
+        if exclude_run is not None:
+            query = query.where(runs_t.c.run_id != exclude_run)
+        with self._errors(f"read the last result of {system}"), self._read() as conn:
+            row = conn.execute(query).first()
+            return None if row is None else _results(conn, [row])[row.id]
+
+    def previous_verdicts(self, run: RunRecord) -> dict[str, Verdict | None]:
+        """Each system's verdict before ``run`` (works before or after ``run`` is recorded)."""
+        out: dict[str, Verdict | None] = {}
+        for result in run.systems:
+            last = self.last_result(result.system, site=run.site, exclude_run=run.run_id)
+            out[result.system] = last.verdict if last else None
+        return out
+
+    # ----------------------------------------------------------------- auditing
+
+    def verify(self) -> ChainReport:
+        """Recompute the chain from the rows; report the first run altered or removed."""
+        with self._errors("verify the chain"), self._read() as conn:
+            head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
+            prev, expected_seq, count, last_seq = GENESIS, 1, 0, 0
+            after = 0
+            while True:
+                rows = list(
+                    conn.execute(
+                        select(runs_t)
+                        .where(runs_t.c.seq > after, runs_t.c.seq <= head.seq)
+                        .order_by(runs_t.c.seq)
+                        .limit(_BATCH)
+                    )
+                )
+                if not rows:
+                    break
+                for row, record in zip(rows, _records(conn, rows), strict=True):
+                    problem = _check_link(row, record, prev, expected_seq)
+                    if problem:
+                        return ChainReport(False, count, head.hash, row.run_id, row.seq, problem)
+                    prev, expected_seq, count, last_seq = row.hash, row.seq + 1, count + 1, row.seq
+                after = rows[-1].seq
+            if last_seq != head.seq or prev != head.hash:
+                missing = f"#{last_seq + 1}" + (f"..#{head.seq}" if head.seq > last_seq + 1 else "")
+                return ChainReport(
+                    False,
+                    count,
+                    head.hash,
+                    None,
+                    last_seq + 1,
+                    f"the newest run(s) {missing} were removed: the chain head is run #{head.seq} "
+                    f"but the last run in the database is #{last_seq}",
+                )
+            return ChainReport(True, count, head.hash)
+
+    def count(self) -> int:
+        with self._errors("count runs"), self._read() as conn:
+            return conn.execute(select(func.count()).select_from(runs_t)).scalar_one()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> EvidenceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+    dbapi_conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("sqlite_immediate")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _check_link(row: Any, record: RunRecord, prev: str, expected_seq: int) -> str:
+    name = f"run {row.run_id} (#{row.seq})"
+    if row.seq != expected_seq:
+        gone = f"#{expected_seq}" + (f"..#{row.seq - 1}" if row.seq - 1 > expected_seq else "")
+        return f"run {gone} was removed: the chain goes on at {name}"
+    if row.prev_hash != prev:
+        return f"{name} does not follow the run before it: a run was removed, replaced or its hash altered"
+    if chain_hash(prev, record) != row.hash:
+        return f"{name} was altered: its record no longer matches its hash"
+    return ""
+
+
+def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult) -> None:
+    b = r.backup
+    result_pk = conn.execute(
+        insert(results_t).values(
+            run_pk=run_pk,
+            position=position,
+            system=r.system,
+            verdict=r.verdict.value,
+            reason=r.reason,
+            labels=r.labels,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            recovery_time_s=r.recovery_time_s,
+            rto_s=r.rto_s,
+            rpo_s=r.rpo_s,
+            backup_age_s=r.backup_age_s,
+            near_miss=r.near_miss,
+            backup_source=b.source if b else None,
+            backup_id=b.backup_id if b else None,
+            backup_location=b.location if b else None,
+            backup_size_bytes=b.size_bytes if b else None,
+            backup_sha256=b.sha256 if b else None,
+            backup_created_at=b.created_at if b else None,
+        )
+    ).inserted_primary_key[0]
+    if r.steps:
+        conn.execute(
+            insert(steps_t),
+            [
+                {"result_pk": result_pk, "position": i, **s.model_dump()}
+                for i, s in enumerate(r.steps)
+            ],
+        )
+    if r.checks:
+        conn.execute(
+            insert(checks_t),
+            [
+                {"result_pk": result_pk, "position": i, **c.model_dump(mode="json")}
+                for i, c in enumerate(r.checks)
+            ],
+        )
+
+
+def _records(conn: Connection, run_rows: Sequence[Any]) -> list[RunRecord]:
+    """Rebuild RunRecords from run rows and their child rows."""
+    if not run_rows:
+        return []
+    result_rows = list(
+        conn.execute(
+            select(results_t)
+            .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
+            .order_by(results_t.c.run_pk, results_t.c.position)
+        )
+    )
+    results = _results(conn, result_rows)
+    by_run: dict[int, list[SystemResult]] = {}
+    for row in result_rows:
+        by_run.setdefault(row.run_pk, []).append(results[row.id])
+    return [
+        RunRecord(
+            run_id=r.run_id,
+            site=r.site,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            trigger=r.trigger,
+            verdict=Verdict(r.verdict),
+            site_recovery_time_s=r.site_recovery_time_s,
+            site_rto_s=r.site_rto_s,
+            systems=by_run.get(r.id, []),
+        )
+        for r in run_rows
+    ]
+
+
+def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
+    """SystemResults (with steps and checks) keyed by row id."""
+    ids = [r.id for r in rows]
+    steps: dict[int, list[StepTiming]] = {}
+    checks: dict[int, list[CheckResult]] = {}
+    if ids:
+        for s in conn.execute(
+            select(steps_t).where(steps_t.c.result_pk.in_(ids)).order_by(steps_t.c.result_pk, steps_t.c.position)
+        ):
+            steps.setdefault(s.result_pk, []).append(
+                StepTiming(name=s.name, started_at=s.started_at, duration_s=s.duration_s, ok=s.ok, message=s.message)
+            )
+        for c in conn.execute(
+            select(checks_t).where(checks_t.c.result_pk.in_(ids)).order_by(checks_t.c.result_pk, checks_t.c.position)
+        ):
+            checks.setdefault(c.result_pk, []).append(
+                CheckResult(
+                    name=c.name,
+                    kind=c.kind,
+                    status=c.status,
+                    expected=c.expected,
+                    observed=c.observed,
+                    duration_s=c.duration_s,
+                    message=c.message,
+                )
+            )
+    return {
+        r.id: SystemResult(
+            system=r.system,
+            verdict=Verdict(r.verdict),
+            reason=r.reason,
+            labels=r.labels,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            recovery_time_s=r.recovery_time_s,
+            rto_s=r.rto_s,
+            rpo_s=r.rpo_s,
+            backup_age_s=r.backup_age_s,
+            near_miss=r.near_miss,
+            backup=_backup(r),
+            steps=steps.get(r.id, []),
+            checks=checks.get(r.id, []),
+        )
+        for r in rows
+    }
+
+
+def _backup(r: Any) -> BackupRef | None:
+    if r.backup_source is None:
+        return None
+    return BackupRef(
+        source=r.backup_source,
+        backup_id=r.backup_id,
+        location=r.backup_location,
+        size_bytes=r.backup_size_bytes,
+        sha256=r.backup_sha256,
+        created_at=r.backup_created_at,
+    )
+
+
+def as_mapping(report: ChainReport) -> Mapping[str, Any]:
+    """The report as plain data (for ``--json``)."""
+    return {
+        "ok": report.ok,
+        "runs": report.runs,
+        "head": report.head,
+        "run_id": report.run_id,
+        "seq": report.seq,
+        "problem": report.problem,
+    }

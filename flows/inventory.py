@@ -1,0 +1,400 @@
+"""The site inventory: what to restore, how it runs, how to check it, in what order.
+
+Loaded from YAML with line numbers kept, so every error names file, line and field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from restoredrill.checks.registry import CheckSpec
+from restoredrill.durations import Duration
+from restoredrill.twins.devices import DeviceSpec
+from restoredrill.twins.sources import SourceSpec
+from restoredrill.twins.spec import Probe, RunSpec
+
+from .alerts import AlertTarget
+
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Labels(BaseModel):
+    """Reporting labels: ``zone`` and ``role``, plus any of the plant's own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    zone: Literal["ot", "it", "dmz"] | None = Field(None, description="ot, it or dmz")
+    role: str | None = Field(None, description="e.g. hmi, scada, historian, mes, erp, plc")
+
+    @model_validator(mode="after")
+    def _extras_are_text(self) -> Labels:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, str | int | float | bool):
+                raise ValueError(f"label {key!r} must be a plain value, not {type(value).__name__}")
+        return self
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class Sandbox(_Model):
+    """Where twins run: the backend and the isolated networks of a run."""
+
+    backend: Literal["docker"] = "docker"
+    subnets: list[str] = Field(
+        default_factory=lambda: ["10.77.0.0/24"],
+        description="isolated networks of a run; production addresses taken over must lie inside",
+    )
+    concurrency: int = Field(2, ge=1, le=64, description="systems verified at once within a wave")
+    watchdog: float = Field(
+        3.0, ge=1.0, description="stop a verification after this many times its RTO"
+    )
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        nets = []
+        for text in value:
+            try:
+                nets.append(ipaddress.ip_network(text, strict=True))
+            except ValueError as exc:
+                raise ValueError(f"{text!r} is not a subnet (use e.g. 10.77.0.0/24): {exc}") from None
+        for i, a in enumerate(nets):
+            for b in nets[i + 1 :]:
+                if a.overlaps(b):
+                    raise ValueError(f"subnets {a} and {b} overlap")
+        if not nets:
+            raise ValueError("at least one subnet is needed")
+        return value
+
+
+class System(_Model):
+    """One system of the plant: its backup, how it runs, how we know it works."""
+
+    name: str = Field(pattern=NAME, description="unique, lower-case: letters, digits, - _ .")
+    description: str = ""
+    labels: Labels = Field(default_factory=Labels)
+    backup: SourceSpec
+    run: RunSpec = Field(default_factory=RunSpec)
+    ready: Probe | None = Field(None, description="how to tell the restored system is up")
+    checks: list[CheckSpec] = Field(default_factory=list)
+    rto: Duration = Field(description="recovery time objective, e.g. 15m")
+    rpo: Duration | None = Field(None, description="maximum age of the backup, e.g. 24h")
+    depends_on: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(
+        default_factory=list, description="emulated field devices this system needs"
+    )
+    schedule: str | None = Field(None, description="cron expression overriding the site's")
+    alerts: list[AlertTarget] = Field(default_factory=list)
+
+
+class Site(_Model):
+    """A plant (or one area of it): the systems to verify and how."""
+
+    site: str = Field(pattern=NAME, description="the site's name")
+    description: str = ""
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    evidence: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite in .restoredrill/ beside the site file"
+    )
+    rto: Duration | None = Field(None, description="site RTO: the critical path's target")
+    schedule: str | None = Field(None, description="cron expression for `restoredrill serve`")
+    alerts: list[AlertTarget] = Field(default_factory=list)
+    devices: list[DeviceSpec] = Field(default_factory=list)
+    systems: list[System] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Site:
+        names = [s.name for s in self.systems]
+        device_names = [d.name for d in self.devices]
+        for kind, seen in (("system", names), ("device", device_names)):
+            dupes = sorted({n for n in seen if seen.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique: {', '.join(dupes)} repeated")
+        return self
+
+    def system(self, name: str) -> System:
+        for s in self.systems:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+class InventoryError(Exception):
+    """An inventory problem, formatted ``file:line: field: what is expected``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class LoadedSite:
+    """A validated site with where it came from (paths resolve against ``base_dir``)."""
+
+    def __init__(self, site: Site, path: Path) -> None:
+        self.site = site
+        self.path = path
+        self.base_dir = path.parent
+
+    def resolve(self, relative: str | Path) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def load_site(path: str | Path) -> LoadedSite:
+    """Read, validate and cross-check a site file; raise InventoryError listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InventoryError([f"{shown}: cannot read the site file: {exc.strerror}"]) from None
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise InventoryError(
+            [f"{shown}:{line}: malformed YAML: {exc.problem or exc.context}"]
+        ) from None
+    if not isinstance(data, dict):
+        raise InventoryError([f"{shown}:1: the site file must be a mapping with site: and systems:"])
+    try:
+        site = Site.model_validate(_plain(data))
+    except ValidationError as exc:
+        raise InventoryError([_describe(shown, data, err) for err in exc.errors()]) from None
+    problems = [f"{shown}:{line}: {msg}" for line, msg in cross_check(site, data)]
+    if problems:
+        raise InventoryError(problems)
+    return LoadedSite(site, path)
+
+
+def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
+    """Checks across systems: unknown dependencies and devices, cycles, address clashes."""
+    out: list[tuple[int, str]] = []
+    names = {s.name for s in site.systems}
+    devices = {d.name: d for d in site.devices}
+    nets = [ipaddress.ip_network(n) for n in site.sandbox.subnets]
+    taken: dict[str, str] = {}
+
+    def claim(addr: Any, owner: str, loc: tuple[Any, ...]) -> None:
+        if addr is None:
+            return
+        ip = ipaddress.ip_address(str(addr))
+        if not any(ip in n for n in nets):
+            out.append((_line(data, loc), f"{_path(loc)}: {ip} is outside the sandbox subnets "
+                        f"({', '.join(site.sandbox.subnets)}); add its subnet to sandbox.subnets"))
+        elif str(ip) in taken:
+            out.append((_line(data, loc), f"{_path(loc)}: {ip} is already the address of "
+                        f"{taken[str(ip)]}"))
+        else:
+            taken[str(ip)] = owner
+
+    for i, d in enumerate(site.devices):
+        claim(getattr(d, "address", None), f"device {d.name}", ("devices", i, "address"))
+    for i, s in enumerate(site.systems):
+        claim(s.run.address, f"system {s.name}", ("systems", i, "run", "address"))
+        for j, dep in enumerate(s.depends_on):
+            if dep not in names:
+                out.append((_line(data, ("systems", i, "depends_on", j)),
+                            f"systems[{i}].depends_on[{j}]: unknown system {dep!r} "
+                            f"(known: {', '.join(sorted(names))})"))
+        for j, dev in enumerate(s.devices):
+            if dev not in devices:
+                out.append((_line(data, ("systems", i, "devices", j)),
+                            f"systems[{i}].devices[{j}]: unknown device {dev!r} "
+                            f"(known: {', '.join(sorted(devices)) or 'none declared'})"))
+    if not out:
+        cycle = find_cycle({s.name: s.depends_on for s in site.systems})
+        if cycle:
+            i = [s.name for s in site.systems].index(cycle[0])
+            out.append((_line(data, ("systems", i, "depends_on")),
+                        f"systems[{i}].depends_on: dependency cycle: {' -> '.join(cycle)}"))
+    return out
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as ``[a, b, c, a]``, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def waves(graph: dict[str, list[str]], only: Iterable[str] | None = None) -> list[list[str]]:
+    """Dependency waves: each system comes after everything it depends on.
+
+    With ``only``, the named systems plus everything they depend on are planned.
+    """
+    wanted = set(graph)
+    if only is not None:
+        wanted = set()
+        todo = list(only)
+        while todo:
+            name = todo.pop()
+            if name not in wanted:
+                wanted.add(name)
+                todo.extend(graph[name])
+    done: set[str] = set()
+    plan: list[list[str]] = []
+    order = [n for n in graph if n in wanted]
+    while len(done) < len(wanted):
+        wave = [n for n in order if n not in done and all(d in done for d in graph[n])]
+        if not wave:
+            raise ValueError(f"dependency cycle: {find_cycle(graph)}")
+        plan.append(wave)
+        done.update(wave)
+    return plan
+
+
+# --- error formatting -------------------------------------------------------------------
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _line(data: Any, loc: Sequence[Any]) -> int:
+    """The 1-based line of the deepest node of ``loc`` found in the YAML tree."""
+    node, line = data, 1
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        if isinstance(node, dict) and part in node:
+            if lc is not None:
+                line = lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            if lc is not None:
+                line = lc.item(part)[0] + 1
+            node = node[part]
+        elif not isinstance(node, dict):
+            break
+    return line
+
+
+def _walk(data: Any, loc: Sequence[Any]) -> list[tuple[Any, bool]]:
+    """Pair each part of a pydantic location with whether it is a place in the file.
+
+    Discriminated unions put the member's tag (e.g. ``restic``) in the location; it is
+    not a key of the file, so it is left out of the field path and line lookup.
+    """
+    out: list[tuple[Any, bool]] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict):
+            if part in node:
+                node = node[part]
+                out.append((part, True))
+            else:
+                out.append((part, last))
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            out.append((part, True))
+        else:
+            out.append((part, not isinstance(part, str) or not part.startswith("function-")))
+            node = None
+    return out
+
+
+def _path(loc: Sequence[Any], data: Any = None) -> str:
+    out = ""
+    for part, real in _walk(data, loc):
+        if not real:
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(shown: str, data: Any, err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(data, loc)
+        msg = f"unknown key {loc[-1]!r}" + (f" (expected one of: {allowed})" if allowed else "")
+    elif kind == "missing":
+        msg = "is required"
+    elif kind == "union_tag_invalid":
+        msg = f"unknown kind {err['input'].get('kind')!r}; expected one of: " + ", ".join(
+            re.findall(r"'([^']+)'", err["ctx"]["expected_tags"])
+        )
+    elif kind == "union_tag_not_found":
+        msg = "needs a kind: " + ", ".join(re.findall(r"'([^']+)'", err["ctx"]["discriminator"]))
+    else:
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        value = err.get("input")
+        if kind not in {"value_error", "assertion_error"} and not isinstance(value, dict | list):
+            msg = f"{_quote(value)}: {msg}"
+    return f"{shown}:{_line(data, loc)}: {_path(loc, data)}: {msg}"
+
+
+def _quote(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _allowed_keys(data: Any, loc: Sequence[Any]) -> str:
+    """The keys the model holding ``loc[-1]`` accepts (for the error message)."""
+    from typing import get_args
+
+    def members(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in get_args(annotation) for m in members(arg)]
+
+    candidates: list[type[BaseModel]] = [Site]
+    node = data
+    for part, real in _walk(data, loc)[:-1]:
+        if isinstance(part, int):
+            node = node[part] if real and isinstance(node, list) else None
+            if isinstance(node, dict) and "kind" in node:
+                candidates = [m for m in candidates if _kind_of(m) == node["kind"]] or candidates
+            continue
+        if not real:  # a union tag: narrow to the member whose kind it names
+            candidates = [m for m in candidates if _kind_of(m) == part] or candidates
+            continue
+        fields = [m.model_fields[part] for m in candidates if part in m.model_fields]
+        if not fields:
+            return ""
+        candidates = members(fields[0].annotation)
+        node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "kind" in node:
+            candidates = [m for m in candidates if _kind_of(m) == node["kind"]] or candidates
+    if len(candidates) != 1:
+        return ""
+    return ", ".join(candidates[0].model_fields)
+
+
+def _kind_of(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("kind")
+    return field.default if field is not None else None

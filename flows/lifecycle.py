@@ -1,0 +1,289 @@
+"""The life of one system in a run: locate → restore → start → ready → checks → teardown.
+
+Every step is one function ``step(job) -> None`` on a :class:`SystemJob`; timing,
+progress, errors and the watchdog are handled once, in :func:`run_step`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from restoredrill.checks.base import CheckResult, SandboxGuard, Status
+from restoredrill.checks.registry import run_check
+from restoredrill.twins.base import Restored, Sandbox, Twin, TwinError
+from restoredrill.twins.readiness import wait_ready
+from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreContext
+
+from .inventory import LoadedSite, System
+from .progress import SystemProgress, emit
+from .results import StepTiming, SystemResult, Verdict
+
+
+class StepFailed(Exception):
+    """A step could not complete; ``reason`` says why in one line a person can act on."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+class WatchdogExpired(StepFailed):
+    pass
+
+
+class SystemJob:
+    """Everything one system's verification holds while it runs."""
+
+    def __init__(
+        self,
+        loaded: LoadedSite,
+        system: System,
+        sandbox: Sandbox,
+        run_id: str,
+        docker: Any,
+        watchdog_factor: float = 3.0,
+    ) -> None:
+        self.loaded = loaded
+        self.system = system
+        self.sandbox = sandbox
+        self.run_id = run_id
+        self.docker = docker
+        self.guard = SandboxGuard(list(sandbox.networks))
+        self.ref: BackupRef | None = None
+        self.restored: Restored | None = None
+        self.twin: Twin | None = None
+        self.workdir: Path | None = None
+        self.steps: list[StepTiming] = []
+        self.checks: list[CheckResult] = []
+        self.started_at = datetime.now(UTC)
+        self.t_restore: float | None = None
+        self.t_checks_done: float | None = None
+        self.current = "waiting"
+        self.expired_in: str | None = None
+        self.progress = SystemProgress(system.name, rto_s=system.rto.total_seconds())
+        self._limit = system.rto.total_seconds() * watchdog_factor
+        self._timer: threading.Timer | None = None
+
+    # --- watchdog -------------------------------------------------------------------
+    def arm_watchdog(self) -> None:
+        self.progress.started = time.monotonic()
+        self._timer = threading.Timer(self._limit, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm_watchdog(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+    def _expire(self) -> None:
+        self.expired_in = self.current
+        if self.twin is not None:  # unblock a step waiting on the twin
+            try:
+                self.sandbox.remove(self.twin)
+            except Exception:  # noqa: BLE001 - teardown will try again
+                pass
+
+    def check_watchdog(self) -> None:
+        if self.expired_in:
+            raise WatchdogExpired(
+                self.expired_in,
+                f"stopped by the watchdog after {self._limit:.0f}s "
+                f"({self._limit / self.system.rto.total_seconds():.0f}x RTO) in step {self.expired_in}",
+            )
+
+
+def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None:
+    """Run one step with timing, progress and clear failure reasons."""
+    job.check_watchdog()
+    job.current = name
+    job.progress.step = name
+    emit(job.progress)
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    try:
+        fn(job)
+    except StepFailed as exc:
+        job.steps.append(_timing(name, started_at, t0, False, exc.reason))
+        raise
+    except (BackupError, TwinError) as exc:
+        job.steps.append(_timing(name, started_at, t0, False, str(exc)))
+        job.check_watchdog()
+        raise StepFailed(name, str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure still gets a verdict
+        job.steps.append(_timing(name, started_at, t0, False, f"{type(exc).__name__}: {exc}"))
+        job.check_watchdog()
+        raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
+    job.steps.append(_timing(name, started_at, t0, True, ""))
+    job.check_watchdog()
+
+
+def _timing(name: str, started_at: datetime, t0: float, ok: bool, message: str) -> StepTiming:
+    return StepTiming(
+        name=name,
+        started_at=started_at,
+        duration_s=round(time.perf_counter() - t0, 4),
+        ok=ok,
+        message=message,
+    )
+
+
+# --- the steps ------------------------------------------------------------------------
+
+
+def locate(job: SystemJob) -> None:
+    """Find the backup to restore and record its identity."""
+    job.ref = job.system.backup.locate(job.loaded.base_dir)
+
+
+def restore(job: SystemJob) -> None:
+    """Restore the backup into something the twin backend can run."""
+    assert job.ref is not None
+    job.t_restore = time.perf_counter()
+    job.workdir = Path(tempfile.mkdtemp(prefix=f"restoredrill-{job.run_id}-{job.system.name}-"))
+    ctx = RestoreContext(
+        docker=job.docker,
+        workdir=job.workdir,
+        image_tag=f"restoredrill-run/{job.system.name}:{job.run_id}",
+        labels=labels(job),
+    )
+    job.restored = job.system.backup.restore(job.ref, ctx)
+
+
+def start(job: SystemJob) -> None:
+    """Start the restored system on the run's isolated network."""
+    assert job.restored is not None
+    spec = job.system.run
+    if spec.volumes:
+        spec = spec.model_copy(
+            update={"volumes": {k: _host_path(job, v) for k, v in spec.volumes.items()}}
+        )
+    job.twin = job.sandbox.start(spec, job.restored, name=job.system.name, labels=labels(job))
+
+
+def ready(job: SystemJob) -> None:
+    """Wait until the readiness probe passes (or the twin dies, or the probe times out)."""
+    assert job.twin is not None
+    if job.system.ready is not None:
+        wait_ready(job.twin, job.system.ready)
+    elif not job.twin.is_running():
+        raise TwinError(f"{job.system.name} exited at once; last output:\n{job.twin.logs(20)}")
+
+
+def checks(job: SystemJob) -> None:
+    """Run every check; a failed check is a result, not an exception."""
+    assert job.twin is not None
+    for spec in job.system.checks:
+        job.check_watchdog()
+        job.checks.extend(run_check(_resolved(job, spec), job.twin, job.guard))
+    job.t_checks_done = time.perf_counter()
+
+
+def teardown(job: SystemJob) -> None:
+    """Remove the twin, the images its restore created and its scratch directory."""
+    twin, job.twin = job.twin, None
+    if twin is not None:
+        job.sandbox.remove(twin)
+    if job.restored is not None and twin is None:
+        for image in job.restored.created_images:
+            try:
+                job.docker.images.remove(image, force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+    if job.workdir is not None:
+        shutil.rmtree(job.workdir, ignore_errors=True)
+        job.workdir = None
+
+
+STEPS: list[tuple[str, Callable[[SystemJob], None]]] = [
+    ("locate", locate),
+    ("restore", restore),
+    ("start", start),
+    ("ready", ready),
+    ("checks", checks),
+]
+
+
+# --- verdict --------------------------------------------------------------------------
+
+
+def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
+    """Judge the run of one system against its checks, RTO and RPO."""
+    system = job.system
+    rto = system.rto.total_seconds()
+    recovery = (
+        round(job.t_checks_done - job.t_restore, 3)
+        if job.t_restore is not None and job.t_checks_done is not None
+        else None
+    )
+    age = None
+    if job.ref is not None and job.ref.created_at is not None:
+        created = job.ref.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        age = round((job.started_at - created).total_seconds(), 1)
+    reason = ""
+    if isinstance(failure, WatchdogExpired):
+        result, reason = Verdict.RTO_EXCEEDED, failure.reason
+    elif failure is not None:
+        result, reason = Verdict.ERROR, f"{failure.step}: {failure.reason}"
+    elif any(c.status is not Status.PASS for c in job.checks):
+        bad = [c for c in job.checks if c.status is not Status.PASS]
+        result = Verdict.FAIL
+        reason = f"{len(bad)} of {len(job.checks)} checks failed: " + "; ".join(
+            _describe_check(c) for c in bad[:3]
+        )
+    elif recovery is not None and recovery > rto:
+        result, reason = Verdict.RTO_EXCEEDED, f"recovered in {recovery:.1f}s, RTO is {rto:.0f}s"
+    elif system.rpo is not None and age is not None and age > system.rpo.total_seconds():
+        result = Verdict.RPO_EXCEEDED
+        reason = f"newest backup is {age:.0f}s old, RPO is {system.rpo.total_seconds():.0f}s"
+    else:
+        result = Verdict.PASS
+    return SystemResult(
+        system=system.name,
+        verdict=result,
+        reason=reason,
+        labels=system.labels.as_dict(),
+        started_at=job.started_at,
+        finished_at=datetime.now(UTC),
+        recovery_time_s=recovery,
+        rto_s=rto,
+        rpo_s=system.rpo.total_seconds() if system.rpo else None,
+        backup_age_s=age,
+        near_miss=result is Verdict.PASS and recovery is not None and recovery > 0.8 * rto,
+        backup=job.ref,
+        steps=job.steps,
+        checks=job.checks,
+    )
+
+
+def _describe_check(c: CheckResult) -> str:
+    if c.status is Status.ERROR:
+        return f"{c.name}: {c.message}"
+    return f"{c.name}: expected {c.expected!r}, observed {c.observed!r}"
+
+
+def labels(job: SystemJob) -> dict[str, str]:
+    return {"restoredrill.run": job.run_id, "restoredrill.system": job.system.name}
+
+
+def _host_path(job: SystemJob, value: str) -> str:
+    if value.startswith(("/", ".", "~")) or "/" in value:
+        return str(job.loaded.resolve(value))
+    return value  # a named volume
+
+
+def _resolved(job: SystemJob, spec: Any) -> Any:
+    """Resolve a check's relative file path against the site file's directory."""
+    file = getattr(spec, "file", None)
+    if isinstance(file, str | Path) and getattr(spec, "kind", "") == "testinfra":
+        return spec.model_copy(update={"file": job.loaded.resolve(file)})
+    return spec

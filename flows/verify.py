@@ -1,0 +1,248 @@
+"""The Prefect flows: verify one system, verify a site in dependency waves."""
+
+from __future__ import annotations
+
+import contextvars
+import secrets
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from restoredrill.twins.base import Sandbox, backend
+
+from . import lifecycle
+from .inventory import LoadedSite, Site, load_site, waves
+from .lifecycle import StepFailed, SystemJob, run_step
+from .progress import emit
+from .results import RunRecord, SystemResult, Verdict
+
+BLOCKING = {Verdict.ERROR, Verdict.FAIL, Verdict.BLOCKED}
+"""A dependency ending in one of these blocks its dependents (a slow one does not)."""
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+class RunContext:
+    """What the systems of one run share: the site, the sandbox, twins kept for dependents."""
+
+    def __init__(self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Any) -> None:
+        self.loaded = loaded
+        self.run_id = run_id
+        self.sandbox = sandbox
+        self.engine = engine
+        self.kept: dict[str, SystemJob] = {}
+        self.lock = threading.Lock()
+
+
+_RUNS: dict[str, RunContext] = {}
+
+
+def _step_task(name: str, fn: Any) -> Any:
+    """One lifecycle step as a named Prefect task (timing is recorded by run_step)."""
+
+    def step(job: SystemJob) -> None:
+        run_step(job, name, fn)
+
+    step.__name__ = step.__qualname__ = name
+    step.__doc__ = fn.__doc__
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False, retries=0)(step)
+
+
+STEP_TASKS = {
+    name: _step_task(name, fn) for name, fn in [*lifecycle.STEPS, ("teardown", lifecycle.teardown)]
+}
+
+
+@flow(name="verify-system", log_prints=False, persist_result=False)
+def verify_system(site_path: str, system: str, run_id: str, keep_running: bool = False) -> SystemResult:
+    """Restore one system into its twin, prove it works, time it, tear it down."""
+    ctx = _RUNS.get(run_id)
+    own = ctx is None
+    if ctx is None:  # run on its own (e.g. a deployment): open a sandbox for it alone
+        ctx = open_run(load_site(site_path), run_id)
+    spec = ctx.loaded.site.system(system)
+    job = SystemJob(
+        ctx.loaded, spec, ctx.sandbox, run_id, ctx.engine.client, ctx.loaded.site.sandbox.watchdog
+    )
+    failure: StepFailed | None = None
+    job.arm_watchdog()
+    try:
+        for name, _ in lifecycle.STEPS:
+            state = STEP_TASKS[name](job=job, return_state=True)
+            if state.is_failed():
+                exc = state.result(raise_on_failure=False)
+                failure = exc if isinstance(exc, StepFailed) else StepFailed(name, str(exc))
+                break
+    finally:
+        job.disarm_watchdog()
+        result = lifecycle.verdict(job, failure)
+        if keep_running and failure is None:
+            with ctx.lock:
+                ctx.kept[system] = job
+        else:
+            STEP_TASKS["teardown"](job=job, return_state=True)
+            result.steps = job.steps
+        job.progress.step = "done"
+        job.progress.verdict = result.verdict.value
+        emit(job.progress)
+        if own:
+            close_run(ctx)
+    return result
+
+
+@flow(name="verify-site", log_prints=False, persist_result=False)
+def verify_site(
+    site_path: str,
+    systems: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    trigger: str = "manual",
+    run_id: str | None = None,
+) -> RunRecord:
+    """Verify every system (or the named ones and what they need) in dependency waves."""
+    loaded = load_site(site_path)
+    site = loaded.site
+    run_id = run_id or new_run_id()
+    record = RunRecord(run_id=run_id, site=site.site, started_at=datetime.now(UTC), trigger=trigger)
+    graph = {s.name: list(s.depends_on) for s in site.systems}
+    plan = waves(graph, systems or None)
+    planned = {n for wave in plan for n in wave}
+    has_dependents = {d for n in planned for d in graph[n]}
+    results: dict[str, SystemResult] = {}
+    ctx = open_run(loaded, run_id)
+    try:
+        for wave in plan:
+            runnable = []
+            for name in wave:
+                bad = [d for d in graph[name] if results[d].verdict in BLOCKING]
+                if bad:
+                    results[name] = blocked(site, name, bad, results)
+                    emit_done(name, results[name])
+                else:
+                    runnable.append(name)
+            workers = max(1, min(concurrency or site.sandbox.concurrency, len(runnable) or 1))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="system") as pool:
+                futures = {
+                    name: pool.submit(
+                        contextvars.copy_context().run,
+                        verify_system,
+                        site_path=str(loaded.path),
+                        system=name,
+                        run_id=run_id,
+                        keep_running=name in has_dependents,
+                    )
+                    for name in runnable
+                }
+                for name, future in futures.items():
+                    results[name] = future.result()
+    finally:
+        close_run(ctx, results)
+    record.systems = [results[n] for wave in plan for n in wave]
+    record.finished_at = datetime.now(UTC)
+    record.site_recovery_time_s = critical_path(graph, results)
+    record.site_rto_s = site.rto.total_seconds() if site.rto else None
+    record.verdict = site_verdict(record)
+    return record
+
+
+def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
+    """Reap what dead runs left, then open this run's isolated networks."""
+    from restoredrill.twins.docker import reap_stale
+
+    engine = backend(loaded.site.sandbox.backend)
+    reap_stale(engine.client)
+    subnets = loaded.site.sandbox.subnets
+    sandbox = engine.open_sandbox(run_id, subnets[0])
+    try:
+        for subnet in subnets[1:]:
+            sandbox.add_network(subnet)
+    except BaseException:
+        sandbox.close()
+        raise
+    ctx = RunContext(loaded, run_id, sandbox, engine)
+    _RUNS[run_id] = ctx
+    return ctx
+
+
+def close_run(ctx: RunContext, results: dict[str, SystemResult] | None = None) -> None:
+    """Tear down twins kept for dependents, then everything else of the run."""
+    try:
+        for name, job in list(ctx.kept.items()):
+            state = STEP_TASKS["teardown"](job=job, return_state=True)
+            if results is not None and name in results:
+                results[name].steps = job.steps
+            if state.is_failed():
+                pass  # the sandbox close below removes what is left
+        ctx.kept.clear()
+    finally:
+        ctx.sandbox.close()
+        _RUNS.pop(ctx.run_id, None)
+
+
+def blocked(site: Site, name: str, bad: list[str], results: dict[str, SystemResult]) -> SystemResult:
+    spec = site.system(name)
+    why = ", ".join(f"{d} ({results[d].verdict.value})" for d in bad)
+    return SystemResult(
+        system=name,
+        verdict=Verdict.BLOCKED,
+        reason=f"not run: depends on {why}",
+        labels=spec.labels.as_dict(),
+        rto_s=spec.rto.total_seconds(),
+        rpo_s=spec.rpo.total_seconds() if spec.rpo else None,
+        steps=[],
+    )
+
+
+def emit_done(name: str, result: SystemResult) -> None:
+    from .progress import SystemProgress
+
+    emit(SystemProgress(name, step="done", verdict=result.verdict.value, rto_s=result.rto_s))
+
+
+def critical_path(graph: dict[str, list[str]], results: dict[str, SystemResult]) -> float | None:
+    """The site's recovery time: each system starts once all it depends on have recovered."""
+    finish: dict[str, float] = {}
+
+    def done_at(name: str) -> float | None:
+        if name in finish:
+            return finish[name]
+        own = results[name].recovery_time_s
+        if own is None:
+            return None
+        before = [done_at(d) for d in graph[name] if d in results]
+        if any(b is None for b in before):
+            return None
+        finish[name] = max([b for b in before if b is not None], default=0.0) + own
+        return finish[name]
+
+    times = [done_at(n) for n in results]
+    if not times or any(t is None for t in times):
+        return None
+    return round(max(t for t in times if t is not None), 3)
+
+
+def site_verdict(record: RunRecord) -> Verdict:
+    """The worst system verdict; a site past its own RTO is ``rto_exceeded``."""
+    order = [
+        Verdict.ERROR,
+        Verdict.FAIL,
+        Verdict.BLOCKED,
+        Verdict.RTO_EXCEEDED,
+        Verdict.RPO_EXCEEDED,
+        Verdict.PASS,
+    ]
+    worst = min((s.verdict for s in record.systems), key=order.index, default=Verdict.PASS)
+    if (
+        worst is Verdict.PASS
+        and record.site_rto_s is not None
+        and record.site_recovery_time_s is not None
+        and record.site_recovery_time_s > record.site_rto_s
+    ):
+        return Verdict.RTO_EXCEEDED
+    return worst

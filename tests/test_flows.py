@@ -1,0 +1,210 @@
+"""A whole site verified end to end on the real Docker engine, through the CLI and the flows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from restoredrill.flows.results import Verdict
+
+APP = """\
+import http.server, json, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "name": os.environ.get("NAME", "?")}).encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+print("serving", flush=True)
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def plant(tmp_path_factory, docker_client, base_image) -> Path:
+    """A small plant's backups: one good image archive, one truncated copy of it."""
+    from restoredrill.twins.images import build_image
+
+    root = tmp_path_factory.mktemp("plant")
+    ctx = root / "ctx"
+    ctx.mkdir()
+    (ctx / "app.py").write_text(APP)
+    (ctx / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nCOPY app.py /opt/app.py\nCMD [\"python3\", \"/opt/app.py\"]\n"
+    )
+    tag = "restoredrill-test/app:1"
+    build_image(docker_client, ctx, tag, base=base_image, labels={"restoredrill.test": "1"})
+    backups = root / "backups"
+    backups.mkdir()
+    good = backups / "app-1.tar"
+    with good.open("wb") as fh:
+        for chunk in docker_client.images.get(tag).save(named=True):
+            fh.write(chunk)
+    docker_client.images.remove(tag, force=True)
+    broken = backups / "broken-1.tar"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return root
+
+
+def site_file(root: Path, name: str, body: str, subnet: str) -> Path:
+    path = root / f"{name}.yaml"
+    path.write_text(
+        f"site: {name}\nsandbox: {{subnets: [{subnet}], concurrency: 2}}\n"
+        f"evidence: sqlite:///{root}/{name}-evidence.db\n"
+        + textwrap.dedent(body)
+    )
+    return path
+
+
+SITE = """\
+systems:
+  - name: db
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: 10.91.0.10, env: {NAME: db}}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks:
+      - {kind: http, port: 8080, json: {status: ok, name: db}}
+      - {kind: host, file: /opt/app.py, contains: ThreadingHTTPServer}
+    rto: 5m
+  - name: app
+    depends_on: [db]
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: 10.91.0.20, env: {NAME: app}}
+    ready: {kind: log, contains: serving, timeout: 30s}
+    checks:
+      - {kind: http, name: reaches db from the host, url: "http://10.91.0.10:8080/", json: {name: db}}
+      - {kind: http, name: wrong name, port: 8080, json: {name: somebody-else}}
+    rto: 5m
+  - name: erp
+    backup: {kind: image_archive, path: backups/broken-1.tar}
+    ready: {kind: tcp, port: 8080, timeout: 10s}
+    rto: 5m
+  - name: reports
+    depends_on: [erp]
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    rto: 5m
+"""
+
+
+def restoredrill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "restoredrill.flows.cli", *args],
+        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+    )
+
+
+def leftovers(docker_client, run_id: str) -> list[str]:
+    label = f"restoredrill.run={run_id}"
+    found = [c.name for c in docker_client.containers.list(all=True, filters={"label": label})]
+    found += [n.name for n in docker_client.networks.list(filters={"label": label})]
+    found += [str(i.tags) for i in docker_client.images.list(filters={"label": label})]
+    return found
+
+
+def test_site_run_pass_fail_error_blocked_with_evidence(plant: Path, docker_client) -> None:
+    site = site_file(plant, "mixed", SITE, "10.91.0.0/24")
+    proc = restoredrill("run", str(site), "--json")
+    assert proc.returncode == 1, proc.stderr
+    record = json.loads(proc.stdout)
+    by = {s["system"]: s for s in record["systems"]}
+    assert by["db"]["verdict"] == "pass", by["db"]
+    assert by["db"]["recovery_time_s"] > 0
+    assert [st["name"] for st in by["db"]["steps"]] == [
+        "locate", "restore", "start", "ready", "checks", "teardown"
+    ]
+    assert by["db"]["backup"]["sha256"] and by["db"]["backup"]["backup_id"] == "app-1.tar"
+    # app ran while db was still up (a dependency stays running for its dependents)
+    assert by["app"]["verdict"] == "fail"
+    checks = {c["name"]: c for c in by["app"]["checks"]}
+    assert checks["reaches db from the host"]["status"] == "pass"
+    wrong = [c for c in by["app"]["checks"] if c["status"] == "fail"]
+    assert wrong and wrong[0]["observed"] == "app" and wrong[0]["expected"] == "somebody-else"
+    assert by["erp"]["verdict"] == "error"
+    assert "restore" in by["erp"]["reason"] and "truncated" in by["erp"]["reason"]
+    assert by["reports"]["verdict"] == "blocked"
+    assert "erp (error)" in by["reports"]["reason"]
+    assert leftovers(docker_client, record["run_id"]) == []
+    hist = restoredrill("history", "--site", str(site), "--json")
+    assert hist.returncode == 0, hist.stderr
+    runs = json.loads(hist.stdout)
+    assert runs[0]["run_id"] == record["run_id"]
+    table = restoredrill("history", "db", "--site", str(site))
+    assert record["run_id"] in table.stdout and "pass" in table.stdout
+
+
+def test_only_named_system_and_its_dependencies_run(plant: Path) -> None:
+    site = site_file(plant, "subset", SITE, "10.91.0.0/24")
+    proc = restoredrill("run", str(site), "--json", "--system", "db")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert [s["system"] for s in record["systems"]] == ["db"]
+    assert record["verdict"] == "pass"
+
+
+def test_rto_exceeded_and_watchdog(plant: Path, docker_client) -> None:
+    from restoredrill.flows.verify import verify_site
+
+    slow = """\
+    systems:
+      - name: slow
+        backup: {kind: image_archive, path: backups/app-1.tar}
+        run: {address: 10.91.0.30}
+        ready: {kind: http, port: 8080, timeout: 30s}
+        checks: [{kind: tcp, port: 8080}]
+        rto: 10ms
+      - name: hung
+        backup: {kind: image_archive, path: backups/app-1.tar}
+        run: {address: 10.91.0.31, command: [sleep, "600"]}
+        ready: {kind: tcp, port: 8080, timeout: 5m}
+        rto: 3s
+    """
+    site = site_file(plant, "slow", slow, "10.91.0.0/24")
+    text = site.read_text().replace("concurrency: 2}", "concurrency: 2, watchdog: 1000}")
+    site.write_text(text)
+    record = verify_site(str(site))
+    by = {s.system: s for s in record.systems}
+    assert by["slow"].verdict is Verdict.RTO_EXCEEDED
+    assert "RTO" in by["slow"].reason
+    # the hung one: 3s RTO x watchdog 1000 would be too long; use a site with the default 3x
+    site.write_text(text.replace("watchdog: 1000", "watchdog: 1"))
+    record = verify_site(str(site), ["hung"])
+    hung = record.systems[0]
+    assert hung.verdict is Verdict.RTO_EXCEEDED
+    assert "watchdog" in hung.reason and "ready" in hung.reason
+    assert leftovers(docker_client, record.run_id) == []
+
+
+def test_bad_inputs_exit_2_with_clear_messages(tmp_path: Path) -> None:
+    site = tmp_path / "bad.yaml"
+    site.write_text("site: x\nsystems:\n  - name: a\n    backup: {kind: restic}\n    rto: 15 mins\n")
+    proc = restoredrill("validate", str(site))
+    assert proc.returncode == 2
+    assert f"{site}:5: systems[0].rto: \"15 mins\" is not a duration" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = restoredrill("run", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2 and "cannot read the site file" in proc.stderr
+
+
+def test_evidence_database_not_writable(plant: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the evidence directory should be")
+    site = site_file(plant, "ro", SITE, "10.91.0.0/24")
+    site.write_text(
+        site.read_text().replace(f"sqlite:///{plant}/ro-evidence.db", f"sqlite:///{blocker}/e.db")
+    )
+    proc = restoredrill("run", str(site))
+    assert proc.returncode == 2
+    assert "e.db" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_schema_command_prints_the_checked_in_schema() -> None:
+    proc = restoredrill("schema")
+    assert proc.returncode == 0
+    checked = (Path(__file__).resolve().parents[1] / "config" / "site.schema.json").read_text()
+    assert json.loads(proc.stdout) == json.loads(checked)

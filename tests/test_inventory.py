@@ -1,0 +1,143 @@
+"""The inventory: valid sites load; every mistake is named by file, line and field."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from restoredrill.flows.inventory import InventoryError, find_cycle, load_site, waves
+
+DEMO = Path(__file__).resolve().parents[1] / "config" / "demo" / "site.yaml"
+
+GOOD = """\
+site: plant
+sandbox:
+  subnets: [10.77.0.0/24]
+systems:
+  - name: historian
+    labels: {zone: ot, role: historian}
+    backup: {kind: image_archive, path: backups/h.tar}
+    run: {address: 10.77.0.10}
+    ready: {kind: tcp, port: 8080}
+    checks:
+      - {kind: tcp, port: 8080}
+    rto: 15m
+    rpo: 1d
+  - name: mes
+    backup: {kind: image_archive, path: backups/m.tar}
+    depends_on: [historian]
+    rto: 1h30m
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(InventoryError) as info:
+        load_site(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_good_site_loads_with_durations_and_plan(tmp_path: Path) -> None:
+    loaded = load_site(write(tmp_path, GOOD))
+    mes = loaded.site.system("mes")
+    assert mes.rto.total_seconds() == 5400
+    assert loaded.site.system("historian").rpo.total_seconds() == 86400
+    assert waves({s.name: s.depends_on for s in loaded.site.systems}) == [["historian"], ["mes"]]
+    assert loaded.resolve("backups/h.tar") == tmp_path / "backups" / "h.tar"
+
+
+def test_demo_site_is_valid() -> None:
+    loaded = load_site(DEMO)
+    assert {s.name for s in loaded.site.systems} >= {"historian", "mes", "hmi", "erp"}
+
+
+def test_bad_duration_names_file_line_and_field(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("rto: 1h30m", "rto: 15 mins"))
+    assert out == [
+        f'{tmp_path / "site.yaml"}:17: systems[1].rto: "15 mins" is not a duration (use 15m, 90s, 1h30m)'
+    ]
+
+
+def test_unknown_key_is_rejected_with_the_keys_expected(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("    rpo: 1d\n", "    rpo: 1d\n    rpoo: 2d\n"))
+    assert len(out) == 1
+    assert out[0].startswith(f"{tmp_path / 'site.yaml'}:14: systems[0].rpoo: unknown key 'rpoo'")
+    assert "rto" in out[0] and "depends_on" in out[0]
+
+
+def test_unknown_key_inside_a_backup_source_names_its_fields(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("path: backups/m.tar}", "path: backups/m.tar, pth: x}"))
+    assert out[0].startswith(f"{tmp_path / 'site.yaml'}:15: systems[1].backup.pth: unknown key")
+    assert "pattern" in out[0]
+
+
+def test_unknown_backup_kind(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("kind: image_archive, path: backups/m.tar", "kind: tape"))
+    assert "systems[1].backup: unknown kind 'tape'" in out[0]
+    assert "restic" in out[0] and ":15:" in out[0]
+
+
+def test_missing_field(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("    rto: 1h30m\n", ""))
+    assert out == [f"{tmp_path / 'site.yaml'}:14: systems[1].rto: is required"]
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("rto: 15m", "rto: [15m"))
+    assert len(out) == 1 and "malformed YAML" in out[0]
+    assert out[0].startswith(f"{tmp_path / 'site.yaml'}:")
+
+
+def test_unknown_dependency(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("depends_on: [historian]", "depends_on: [histrian]"))
+    assert out == [
+        f"{tmp_path / 'site.yaml'}:16: systems[1].depends_on[0]: unknown system 'histrian' "
+        "(known: historian, mes)"
+    ]
+
+
+def test_dependency_cycle_is_printed(tmp_path: Path) -> None:
+    text = GOOD.replace("    rpo: 1d\n", "    rpo: 1d\n    depends_on: [mes]\n")
+    out = problems(tmp_path, text)
+    assert len(out) == 1
+    assert "dependency cycle: historian -> mes -> historian" in out[0]
+
+
+def test_address_outside_the_sandbox_and_clash(tmp_path: Path) -> None:
+    out = problems(tmp_path, GOOD.replace("address: 10.77.0.10", "address: 10.20.3.15"))
+    assert "systems[0].run.address: 10.20.3.15 is outside the sandbox subnets" in out[0]
+    clash = GOOD.replace(
+        "    depends_on: [historian]\n", "    depends_on: [historian]\n    run: {address: 10.77.0.10}\n"
+    )
+    out = problems(tmp_path, clash)
+    assert "10.77.0.10 is already the address of system historian" in out[0]
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("rto: 15m", "rto: soon").replace("zone: ot", "zone: factory")
+    out = problems(tmp_path, text)
+    assert len(out) == 2
+    assert any("systems[0].labels.zone" in p for p in out)
+
+
+def test_find_cycle_and_waves_with_selection() -> None:
+    graph = {"a": [], "b": ["a"], "c": ["b"], "d": []}
+    assert find_cycle(graph) is None
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert waves(graph, ["c"]) == [["a"], ["b"], ["c"]]
+    assert waves(graph) == [["a", "d"], ["b"], ["c"]]
+
+
+def test_checked_in_schema_is_current() -> None:
+    from restoredrill.flows.schema import site_schema
+
+    checked_in = json.loads((DEMO.parents[1] / "site.schema.json").read_text())
+    assert checked_in == site_schema(), "run: restoredrill schema -o config/site.schema.json"

@@ -1,0 +1,468 @@
+"""Register maps: a PLC's exported tag table (YAML or CSV), validated with file:line errors.
+
+Also the register codec (types, byte and word order) shared by the PLC twin and the
+Modbus check, so both sides decode the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+Table = Literal["coil", "discrete", "holding", "input"]
+DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
+Order = Literal["big", "little"]
+Behaviour = Literal["constant", "counter", "ramp", "sine", "random_walk", "setpoint", "toggle"]
+
+BIT_TABLES = ("coil", "discrete")
+WORD_TABLES = ("holding", "input")
+SIZES: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
+_STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
+LIMITS: dict[str, tuple[float, float]] = {
+    "bool": (0, 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "float32": (-3.4028234663852886e38, 3.4028234663852886e38),
+}
+FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def encode(
+    value: Any, dtype: str, byte_order: Order = "big", word_order: Order = "big"
+) -> list[int]:
+    """Encode one value of ``dtype`` into 16-bit registers."""
+    if dtype == "bool":
+        return [1 if value else 0]
+    if dtype != "float32":
+        value = int(round(value))
+    raw = struct.pack(f">{_STRUCT[dtype]}", value)
+    words = [raw[i : i + 2] for i in range(0, len(raw), 2)]
+    if word_order == "little":
+        words.reverse()
+    if byte_order == "little":
+        words = [w[::-1] for w in words]
+    return [int.from_bytes(w, "big") for w in words]
+
+
+def decode(
+    registers: Sequence[int], dtype: str, byte_order: Order = "big", word_order: Order = "big"
+) -> int | float | bool:
+    """Decode registers (exactly ``SIZES[dtype]`` of them) into one value."""
+    if dtype == "bool":
+        return bool(registers[0])
+    words = [int(r).to_bytes(2, "big") for r in registers]
+    if byte_order == "little":
+        words = [w[::-1] for w in words]
+    if word_order == "little":
+        words.reverse()
+    (value,) = struct.unpack(f">{_STRUCT[dtype]}", b"".join(words))
+    return value
+
+
+def fits(value: Any, dtype: str) -> bool:
+    """Whether ``value`` can be stored as ``dtype``."""
+    if dtype == "bool":
+        return value in (0, 1, True, False)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if dtype != "float32" and isinstance(value, float) and not value.is_integer():
+        return False
+    if dtype == "float32" and not math.isfinite(value):
+        return False
+    low, high = LIMITS[dtype]
+    return low <= value <= high
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tag(_Model):
+    """One tag of the map: where it lives, how it is encoded, how it behaves."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+    unit: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id")
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: DataType | None = Field(None, description="defaults to bool for coils/discrete inputs")
+    registers: int | None = Field(
+        None, ge=1, le=4, description="register count, if given must fit the type"
+    )
+    bit: int | None = Field(None, ge=0, le=15, description="a bit field: bit N of a register")
+    byte_order: Order | None = None
+    word_order: Order | None = None
+    initial: float | bool | None = None
+    behaviour: Behaviour = "constant"
+    min: float | None = None
+    max: float | None = None
+    step: float | None = Field(None, description="counter increment / random-walk step")
+    period: float | None = Field(
+        None, gt=0, description="seconds: ramp/sine cycle, counter/toggle interval"
+    )
+    writable: bool | None = Field(
+        None, description="clients may write it (default: setpoints only)"
+    )
+    description: str = ""
+
+    @field_validator("initial", "min", "max", "step", "period", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("true", "false"):
+                return text == "true"
+            try:
+                return float(text) if any(c in text for c in ".e") else int(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a number") from None
+        return value
+
+    @property
+    def dtype(self) -> str:
+        return self.type or (
+            "bool" if self.table in BIT_TABLES or self.bit is not None else "uint16"
+        )
+
+    @property
+    def size(self) -> int:
+        """Number of registers (or bits, for coils and discrete inputs) the tag takes."""
+        return 1 if self.dtype == "bool" else SIZES[self.dtype]
+
+    @property
+    def is_writable(self) -> bool:
+        if self.writable is not None:
+            return self.writable
+        return self.behaviour == "setpoint"
+
+    @property
+    def span(self) -> range:
+        return range(self.address, self.address + self.size)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Tag:
+        dtype = self.dtype
+        if self.table in BIT_TABLES:
+            if dtype != "bool":
+                raise ValueError(f"type: a {self.table} holds one bit, not {dtype}")
+            if self.bit is not None:
+                raise ValueError("bit: only registers (holding, input) have bit fields")
+        elif dtype == "bool" and self.bit is None:
+            raise ValueError("bit: a bool tag in a register is a bit field and needs bit: 0..15")
+        elif self.bit is not None and dtype != "bool":
+            raise ValueError(f"type: a bit field is bool, not {dtype}")
+        if self.registers is not None and self.registers != self.size:
+            raise ValueError(
+                f"registers: {dtype} takes {self.size} register(s), not {self.registers}"
+            )
+        if self.address + self.size - 1 > 65535:
+            raise ValueError(f"address: {dtype} at {self.address} runs past 65535")
+        for key in ("initial", "min", "max"):
+            value = getattr(self, key)
+            if value is not None and not fits(value, dtype):
+                low, high = LIMITS[dtype]
+                raise ValueError(
+                    f"{key}: {value!r} is out of range for {dtype} ({low:g}..{high:g})"
+                )
+        self._behaviour_fields(dtype)
+        return self
+
+    def _behaviour_fields(self, dtype: str) -> None:
+        kind = self.behaviour
+        if dtype == "bool" and kind not in ("constant", "setpoint", "toggle"):
+            raise ValueError(
+                f"behaviour: a bool tag can be constant, setpoint or toggle, not {kind}"
+            )
+        if kind == "toggle" and dtype != "bool":
+            raise ValueError("behaviour: toggle is for bool tags")
+        if kind in ("ramp", "sine", "random_walk"):
+            for key in ("min", "max"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: behaviour {kind} needs min and max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"max: {self.max:g} is below min {self.min:g}")
+        if (
+            self.initial is not None
+            and kind in ("random_walk", "setpoint", "counter")
+            and not (
+                (self.min is None or self.initial >= self.min)
+                and (self.max is None or self.initial <= self.max)
+            )
+        ):
+            raise ValueError(f"initial: {self.initial:g} is outside min..max")
+
+
+class RegisterMap(_Model):
+    """A PLC's tag table; units, tables and addresses as the PLC exports them."""
+
+    name: str | None = None
+    tick: float = Field(0.2, ge=0.01, le=10, description="seconds between behaviour updates")
+    byte_order: Order = "big"
+    word_order: Order = "big"
+    tags: list[Tag] = Field(min_length=1)
+
+    @property
+    def units(self) -> list[int]:
+        return sorted({t.unit for t in self.tags})
+
+    def tag(self, name: str) -> Tag:
+        for t in self.tags:
+            if t.name == name:
+                return t
+        raise KeyError(f"no tag {name!r} in the register map (known: {', '.join(self.names())})")
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tags]
+
+    def orders(self, tag: Tag) -> tuple[Order, Order]:
+        return tag.byte_order or self.byte_order, tag.word_order or self.word_order
+
+    def problems(self) -> list[tuple[int, str, str]]:
+        """Cross-tag problems as (tag index, field, message): duplicates and overlaps."""
+        out: list[tuple[int, str, str]] = []
+        names: dict[str, int] = {}
+        owner: dict[tuple[int, str, int], tuple[int, int | None]] = {}
+        for i, tag in enumerate(self.tags):
+            if tag.name in names:
+                out.append(
+                    (
+                        i,
+                        "name",
+                        f"duplicate tag name {tag.name!r} (first at tags[{names[tag.name]}])",
+                    )
+                )
+            names.setdefault(tag.name, i)
+            for addr in tag.span:
+                key = (tag.unit, tag.table, addr)
+                prev = owner.get(key)
+                if prev is not None:
+                    j, bit = prev
+                    if tag.bit is None or bit is None or bit == tag.bit:
+                        other = self.tags[j]
+                        what = f" bit {tag.bit}" if tag.bit is not None and bit == tag.bit else ""
+                        out.append(
+                            (
+                                i,
+                                "address",
+                                f"{tag.table} {addr}{what} of unit {tag.unit} "
+                                f"overlaps tag {other.name!r} ({other.table} {other.address})",
+                            )
+                        )
+                        break
+                owner[key] = (i, tag.bit)
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class ConfigFileError(ValueError):
+    """A problem in a config file: ``path:line: field: message`` (``problems`` holds all)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        line: int,
+        field: str,
+        message: str,
+        problems: Sequence[ConfigFileError] = (),
+    ) -> None:
+        self.path, self.line, self.field, self.message = str(path), line, field, message
+        self.problems: list[ConfigFileError] = list(problems) or [self]
+        super().__init__("\n".join(p.one_line() for p in self.problems))
+
+    def one_line(self) -> str:
+        field = f"{self.field}: " if self.field else ""
+        return f"{self.path}:{self.line}: {field}{self.message}"
+
+
+class RegisterMapError(ConfigFileError):
+    """A register-map problem, named by file, line and field."""
+
+
+CSV_COLUMNS = list(Tag.model_fields)
+
+
+def load_register_map(path: str | Path) -> RegisterMap:
+    """Load and validate a register map (``.yaml``/``.yml`` or ``.csv``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegisterMapError(
+            path, 0, "", f"cannot read the register map: {exc.strerror}"
+        ) from None
+    if path.suffix.lower() == ".csv":
+        data, locate = _read_csv(path, text)
+    else:
+        data, locate = read_yaml(path, text, RegisterMapError)
+    return validate_register_map(data, path, locate)
+
+
+def validate_register_map(data: Any, path: str | Path = "<map>", locate=None) -> RegisterMap:
+    """Validate already-parsed data; ``locate(loc) -> line`` maps a field path to a line."""
+    locate = locate or (lambda loc: 1)
+    if not isinstance(data, dict):
+        raise RegisterMapError(path, 1, "", "a register map is a mapping with a tags: list")
+    try:
+        regmap = RegisterMap.model_validate(data)
+    except ValidationError as exc:
+        errors = [_from_pydantic(path, locate, err) for err in exc.errors()]
+        raise RegisterMapError(
+            path, errors[0].line, errors[0].field, errors[0].message, errors
+        ) from None
+    problems = [
+        RegisterMapError(path, locate(("tags", i, field)), f"tags[{i}].{field}", msg)
+        for i, field, msg in regmap.problems()
+    ]
+    if problems:
+        first = problems[0]
+        raise RegisterMapError(path, first.line, first.field, first.message, problems)
+    return regmap
+
+
+def pydantic_field(loc: Sequence[Any]) -> str:
+    """``('tags', 3, 'type')`` -> ``tags[3].type``."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+
+
+def _from_pydantic(path: str | Path, locate, err: dict) -> RegisterMapError:
+    loc = tuple(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    field = pydantic_field(loc)
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key (known: {', '.join(_known(loc))})"
+    elif ": " in msg and loc and isinstance(loc[-1], int):
+        # a model-level message names its field: "bit: ..." -> point at that key
+        key, rest = msg.split(": ", 1)
+        if key in Tag.model_fields:
+            loc, msg = (*loc, key), rest
+            field = f"{field}.{key}"
+    elif err["type"] == "missing":
+        msg = "required"
+    return RegisterMapError(path, locate(loc), field or "(top)", msg)
+
+
+def _known(loc: tuple) -> list[str]:
+    model = Tag if len(loc) >= 3 and loc[0] == "tags" else RegisterMap
+    return list(model.model_fields)
+
+
+def read_yaml(path: Path, text: str, error: type[ConfigFileError] = ConfigFileError):
+    """Parse YAML keeping lines: returns (plain data, ``locate(loc) -> line``)."""
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise error(path, line, "", f"malformed YAML: {exc.problem or exc.context}") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed file
+        raise error(path, 1, "", f"malformed YAML: {exc}") from None
+    if data is None:
+        raise error(path, 1, "", "the file is empty")
+
+    def locate(loc: Sequence[Any]) -> int:
+        node, line = data, 1
+        for part in loc:
+            lc = getattr(node, "lc", None)
+            try:
+                if isinstance(part, int) and isinstance(node, list):
+                    line = lc.item(part)[0] + 1 if lc else line
+                elif isinstance(node, dict) and part in node:
+                    line = lc.key(part)[0] + 1 if lc else line
+                else:
+                    break
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        return line
+
+    return _plain(data), locate
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers -> plain dict/list (pydantic wants plain types)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _read_csv(path: Path, text: str):
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    header: list[str] | None = None
+    for lineno, row in _uncommented(text.splitlines()):
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [c.strip() for c in row]
+            unknown = [c for c in header if c not in CSV_COLUMNS]
+            if unknown:
+                raise RegisterMapError(
+                    path, lineno, unknown[0], f"unknown column (known: {', '.join(CSV_COLUMNS)})"
+                )
+            continue
+        if len(row) > len(header):
+            raise RegisterMapError(
+                path, lineno, "", f"{len(row)} cells, the header has {len(header)}"
+            )
+        rows.append({k: v.strip() for k, v in zip(header, row, strict=False) if v.strip() != ""})
+        lines.append(lineno)
+    if header is None:
+        raise RegisterMapError(path, 1, "", "the register map is empty (no header row)")
+
+    def locate(loc: Sequence[Any]) -> int:
+        if len(loc) >= 2 and loc[0] == "tags" and isinstance(loc[1], int) and loc[1] < len(lines):
+            return lines[loc[1]]
+        return 1
+
+    return {"tags": rows}, locate
+
+
+def _uncommented(lines: Iterable[str]):
+    """Yield (line number, csv row) pairs, skipping ``#`` comment lines."""
+    for number, line in enumerate(lines, start=1):
+        if line.lstrip().startswith("#"):
+            continue
+        for row in csv.reader([line]):
+            yield number, row
+
+
+def decode_many(
+    registers: Sequence[int],
+    dtype: str,
+    count: int,
+    byte_order: Order = "big",
+    word_order: Order = "big",
+) -> list[int | float | bool]:
+    """Decode ``count`` consecutive values of ``dtype`` (fast path for long blocks)."""
+    if dtype == "bool":
+        return [bool(r) for r in registers[:count]]
+    size = SIZES[dtype]
+    regs = list(registers[: count * size])
+    if byte_order == "little":
+        regs = [((r & 0xFF) << 8) | (r >> 8) for r in regs]
+    if size == 2 and word_order == "little":
+        regs[0::2], regs[1::2] = regs[1::2], regs[0::2]
+    if dtype == "uint16":
+        return regs
+    raw = struct.pack(f">{len(regs)}H", *regs)
+    return list(struct.unpack(f">{count}{_STRUCT[dtype]}", raw))
