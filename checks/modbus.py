@@ -94,7 +94,9 @@ def _same(wanted: Any, seen: Any, tolerance: float) -> bool:
     if isinstance(wanted, bool) or isinstance(seen, bool):
         return bool(wanted) == bool(seen) and isinstance(seen, bool | int)
     if isinstance(wanted, int | float) and isinstance(seen, int | float):
-        return abs(wanted - seen) <= tolerance or (tolerance == 0 and math.isclose(wanted, seen, rel_tol=1e-6))
+        return abs(wanted - seen) <= tolerance or (
+            tolerance == 0 and math.isclose(wanted, seen, rel_tol=1e-6)
+        )
     return wanted == seen
 
 
@@ -104,7 +106,9 @@ class ModbusValue(Expectation):
     name: str | None = None
     table: Table = "holding"
     address: int = Field(ge=0, le=65535)
-    type: DataType | None = Field(None, description="default: bool for coils/discrete, uint16 otherwise")
+    type: DataType | None = Field(
+        None, description="default: bool for coils/discrete, uint16 otherwise"
+    )
     count: int = Field(1, ge=1, le=65536, description="consecutive values of this type")
     bit: int | None = Field(None, ge=0, le=15, description="read bit N of the register")
     byte_order: Order | None = None
@@ -113,7 +117,9 @@ class ModbusValue(Expectation):
 
     @property
     def dtype(self) -> str:
-        return self.type or ("bool" if self.table in BIT_TABLES or self.bit is not None else "uint16")
+        return self.type or (
+            "bool" if self.table in BIT_TABLES or self.bit is not None else "uint16"
+        )
 
     @property
     def span(self) -> range:
@@ -121,7 +127,11 @@ class ModbusValue(Expectation):
         return range(self.address, self.address + size * self.count)
 
     def label(self) -> str:
-        kind = "" if self.table in BIT_TABLES else f" {self.dtype}" + (f" bit {self.bit}" if self.bit is not None else "")
+        kind = (
+            ""
+            if self.table in BIT_TABLES
+            else f" {self.dtype}" + (f" bit {self.bit}" if self.bit is not None else "")
+        )
         many = f" x{self.count}" if self.count > 1 else ""
         return self.name or f"{self.table} {self.address}{kind}{many}"
 
@@ -150,8 +160,12 @@ class ModbusCheck(CheckSpecBase):
     unit: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id")
     byte_order: Order = "big"
     word_order: Order = "big"
-    window: Duration = Field(timedelta(seconds=5), description="how long a changes: value is watched")
-    interval: Duration = Field(timedelta(milliseconds=200), description="sampling interval in the window")
+    window: Duration = Field(
+        timedelta(seconds=5), description="how long a changes: value is watched"
+    )
+    interval: Duration = Field(
+        timedelta(milliseconds=200), description="sampling interval in the window"
+    )
     values: list[ModbusValue] = Field(min_length=1)
 
     def default_name(self) -> str:
@@ -176,12 +190,21 @@ def run(spec: ModbusCheck, target: Target, guard: SandboxGuard) -> list[CheckRes
     except TimeoutError:
         return [_error(spec, f"no answer within {spec.timeout:g}s", started)]
     except Exception as exc:  # noqa: BLE001 - a check reports, never raises
-        return [_error(spec, str(exc) if isinstance(exc, CheckError) else f"{type(exc).__name__}: {exc}", started)]
+        return [
+            _error(
+                spec,
+                str(exc) if isinstance(exc, CheckError) else f"{type(exc).__name__}: {exc}",
+                started,
+            )
+        ]
 
 
 def _error(spec: ModbusCheck, message: str, started: float) -> CheckResult:
     return CheckResult(
-        name=spec.label(), kind="modbus", status=Status.ERROR, message=message,
+        name=spec.label(),
+        kind="modbus",
+        status=Status.ERROR,
+        message=message,
         duration_s=round(time.perf_counter() - started, 4),
     )
 
@@ -189,10 +212,17 @@ def _error(spec: ModbusCheck, message: str, started: float) -> CheckResult:
 async def _check(spec: ModbusCheck, host: str, started: float) -> list[CheckResult]:
     from pymodbus.client import AsyncModbusTcpClient
 
-    client = AsyncModbusTcpClient(host, port=spec.port, timeout=spec.timeout, retries=0, reconnect_delay=0)
+    client = AsyncModbusTcpClient(
+        host, port=spec.port, timeout=spec.timeout, retries=0, reconnect_delay=0
+    )
     try:
         if not await asyncio.wait_for(client.connect(), spec.timeout):
-            raise CheckError(f"modbus {host}:{spec.port} is unreachable (connection failed)")
+            from .tcp import probe
+
+            why = probe(host, spec.port, min(spec.timeout, 2.0))
+            raise CheckError(
+                f"modbus {host}:{spec.port} is unreachable ({why if why != 'open' else 'connection failed'})"
+            )
         return await _evaluate(spec, client, started)
     finally:
         client.close()
@@ -213,7 +243,9 @@ async def _evaluate(spec: ModbusCheck, client: Any, started: float) -> list[Chec
     changed: dict[int, Any] = {}
     deadline = time.monotonic() + spec.window.total_seconds()
     while changing and time.monotonic() < deadline:
-        await asyncio.sleep(min(spec.interval.total_seconds(), max(0.0, deadline - time.monotonic())))
+        await asyncio.sleep(
+            min(spec.interval.total_seconds(), max(0.0, deadline - time.monotonic()))
+        )
         sample, failures = await read_values(client, spec, changing)
         problems.update(failures)
         for i, value in sample.items():
@@ -228,15 +260,43 @@ async def _evaluate(spec: ModbusCheck, client: Any, started: float) -> list[Chec
         if item.write is not None and item.equals is None:
             expected = {"write": item.write, "reads back": item.write}
         if i in problems:
-            out.append(result(spec, False, expected=expected, observed=None, started=started,
-                              message=problems[i], name=name))
+            out.append(
+                result(
+                    spec,
+                    False,
+                    expected=expected,
+                    observed=None,
+                    started=started,
+                    message=problems[i],
+                    name=name,
+                )
+            )
             continue
         value = observed[i]
-        ok, reason = (item.model_copy(update={"equals": item.write}) if item.write is not None and item.equals is None else item).judge(value)
+        ok, reason = (
+            item.model_copy(update={"equals": item.write})
+            if item.write is not None and item.equals is None
+            else item
+        ).judge(value)
         if ok and item.changes and i not in changed:
-            ok, reason = False, f"did not change within {spec.window.total_seconds():g}s (stayed {value!r})"
-        shown = {"first": firsts[i], "changed to": value} if item.changes and i in changed else value
-        out.append(result(spec, ok, expected=expected, observed=shown, started=started, message=reason, name=name))
+            ok, reason = (
+                False,
+                f"did not change within {spec.window.total_seconds():g}s (stayed {value!r})",
+            )
+        shown = (
+            {"first": firsts[i], "changed to": value} if item.changes and i in changed else value
+        )
+        out.append(
+            result(
+                spec,
+                ok,
+                expected=expected,
+                observed=shown,
+                started=started,
+                message=reason,
+                name=name,
+            )
+        )
     return out
 
 
@@ -257,7 +317,9 @@ async def _write(spec: ModbusCheck, client: Any, item: ModbusValue) -> str | Non
     return _exception(rsp)
 
 
-async def read_values(client: Any, spec: ModbusCheck, indexes: Sequence[int]) -> tuple[dict[int, Any], dict[int, str]]:
+async def read_values(
+    client: Any, spec: ModbusCheck, indexes: Sequence[int]
+) -> tuple[dict[int, Any], dict[int, str]]:
     """Read the given values in as few requests as possible: (values, problems) by index."""
     values: dict[int, Any] = {}
     problems: dict[int, str] = {}
@@ -271,7 +333,9 @@ async def read_values(client: Any, spec: ModbusCheck, indexes: Sequence[int]) ->
             if problem and len(members) > 1:  # find which value the device refuses
                 for i in members:
                     single = spec.values[i].span
-                    words_i, problem_i = await _read_block(client, spec.unit, table, single.start, len(single))
+                    words_i, problem_i = await _read_block(
+                        client, spec.unit, table, single.start, len(single)
+                    )
                     _store(spec, i, single.start, words_i, problem_i, values, problems)
                 continue
             for i in members:
@@ -279,11 +343,20 @@ async def read_values(client: Any, spec: ModbusCheck, indexes: Sequence[int]) ->
     return values, problems
 
 
-def _store(spec: ModbusCheck, i: int, start: int, words: list[int], problem: str | None,
-           values: dict[int, Any], problems: dict[int, str]) -> None:
+def _store(
+    spec: ModbusCheck,
+    i: int,
+    start: int,
+    words: list[int],
+    problem: str | None,
+    values: dict[int, Any],
+    problems: dict[int, str],
+) -> None:
     item = spec.values[i]
     if problem:
-        problems[i] = f"{item.table} {item.span.start}..{item.span.stop - 1} of unit {spec.unit}: {problem}"
+        problems[i] = (
+            f"{item.table} {item.span.start}..{item.span.stop - 1} of unit {spec.unit}: {problem}"
+        )
         return
     raw = words[item.span.start - start : item.span.stop - start]
     if item.bit is not None:
@@ -302,7 +375,11 @@ def plan(spans: Sequence[tuple[int, range]] | Any, limit: int) -> list[tuple[int
     """
     out: list[tuple[int, int, list[int]]] = []
     for i, span in sorted(spans, key=lambda s: s[1].start):
-        if out and span.start <= out[-1][0] + out[-1][1] and span.stop - out[-1][0] <= max(limit, len(span)):
+        if (
+            out
+            and span.start <= out[-1][0] + out[-1][1]
+            and span.stop - out[-1][0] <= max(limit, len(span))
+        ):
             start, count, members = out[-1]
             out[-1] = (start, max(count, span.stop - start), [*members, i])
         else:
@@ -310,7 +387,9 @@ def plan(spans: Sequence[tuple[int, range]] | Any, limit: int) -> list[tuple[int
     return out
 
 
-async def _read_block(client: Any, unit: int, table: str, start: int, count: int) -> tuple[list[int], str | None]:
+async def _read_block(
+    client: Any, unit: int, table: str, start: int, count: int
+) -> tuple[list[int], str | None]:
     """Read ``count`` registers/bits from ``start``, in requests of at most 125 / 2000."""
     call = {
         "coil": client.read_coils,

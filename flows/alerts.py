@@ -30,7 +30,9 @@ from restoredrill.durations import format_duration
 from .results import RunRecord, SystemResult, Verdict
 
 Event = Literal["fail", "error", "rto_exceeded", "rpo_exceeded", "blocked", "recovered"]
-DEFAULT_ON: frozenset[str] = frozenset({"fail", "error", "rto_exceeded", "rpo_exceeded", "recovered"})
+DEFAULT_ON: frozenset[str] = frozenset(
+    {"fail", "error", "rto_exceeded", "rpo_exceeded", "recovered"}
+)
 _REF = re.compile(r"\$\{(ENV|FILE):([^}]+)\}")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _EXAMPLES = "mailto://, mailtos://, slack://, msteams://, mmost://, syslog://, json://, jsons://"
@@ -76,7 +78,9 @@ class AlertTarget(BaseModel):
             raise ValueError(f"not an Apprise URL (scheme://...; e.g. {_EXAMPLES})")
         scheme = m.group(1)
         if "${" not in scheme and scheme.lower() not in NotificationManager():
-            raise ValueError(f"unknown alert URL scheme {scheme!r} (Apprise knows e.g. {_EXAMPLES})")
+            raise ValueError(
+                f"unknown alert URL scheme {scheme!r} (Apprise knows e.g. {_EXAMPLES})"
+            )
         return value
 
     @model_validator(mode="after")
@@ -84,7 +88,8 @@ class AlertTarget(BaseModel):
         given = [k for k in ("url", "url_env", "url_file") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of url, url_env, url_file" + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of url, url_env, url_file"
+                + (f" (got {', '.join(given)})" if given else "")
             )
         return self
 
@@ -127,7 +132,9 @@ class AlertTarget(BaseModel):
         scrubber.add(secrets)
         resolved = Resolved(self, url, tuple(s for s in secrets if s))
         if not _SCHEME.match(url):
-            raise AlertConfigError(f"{self._field()}: the resolved value is not an Apprise URL (scheme://...)")
+            raise AlertConfigError(
+                f"{self._field()}: the resolved value is not an Apprise URL (scheme://...)"
+            )
         return resolved
 
     def _field(self) -> str:
@@ -248,8 +255,9 @@ def plan_alerts(
     for c in changes:
         for target in config.targets_for(c.system):
             if c.event in target.on:
-                key = target.model_dump_json()
-                grouped.setdefault(key, (target, []))[1].append(c)
+                picked = grouped.setdefault(target.model_dump_json(), (target, []))[1]
+                if c not in picked:  # a target listed for the site and the system
+                    picked.append(c)
     return [_alert(run, target, picked, config.base_dir) for target, picked in grouped.values()]
 
 
@@ -269,18 +277,26 @@ def plan_digest(
     for where, target in config.fields():
         if not target.digest:
             continue
-        only = where.split("]")[0].removeprefix("systems[") if where.startswith("systems[") else None
+        only = (
+            where.split("]")[0].removeprefix("systems[") if where.startswith("systems[") else None
+        )
         rows: dict[str, list[SystemResult]] = {}
         for run in sorted(recent, key=lambda r: _aware(r.started_at)):
             for result in run.systems:
                 if only is None or result.system == only:
                     rows.setdefault(result.system, []).append(result)
         failing = sorted(s for s, rs in rows.items() if not rs[-1].verdict.ok)
-        body = _DIGEST.render(site=site, since=since, now=now, rows=rows, runs=len(recent), fmt=format_duration)
-        title = f"restoredrill {site}: daily digest, " + (
-            f"{len(failing)} of {len(rows)} systems not passing" if failing else f"all {len(rows)} systems pass"
+        body = _DIGEST.render(
+            site=site, since=since, now=now, rows=rows, runs=len(recent), fmt=format_duration
         )
-        alerts.append(Alert(target, title, body, site, None, sorted(rows), bool(failing), config.base_dir))
+        title = f"restoredrill {site}: daily digest, " + (
+            f"{len(failing)} of {len(rows)} systems not passing"
+            if failing
+            else f"all {len(rows)} systems pass"
+        )
+        alerts.append(
+            Alert(target, title, body, site, None, sorted(rows), bool(failing), config.base_dir)
+        )
     return alerts
 
 
@@ -319,14 +335,16 @@ def _send_one(alert: Alert) -> Delivery:
         if alert.target.name:
             shown = f"{alert.target.name} ({shown})"
         hub = apprise.Apprise()
-        with apprise.LogCapture(level=logging.WARNING) as log:
+        with apprise.LogCapture(level=logging.DEBUG) as log:
             if not hub.add(resolved.url):
                 reason = "Apprise cannot use this URL (unknown scheme or missing parts)"
                 return Delivery(shown, False, reason, alert.systems, alert.run_id)
             ok = hub.notify(
                 body=alert.body,
                 title=alert.title,
-                notify_type=apprise.NotifyType.FAILURE if alert.failure else apprise.NotifyType.SUCCESS,
+                notify_type=apprise.NotifyType.FAILURE
+                if alert.failure
+                else apprise.NotifyType.SUCCESS,
             )
             captured = log.getvalue()
         if ok:
@@ -340,9 +358,15 @@ def _send_one(alert: Alert) -> Delivery:
 
 
 def _reason(log: str, secrets: Sequence[str]) -> str:
-    lines = [ln.split(" - ", 2)[-1] for ln in log.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "rror" in ln or "ailed" in ln] or lines
-    reason = "; ".join(dict.fromkeys(errors[-2:])) or "the target did not accept the notification"
+    """Apprise's warnings and errors, plus the socket error behind them."""
+    lines = log.strip().splitlines()
+    problems = [
+        ln.split(" - ", 2)[-1] for ln in lines if " - WARNING - " in ln or " - ERROR - " in ln
+    ]
+    reason = "; ".join(dict.fromkeys(problems[-2:])) or "the target did not accept the notification"
+    cause = re.search(r"\[Errno -?\d+\] [^\"')\n]+", log)
+    if cause and cause.group(0) not in reason:
+        reason += f" ({cause.group(0).strip()})"
     return scrubber.scrub(reason, secrets)[:500]
 
 
@@ -365,7 +389,9 @@ class _Scrubber(logging.Filter):
 
     def scrub(self, text: str, extra: Iterable[str] = ()) -> str:
         with self._lock:
-            known = sorted(self._secrets | {s for s in extra if s and len(s) >= 3}, key=len, reverse=True)
+            known = sorted(
+                self._secrets | {s for s in extra if s and len(s) >= 3}, key=len, reverse=True
+            )
         for secret in known:
             text = text.replace(secret, "****")
         return _mask_userinfo(text)
@@ -427,7 +453,9 @@ def _quiet_instantiate(url: str) -> Any:
 def _env(name: str, where: str) -> str:
     value = os.environ.get(name)
     if not value:
-        raise AlertConfigError(f"{where}: environment variable {name} is not set (it holds the secret)")
+        raise AlertConfigError(
+            f"{where}: environment variable {name} is not set (it holds the secret)"
+        )
     return value.strip()
 
 
@@ -456,7 +484,9 @@ def _aware(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
-_ENV = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+_ENV = Environment(
+    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+)
 _ENV.filters["value"] = _value
 
 _BODY = _ENV.from_string(
@@ -507,7 +537,9 @@ def _headline(c: Change) -> str:
     return f"{c.event.replace('_', ' ').upper()} ({was})"
 
 
-def _alert(run: RunRecord, target: AlertTarget, changes: list[Change], base_dir: Path | None) -> Alert:
+def _alert(
+    run: RunRecord, target: AlertTarget, changes: list[Change], base_dir: Path | None
+) -> Alert:
     failing = [c for c in changes if c.event != "recovered"]
     if len(changes) == 1:
         c = changes[0]

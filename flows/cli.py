@@ -7,6 +7,7 @@ could not start (inventory, engine, evidence database).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,8 +35,9 @@ app.add_typer(emulate_app, name="emulate")
 evidence_app = typer.Typer(help="The evidence store: check its hash chain.")
 app.add_typer(evidence_app, name="evidence")
 
-console = Console()
-err = Console(stderr=True)
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
+console = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
 LAST_EVIDENCE = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "restoredrill" / "last-evidence"
 
 SiteArg = Annotated[Path, typer.Argument(help="the site inventory (YAML)", show_default=False)]
@@ -62,6 +64,7 @@ def validate(site: SiteArg) -> None:
     from .inventory import waves
 
     plan = waves({s.name: s.depends_on for s in loaded.site.systems})
+    _check_alerts(loaded)
     console.print(
         f"{site}: valid — site {loaded.site.site}, {len(loaded.site.systems)} systems, "
         f"{len(loaded.site.devices)} devices, {len(plan)} waves: "
@@ -97,6 +100,7 @@ def run(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON")] = False,
     trigger: Annotated[str, typer.Option(help="why this run happened (recorded)")] = "manual",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
 ) -> None:
     """Verify a site now: restore, start, check, time, record, tear down."""
     loaded = _load(site)
@@ -105,27 +109,37 @@ def run(
         if name not in names:
             raise bad_input(f"{site}: no system named {name!r} (known: {', '.join(names)})")
     store = _open_store(loaded.site.evidence, site)
+    _check_alerts(loaded)
     from restoredrill.twins.base import TwinError
 
     from . import verify
+    from .evidence import EvidenceError
     from .report import live_progress, render
 
+    quiet_console_logs(verbose)
     try:
         if as_json or not console.is_terminal:
-            record = verify.verify_site(str(site), system, concurrency, trigger)
+            record = verify.run_site(str(site), system, concurrency, trigger)
         else:
             with live_progress(console, names):
-                record = verify.verify_site(str(site), system, concurrency, trigger)
+                record = verify.run_site(str(site), system, concurrency, trigger)
     except TwinError as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:
         err.print("interrupted: the run's twins and networks were removed")
         raise typer.Exit(130) from None
-    _record(store, record)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    deliveries = store.deliveries(record.run_id)
     if as_json:
-        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+        out = record.model_dump(mode="json") | {"alerts": deliveries}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         render(console, record)
+        for d in deliveries:
+            ok = "[green]sent[/]" if d.get("ok") else f"[red]failed[/] ({d.get('reason')})"
+            console.print(f"alert to {d.get('target')}: {ok}", highlight=False)
+        console.print(f"evidence: {store.shown}", highlight=False)
     raise typer.Exit(0 if record.verdict.ok else 1)
 
 
@@ -152,7 +166,7 @@ def history(
     if not records:
         console.print("no runs recorded yet" + (f" for {system}" if system else ""))
         return
-    t = Table(title=f"runs{' of ' + system if system else ''} · {store.display_url}", title_justify="left")
+    t = Table(title=f"runs{' of ' + system if system else ''} · {store.shown}", title_justify="left")
     for col in ("run", "started", "site", "system", "verdict", "recovery / RTO", "checks", "reason"):
         t.add_column(col, overflow="fold")
     for r in records:
@@ -182,7 +196,7 @@ def evidence_verify(
     store = _open_store(evidence, site, read_only=True)
     report = store.verify()
     if report.ok:
-        console.print(f"evidence intact: {report.checked} runs, chain head {report.head}")
+        console.print(f"evidence intact: {report.runs} runs, chain head {report.head}")
         return
     err.print(f"[bold red]evidence altered:[/] {report.problem}")
     raise typer.Exit(1)
@@ -231,7 +245,39 @@ def demo(
     except RuntimeError as exc:
         raise bad_input(str(exc)) from None
     if not prepare_only:
-        run(DEMO_SITE, system=None, concurrency=None, as_json=False, trigger="demo")
+        run(DEMO_SITE, system=None, concurrency=None, as_json=False, trigger="demo", verbose=False)
+
+
+class _OnlyOurs(logging.Filter):
+    """On the console, keep restoredrill's own warnings and anything critical.
+
+    Prefect reports each failed task with a traceback (a failed restore is a
+    verdict here, shown in the table) and its temporary server logs its own
+    housekeeping; both still reach the Prefect API and the UI.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("restoredrill") or record.levelno >= logging.CRITICAL
+
+
+def quiet_console_logs(verbose: bool) -> None:
+    import prefect  # noqa: F401 - sets up Prefect's logging first
+
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _OnlyOurs) for f in handler.filters):
+            handler.addFilter(_OnlyOurs())
+
+
+def _check_alerts(loaded) -> None:  # noqa: ANN001
+    from .alerts import AlertConfig, check_targets
+
+    problems = check_targets(AlertConfig.from_site(loaded.site, loaded.base_dir))
+    if problems:
+        for p in problems:
+            err.print(f"{loaded.path}: {p}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _open_store(url: str | None, site: Path | None, read_only: bool = False):  # noqa: ANN202
@@ -246,7 +292,7 @@ def _open_store(url: str | None, site: Path | None, read_only: bool = False):  #
     if url is None:
         raise bad_input("which evidence? give --site SITE or --evidence URL")
     try:
-        store = EvidenceStore(url, create=not read_only)
+        store = EvidenceStore(url)
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
     if not read_only:
@@ -256,19 +302,6 @@ def _open_store(url: str | None, site: Path | None, read_only: bool = False):  #
         except OSError:
             pass
     return store
-
-
-def _record(store, record) -> None:  # noqa: ANN001
-    from .evidence import EvidenceError
-
-    try:
-        store.record(record)
-    except EvidenceError as exc:
-        err.print(f"[bold red]evidence not recorded:[/] {exc}")
-        backup = Path(f"restoredrill-{record.run_id}.json")
-        backup.write_text(record.model_dump_json(indent=2))
-        err.print(f"the run record was saved to {backup} instead")
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -126,7 +126,7 @@ def _hmi(client: object, backups: Path) -> None:
     import zstandard
 
     tag = _build(client, "hmi")
-    container = client.containers.create(tag)  # type: ignore[attr-defined]
+    container = client.containers.create(tag, command=["true"])  # type: ignore[attr-defined]
     out = backups / "hmi" / "hmi-20261124.tar.zst"
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".part")

@@ -312,10 +312,13 @@ class HistoryRow:
 class EvidenceStore:
     """Append-only, hash-chained run records in the database at ``url``."""
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, create: bool = True, connect_timeout: int = 10) -> None:
+        """Open (and unless ``create=False``, e.g. for a read-only auditor, set up) the store."""
         self.url = normalize_url(url)
         self.shown = mask_url(self.url)
         self.engine = self._engine(connect_timeout)
+        if not create:
+            return
         with self._errors("create its tables"), self._write() as conn:
             metadata.create_all(conn)
             if conn.execute(select(chain_head.c.id)).first() is None:
@@ -404,7 +407,9 @@ class EvidenceStore:
         with self._errors(f"record run {run.run_id}"), self._write() as conn:
             if conn.dialect.name == "postgresql":
                 head = conn.execute(
-                    select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1).with_for_update()
+                    select(chain_head.c.seq, chain_head.c.hash)
+                    .where(chain_head.c.id == 1)
+                    .with_for_update()
                 ).one()
             else:
                 head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
@@ -434,7 +439,9 @@ class EvidenceStore:
             ).inserted_primary_key[0]
             for position, result in enumerate(run.systems):
                 _insert_result(conn, run_pk, position, result)
-            conn.execute(update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=digest))
+            conn.execute(
+                update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=digest)
+            )
         return digest
 
     def record_deliveries(self, run_id: str | None, deliveries: Iterable[Any]) -> None:
@@ -453,14 +460,16 @@ class EvidenceStore:
                 }
             )
         if rows:
-            with self._errors("record alert deliveries"), self._read() as conn:
+            with self._errors("record alert deliveries"), self._write() as conn:
                 conn.execute(insert(deliveries_t), rows)
 
     def deliveries(self, run_id: str) -> list[dict[str, Any]]:
         """The delivery report recorded for ``run_id``."""
         with self._errors("read alert deliveries"), self._read() as conn:
             rows = conn.execute(
-                select(deliveries_t).where(deliveries_t.c.run_id == run_id).order_by(deliveries_t.c.id)
+                select(deliveries_t)
+                .where(deliveries_t.c.run_id == run_id)
+                .order_by(deliveries_t.c.id)
             ).mappings()
             return [{k: v for k, v in row.items() if k != "id"} for row in rows]
 
@@ -474,7 +483,9 @@ class EvidenceStore:
                 raise RunNotFound(f"no run {run_id!r} in evidence database {self.shown}")
             return _records(conn, [row])[0]
 
-    def runs(self, limit: int | None = 20, system: str | None = None, site: str | None = None) -> list[RunRecord]:
+    def runs(
+        self, limit: int | None = 20, system: str | None = None, site: str | None = None
+    ) -> list[RunRecord]:
         """Whole run records, newest first (only runs that include ``system``, if given)."""
         query = select(runs_t).order_by(runs_t.c.seq.desc()).limit(limit)
         if system is not None:
@@ -486,7 +497,9 @@ class EvidenceStore:
         with self._errors("read runs"), self._read() as conn:
             return _records(conn, list(conn.execute(query)))
 
-    def history(self, system: str | None = None, limit: int | None = 50, site: str | None = None) -> list[HistoryRow]:
+    def history(
+        self, system: str | None = None, limit: int | None = 50, site: str | None = None
+    ) -> list[HistoryRow]:
         """One row per system per run, newest first."""
         query = (
             select(runs_t.c.run_id, runs_t.c.site, runs_t.c.started_at, runs_t.c.trigger, results_t)
@@ -702,13 +715,23 @@ def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
     checks: dict[int, list[CheckResult]] = {}
     if ids:
         for s in conn.execute(
-            select(steps_t).where(steps_t.c.result_pk.in_(ids)).order_by(steps_t.c.result_pk, steps_t.c.position)
+            select(steps_t)
+            .where(steps_t.c.result_pk.in_(ids))
+            .order_by(steps_t.c.result_pk, steps_t.c.position)
         ):
             steps.setdefault(s.result_pk, []).append(
-                StepTiming(name=s.name, started_at=s.started_at, duration_s=s.duration_s, ok=s.ok, message=s.message)
+                StepTiming(
+                    name=s.name,
+                    started_at=s.started_at,
+                    duration_s=s.duration_s,
+                    ok=s.ok,
+                    message=s.message,
+                )
             )
         for c in conn.execute(
-            select(checks_t).where(checks_t.c.result_pk.in_(ids)).order_by(checks_t.c.result_pk, checks_t.c.position)
+            select(checks_t)
+            .where(checks_t.c.result_pk.in_(ids))
+            .order_by(checks_t.c.result_pk, checks_t.c.position)
         ):
             checks.setdefault(c.result_pk, []).append(
                 CheckResult(

@@ -6,6 +6,7 @@ progress, errors and the watchdog are handled once, in :func:`run_step`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -86,10 +87,8 @@ class SystemJob:
     def _expire(self) -> None:
         self.expired_in = self.current
         if self.twin is not None:  # unblock a step waiting on the twin
-            try:
+            with contextlib.suppress(Exception):  # teardown will try again
                 self.sandbox.remove(self.twin)
-            except Exception:  # noqa: BLE001 - teardown will try again
-                pass
 
     def check_watchdog(self) -> None:
         if self.expired_in:
@@ -193,10 +192,8 @@ def teardown(job: SystemJob) -> None:
         job.sandbox.remove(twin)
     if job.restored is not None and twin is None:
         for image in job.restored.created_images:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 job.docker.images.remove(image, force=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
     if job.workdir is not None:
         shutil.rmtree(job.workdir, ignore_errors=True)
         job.workdir = None
@@ -233,7 +230,7 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
     if isinstance(failure, WatchdogExpired):
         result, reason = Verdict.RTO_EXCEEDED, failure.reason
     elif failure is not None:
-        result, reason = Verdict.ERROR, f"{failure.step}: {failure.reason}"
+        result, reason = Verdict.ERROR, f"{failure.step}: {_relative(failure.reason)}"
     elif any(c.status is not Status.PASS for c in job.checks):
         bad = [c for c in job.checks if c.status is not Status.PASS]
         result = Verdict.FAIL
@@ -269,6 +266,12 @@ def _describe_check(c: CheckResult) -> str:
     if c.status is Status.ERROR:
         return f"{c.name}: {c.message}"
     return f"{c.name}: expected {c.expected!r}, observed {c.observed!r}"
+
+
+def _relative(text: str) -> str:
+    """Shorten absolute paths under the working directory in a reason."""
+    cwd = str(Path.cwd())
+    return text.replace(cwd + "/", "") if cwd != "/" else text
 
 
 def labels(job: SystemJob) -> dict[str, str]:

@@ -16,6 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from restoredrill.twins.base import Sandbox, backend
 
 from . import lifecycle
+from .alerts import AlertConfig, Delivery, plan_alerts, send
+from .evidence import EvidenceError, EvidenceStore, default_url, mask_url
 from .inventory import LoadedSite, Site, load_site, waves
 from .lifecycle import StepFailed, SystemJob, run_step
 from .progress import emit
@@ -104,6 +106,7 @@ def verify_site(
     concurrency: int | None = None,
     trigger: str = "manual",
     run_id: str | None = None,
+    evidence: bool = True,
 ) -> RunRecord:
     """Verify every system (or the named ones and what they need) in dependency waves."""
     loaded = load_site(site_path)
@@ -148,7 +151,53 @@ def verify_site(
     record.site_recovery_time_s = critical_path(graph, results)
     record.site_rto_s = site.rto.total_seconds() if site.rto else None
     record.verdict = site_verdict(record)
+    if evidence:
+        record_and_alert(loaded, record)
     return record
+
+
+@task(name="record-evidence-and-alert", cache_policy=NO_CACHE, persist_result=False)
+def record_and_alert(loaded: LoadedSite, record: RunRecord) -> list[Delivery]:
+    """Append the run to the evidence chain, then alert on changes of state.
+
+    If the evidence cannot be written, the record is saved as JSON beside the site
+    file (nothing is lost) and the error is raised; alerts still go out first.
+    """
+    config = AlertConfig.from_site(loaded.site, loaded.base_dir)
+    url = loaded.site.evidence or default_url(loaded.path)
+    try:
+        store = EvidenceStore(url)
+        previous = store.previous_verdicts(record)
+    except EvidenceError:
+        store, previous = None, {}
+    deliveries = send(plan_alerts(record, previous, config))
+    if store is None:
+        fallback = loaded.base_dir / f"restoredrill-{record.run_id}.json"
+        fallback.write_text(record.model_dump_json(indent=2))
+        raise EvidenceError(f"evidence database {mask_url(url)} unusable; run saved to {fallback}")
+    with store:
+        store.record(record)
+        store.record_deliveries(record.run_id, deliveries)
+    return deliveries
+
+
+def run_site(
+    site_path: str,
+    systems: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    trigger: str = "manual",
+    run_id: str | None = None,
+) -> RunRecord:
+    """Verify a site in this process (the one-shot ``restoredrill run``).
+
+    Flow-run heartbeats exist to detect a crashed worker; in-process there is no
+    worker to lose (our own reaper removes a dead run's twins), and each heartbeat
+    thread costs up to a second at the end of every flow run, so they are off here.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return verify_site(site_path, systems, concurrency, trigger, run_id)
 
 
 def open_run(loaded: LoadedSite, run_id: str) -> RunContext:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
+
 from restoredrill.checks import host, http, tcp, testinfra_file
 from restoredrill.checks.base import AddressTarget, CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import KINDS, CheckSpec, run_check

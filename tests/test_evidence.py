@@ -112,12 +112,21 @@ def test_round_trip(store_url: str) -> None:
         assert h1 != h2 and len(h1) == 64
         loaded = store.load("r1")
         assert canonical_json(loaded) == canonical_json(first)
-        assert loaded.systems[0].checks[0].observed == {"count": 12, "nodes": ["ns=2;s=Temp", "ns=2;s=Flow"]}
+        assert loaded.systems[0].checks[0].observed == {
+            "count": 12,
+            "nodes": ["ns=2;s=Temp", "ns=2;s=Flow"],
+        }
         assert loaded.systems[0].checks[1].message == "Grüße ✓"
         assert loaded.systems[0].backup.size_bytes == 5_000_000_000
         assert loaded.systems[0].started_at == first.systems[0].started_at  # same instant, in UTC
         assert loaded.systems[1].started_at == T0
-        assert [s.name for s in loaded.systems[0].steps] == ["restore", "start", "ready", "checks", "teardown"]
+        assert [s.name for s in loaded.systems[0].steps] == [
+            "restore",
+            "start",
+            "ready",
+            "checks",
+            "teardown",
+        ]
         assert loaded.systems[2].backup is None
         assert [r.run_id for r in store.runs(10)] == ["r2", "r1"]
         assert [r.run_id for r in store.runs(1, system="historian")] == ["r2"]
@@ -132,7 +141,12 @@ def test_round_trip(store_url: str) -> None:
         third = make_run("r3", Verdict.PASS, offset_h=48)
         third.systems.append(SystemResult(system="new", verdict=Verdict.FAIL))
         prev = store.previous_verdicts(third)
-        assert prev == {"historian": Verdict.FAIL, "mes": Verdict.PASS, "erp": Verdict.BLOCKED, "new": None}
+        assert prev == {
+            "historian": Verdict.FAIL,
+            "mes": Verdict.PASS,
+            "erp": Verdict.BLOCKED,
+            "new": None,
+        }
         store.record(third)
         assert store.previous_verdicts(third)["historian"] is Verdict.FAIL  # its own run excluded
         report = store.verify()
@@ -142,6 +156,8 @@ def test_round_trip(store_url: str) -> None:
         with pytest.raises(EvidenceError, match="already recorded"):
             store.record(first)
         assert store.count() == 3
+    with EvidenceStore(store_url, create=False) as reader:  # an auditor needs no write rights
+        assert reader.verify().ok and reader.count() == 3
     with EvidenceStore(store_url) as again:  # re-opening keeps the chain
         again.record(make_run("r4"))
         assert again.verify().ok
@@ -153,7 +169,9 @@ def test_deliveries_are_kept(store_url: str) -> None:
         store.record_deliveries("r1", [{"target": "json://127.0.0.1:1/…", "systems": ["mes"], "ok": False,
                                         "reason": "connection refused"}])  # fmt: skip
         [d] = store.deliveries("r1")
-        assert d["target"] == "json://127.0.0.1:1/…" and d["ok"] is False and d["systems"] == ["mes"]
+        assert (
+            d["target"] == "json://127.0.0.1:1/…" and d["ok"] is False and d["systems"] == ["mes"]
+        )
 
 
 def _three(url: str) -> EvidenceStore:
@@ -196,7 +214,10 @@ def _delete_run(url: str, run_id: str) -> None:
     sub = f"(SELECT s.id FROM system_results s JOIN runs r ON r.id = s.run_pk WHERE r.run_id = '{run_id}')"
     raw(url, f"DELETE FROM check_results WHERE result_pk IN {sub}")
     raw(url, f"DELETE FROM steps WHERE result_pk IN {sub}")
-    raw(url, f"DELETE FROM system_results WHERE run_pk = (SELECT id FROM runs WHERE run_id = '{run_id}')")
+    raw(
+        url,
+        f"DELETE FROM system_results WHERE run_pk = (SELECT id FROM runs WHERE run_id = '{run_id}')",
+    )
     raw(url, f"DELETE FROM runs WHERE run_id = '{run_id}'")
 
 
@@ -216,7 +237,9 @@ def test_verify_reports_removed_newest_run(store_url: str) -> None:
     with _three(store_url) as store:
         _delete_run(store_url, "r3")
         report = store.verify()
-        assert not report.ok and report.seq == 3 and "newest run(s) #3 were removed" in report.problem
+        assert (
+            not report.ok and report.seq == 3 and "newest run(s) #3 were removed" in report.problem
+        )
 
 
 WRITER = textwrap.dedent(

@@ -35,7 +35,7 @@ def plant(tmp_path_factory, docker_client, base_image) -> Path:
     ctx.mkdir()
     (ctx / "app.py").write_text(APP)
     (ctx / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE}\nCOPY app.py /opt/app.py\nCMD [\"python3\", \"/opt/app.py\"]\n"
+        'ARG BASE\nFROM ${BASE}\nCOPY app.py /opt/app.py\nCMD ["python3", "/opt/app.py"]\n'
     )
     tag = "restoredrill-test/app:1"
     build_image(docker_client, ctx, tag, base=base_image, labels={"restoredrill.test": "1"})
@@ -55,8 +55,7 @@ def site_file(root: Path, name: str, body: str, subnet: str) -> Path:
     path = root / f"{name}.yaml"
     path.write_text(
         f"site: {name}\nsandbox: {{subnets: [{subnet}], concurrency: 2}}\n"
-        f"evidence: sqlite:///{root}/{name}-evidence.db\n"
-        + textwrap.dedent(body)
+        f"evidence: sqlite:///{root}/{name}-evidence.db\n" + textwrap.dedent(body)
     )
     return path
 
@@ -95,7 +94,11 @@ def restoredrill(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", "NO_COLOR": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "restoredrill.flows.cli", *args],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -116,7 +119,12 @@ def test_site_run_pass_fail_error_blocked_with_evidence(plant: Path, docker_clie
     assert by["db"]["verdict"] == "pass", by["db"]
     assert by["db"]["recovery_time_s"] > 0
     assert [st["name"] for st in by["db"]["steps"]] == [
-        "locate", "restore", "start", "ready", "checks", "teardown"
+        "locate",
+        "restore",
+        "start",
+        "ready",
+        "checks",
+        "teardown",
     ]
     assert by["db"]["backup"]["sha256"] and by["db"]["backup"]["backup_id"] == "app-1.tar"
     # app ran while db was still up (a dependency stays running for its dependents)
@@ -182,10 +190,12 @@ def test_rto_exceeded_and_watchdog(plant: Path, docker_client) -> None:
 
 def test_bad_inputs_exit_2_with_clear_messages(tmp_path: Path) -> None:
     site = tmp_path / "bad.yaml"
-    site.write_text("site: x\nsystems:\n  - name: a\n    backup: {kind: restic}\n    rto: 15 mins\n")
+    site.write_text(
+        "site: x\nsystems:\n  - name: a\n    backup: {kind: restic}\n    rto: 15 mins\n"
+    )
     proc = restoredrill("validate", str(site))
     assert proc.returncode == 2
-    assert f"{site}:5: systems[0].rto: \"15 mins\" is not a duration" in proc.stderr
+    assert f'{site}:5: systems[0].rto: "15 mins" is not a duration' in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = restoredrill("run", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "cannot read the site file" in proc.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+
 from restoredrill.twins import images
 from restoredrill.twins.images import ImageError
 

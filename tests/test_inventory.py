@@ -115,7 +115,8 @@ def test_address_outside_the_sandbox_and_clash(tmp_path: Path) -> None:
     out = problems(tmp_path, GOOD.replace("address: 10.77.0.10", "address: 10.20.3.15"))
     assert "systems[0].run.address: 10.20.3.15 is outside the sandbox subnets" in out[0]
     clash = GOOD.replace(
-        "    depends_on: [historian]\n", "    depends_on: [historian]\n    run: {address: 10.77.0.10}\n"
+        "    depends_on: [historian]\n",
+        "    depends_on: [historian]\n    run: {address: 10.77.0.10}\n",
     )
     out = problems(tmp_path, clash)
     assert "10.77.0.10 is already the address of system historian" in out[0]

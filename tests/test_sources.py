@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import zstandard
 from pydantic import TypeAdapter, ValidationError
+
 from restoredrill.twins.sources import (
     BackupError,
     ImageArchiveSpec,

@@ -360,14 +360,32 @@ class DockerTwin(Twin):
         )
 
     def _kill_exec(self, exec_id: str) -> None:
-        """Kill a timed-out exec, but only a process that provably belongs to this container
-        (its cgroup names the container id); otherwise it dies with the container."""
+        """Kill a timed-out exec and its children, but only processes that provably belong
+        to this container (their cgroup names its id); anything else dies with the twin."""
         try:
-            pid = int(self.client.api.exec_inspect(exec_id).get("Pid") or 0)
-            if pid > 0 and self.id in Path(f"/proc/{pid}/cgroup").read_text():
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError, docker.errors.APIError):
-            pass
+            root = int(self.client.api.exec_inspect(exec_id).get("Pid") or 0)
+        except (ValueError, docker.errors.APIError):
+            return
+        if root <= 0:
+            return
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+        tree, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        for pid in tree:
+            try:
+                if self.id in Path(f"/proc/{pid}/cgroup").read_text():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class DockerSandbox(Sandbox):
@@ -448,7 +466,7 @@ class DockerSandbox(Sandbox):
         return name
 
     def _overlap_message(self, net: IPNetwork) -> str:
-        clashes = []
+        clashes: list[tuple[str, str]] = []  # (network name, description)
         try:
             for other in self.client.api.networks():
                 for conf in (other.get("IPAM") or {}).get("Config") or []:
@@ -458,17 +476,19 @@ class DockerSandbox(Sandbox):
                         continue
                     if theirs.version == net.version and theirs.overlaps(net):
                         run = (other.get("Labels") or {}).get(RUN)
-                        owner = f", left by restoredrill run {run}" if run else ""
-                        clashes.append(f"Docker network {other['Name']!r} ({theirs}{owner})")
+                        owner = f", of restoredrill run {run}" if run else ""
+                        clashes.append((other["Name"], f"{other['Name']!r} ({theirs}{owner})"))
         except docker.errors.APIError:
             pass
-        what = " and ".join(clashes) or "an existing Docker network"
-        fix = f" or remove it (`docker network rm {clashes and clashes[0].split(chr(39))[1]}`)"
-        return (
-            f"sandbox subnet {net} overlaps {what}: pick another subnet for this site's "
-            "sandbox.subnets in the inventory (one no Docker network uses; see "
-            f"`docker network ls` and `docker network inspect`){fix if clashes else ''}"
+        what = " and ".join(d for _, d in clashes) or "an existing network"
+        text = (
+            f"sandbox subnet {net} overlaps Docker network {what}: pick another subnet for "
+            "this site's sandbox.subnets in the inventory (one no Docker network uses; see "
+            "`docker network ls` and `docker network inspect`)"
         )
+        if clashes:
+            text += f", or remove that network if it is a leftover (`docker network rm {clashes[0][0]}`)"
+        return text
 
     def _place(self, name: str, address: Any) -> tuple[_Network, IPAddress]:
         """Pick the network and reserve the address of a twin (under the lock)."""
@@ -533,12 +553,13 @@ class DockerSandbox(Sandbox):
                 f"{name}: the restore gave no image and the system names none: "
                 "set run.image to the image that serves the restored data"
             )
-        binds = self._binds(name, spec, restored)
         with self._lock:
             if self._closed:
                 raise TwinError(f"sandbox of run {self.run_id} is closed")
             if name in self._twins:
                 raise TwinError(f"{name}: a twin of that name already runs in this sandbox")
+        binds = self._binds(name, spec, restored)
+        with self._lock:
             net, ip = self._place(name, spec.address)
         hostname = spec.hostname or _hostname(name)
         container_name = _slug(f"{self.prefix}-{name}")
@@ -560,7 +581,11 @@ class DockerSandbox(Sandbox):
                 labels={**(labels or {}), **self.labels, SYSTEM: name},
                 networking_config=self.client.api.create_networking_config({net.name: endpoint}),
                 host_config=self.client.api.create_host_config(
-                    binds=binds, network_mode=net.name, port_bindings=None
+                    binds=binds,
+                    network_mode=net.name,
+                    # an upstream DNS server inside the sandbox: Docker < 23.0.11 otherwise
+                    # forwards a twin's lookups from the host (CVE-2024-29018)
+                    dns=[str(net.gateway)],
                 ),
             )
             container_id = created["Id"]

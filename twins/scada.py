@@ -21,13 +21,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from asyncua import Node, Server, ua
 from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic import (
+    Tag as UnionTag,
+)
 from pymodbus.client import AsyncModbusTcpClient
 
 from .devices import PASSWORD_ENV, Binding, parse_bind
@@ -51,9 +61,21 @@ Security = Literal["none", "basic256sha256"]
 
 VARIANT_TYPES: dict[str, ua.VariantType] = {
     name: getattr(ua.VariantType, name)
-    for name in (
-        "Boolean SByte Byte Int16 UInt16 Int32 UInt32 Int64 UInt64 Float Double String DateTime"
-    ).split()
+    for name in [
+        "Boolean",
+        "SByte",
+        "Byte",
+        "Int16",
+        "UInt16",
+        "Int32",
+        "UInt32",
+        "Int64",
+        "UInt64",
+        "Float",
+        "Double",
+        "String",
+        "DateTime",
+    ]
 }
 
 
@@ -89,9 +111,21 @@ class VariableNode(_Model):
         return self
 
 
+def _node_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "folder" if "folder" in value else "variable"
+    return "folder" if isinstance(value, FolderNode) else "variable"
+
+
+AnyNode = Annotated[
+    Annotated[VariableNode, UnionTag("variable")] | Annotated["FolderNode", UnionTag("folder")],
+    Discriminator(_node_kind),
+]
+
+
 class FolderNode(_Model):
     folder: str = Field(min_length=1)
-    nodes: list[VariableNode | FolderNode] = Field(default_factory=list)
+    nodes: list[AnyNode] = Field(default_factory=list)
     description: str = ""
 
 
@@ -99,7 +133,22 @@ class NodeList(_Model):
     """A short YAML address space: folders and variables under Objects."""
 
     namespace: str = "urn:restoredrill:scada"
-    nodes: list[VariableNode | FolderNode] = Field(min_length=1)
+    nodes: list[AnyNode] = Field(min_length=1)
+
+
+def _clean_loc(loc: Sequence[Any]) -> tuple:
+    """Drop pydantic's union labels (after a list index, or validator names) from a location."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        after_index = i > 0 and isinstance(loc[i - 1], int)
+        if isinstance(part, str) and (
+            "[" in part
+            or part in ("str", "Binding")
+            or (after_index and part in ("variable", "folder"))
+        ):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def load_node_list(path: str | Path) -> NodeList:
@@ -115,7 +164,7 @@ def load_node_list(path: str | Path) -> NodeList:
         errors = []
         for err in exc.errors():
             # drop pydantic's union-member labels from the location
-            loc = tuple(p for p in err["loc"] if p not in ("VariableNode", "FolderNode", "str", "Binding"))
+            loc = _clean_loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
@@ -132,6 +181,7 @@ def nodeset_order(paths: Sequence[str | Path]) -> list[Path]:
     """NodeSet2 files sorted so each comes after the models it requires; checks they parse."""
     provides: dict[str, Path] = {}
     requires: dict[Path, set[str]] = {}
+    uses: dict[Path, set[str]] = {}
     for p in map(Path, paths):
         try:
             root = ET.parse(p).getroot()
@@ -147,15 +197,25 @@ def nodeset_order(paths: Sequence[str | Path]) -> list[Path]:
             provides[model.get("ModelUri", "")] = p
             for req in model.iter(f"{NODESET_NS}RequiredModel"):
                 requires[p].add(req.get("ModelUri", ""))
+        uses[p] = {(u.text or "").strip() for u in root.iter(f"{NODESET_NS}Uri")}
+    for p in requires:  # namespaces a file uses and another file provides: load that first
+        requires[p] |= {u for u in uses[p] if provides.get(u) not in (None, p)}
     ordered: list[Path] = []
     pending = list(requires)
     while pending:
-        ready = [p for p in pending if all(provides.get(u) in (*ordered, p) for u in requires[p] - {UA_NS})]
+        ready = [
+            p
+            for p in pending
+            if all(provides.get(u) in (*ordered, p) for u in requires[p] - {UA_NS})
+        ]
         if not ready:
             p = pending[0]
             missing = sorted(u for u in requires[p] - {UA_NS} if u not in provides)
             raise ScadaConfigError(
-                p, 1, "", f"requires the model(s) {', '.join(missing) or '(a cycle)'}: add their NodeSet"
+                p,
+                1,
+                "",
+                f"requires the model(s) {', '.join(missing) or '(a cycle)'}: add their NodeSet",
             )
         ordered += ready
         pending = [p for p in pending if p not in ready]
@@ -165,40 +225,55 @@ def nodeset_order(paths: Sequence[str | Path]) -> list[Path]:
 # --------------------------------------------------------------------------- nodes
 
 
-async def resolve_node(session: Any, text: str) -> Node:
+async def resolve_node(
+    session: Any, text: str, *, cache: dict | None = None, verify: bool = True
+) -> Node:
     """A node by NodeId (``ns=2;s=X``, ``i=85``) or browse path (``Objects/2:Line1/Level``).
 
     Path segments may carry a namespace index (``2:Level``) or match a name in any
-    namespace. ``session`` is an asyncua Server or Client. Raises KeyError if absent.
+    namespace. ``session`` is an asyncua Server or Client; ``cache`` (a dict kept by the
+    caller) saves browsing a folder again. Raises KeyError if the node does not exist
+    (a NodeId is checked only with ``verify``).
     """
     text = text.strip()
     if text[:3] in ("ns=", "nsu") or text[:2] in ("i=", "s=", "g=", "b="):
-        node = session.get_node(ua.NodeId.from_string(text))
         try:
-            await node.read_browse_name()
-        except ua.UaStatusCodeError:
-            raise KeyError(f"node {text} does not exist") from None
+            node = session.get_node(ua.NodeId.from_string(text))
+        except Exception:  # noqa: BLE001 - a malformed NodeId is a missing node
+            raise KeyError(f"{text!r} is not a NodeId") from None
+        if verify:
+            try:
+                await node.read_browse_name()
+            except ua.UaStatusCodeError:
+                raise KeyError(f"node {text} does not exist") from None
         return node
+    cache = {} if cache is None else cache
     parts = [p for p in text.split("/") if p]
     if parts and parts[0] in ("Root", "0:Root"):
         parts = parts[1:]
-    node = session.get_node(ua.ObjectIds.RootFolder)
+    nodeid = ua.NodeId(ua.ObjectIds.RootFolder)
     walked = ["Root"]
     for part in parts:
         index, _, name = part.rpartition(":")
-        refs = await node.get_references(
-            ua.ObjectIds.HierarchicalReferences, ua.BrowseDirection.Forward, includesubtypes=True
-        )
+        refs = cache.get(nodeid)
+        if refs is None:
+            refs = await session.get_node(nodeid).get_references(
+                ua.ObjectIds.HierarchicalReferences,
+                ua.BrowseDirection.Forward,
+                includesubtypes=True,
+            )
+            cache[nodeid] = refs
         match = [
             r
             for r in refs
-            if r.BrowseName.Name == name and (not index or str(r.BrowseName.NamespaceIndex) == index)
+            if r.BrowseName.Name == name
+            and (not index or str(r.BrowseName.NamespaceIndex) == index)
         ]
         if not match:
             raise KeyError(f"{'/'.join(walked)} has no child {part!r}")
-        node = session.get_node(match[0].NodeId)
+        nodeid = match[0].NodeId
         walked.append(part)
-    return node
+    return session.get_node(nodeid)
 
 
 @dataclass
@@ -243,7 +318,13 @@ class PasswordUserManager(UserManager):
     def __init__(self, username: str, password: str) -> None:
         self.username, self.password = username, password
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None) -> User | None:
+    def get_user(
+        self,
+        iserver: Any,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
         if username is None or password is None:
             return None
         ok_user = hmac.compare_digest(username.encode(), self.username.encode())
@@ -251,7 +332,9 @@ class PasswordUserManager(UserManager):
         return User(role=UserRole.User, name=username) if ok_user and ok_pass else None
 
 
-async def ensure_certificate(cert_dir: str | Path, name: str, app_uri: str, server: bool) -> tuple[Path, Path]:
+async def ensure_certificate(
+    cert_dir: str | Path, name: str, app_uri: str, server: bool
+) -> tuple[Path, Path]:
     """A self-signed certificate and key in ``cert_dir``, generated once and reused."""
     from asyncua.crypto.cert_gen import setup_self_signed_certificate
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -261,7 +344,12 @@ async def ensure_certificate(cert_dir: str | Path, name: str, app_uri: str, serv
     cert, key = folder / f"{name}-cert.der", folder / f"{name}-key.pem"
     uses = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
     await setup_self_signed_certificate(
-        key, cert, app_uri, socket.gethostname(), uses, {"commonName": name, "organizationName": "restoredrill"}
+        key,
+        cert,
+        app_uri,
+        socket.gethostname(),
+        uses,
+        {"commonName": name, "organizationName": "restoredrill"},
     )
     return cert, key
 
@@ -293,7 +381,9 @@ class ScadaTwin:
         self.bindings = list(bindings)
         self.poll, self.modbus_timeout = poll, modbus_timeout
         self.xml = nodeset_order([p for p in sources if Path(p).suffix.lower() == ".xml"])
-        self.lists = [(Path(p), load_node_list(p)) for p in sources if Path(p).suffix.lower() != ".xml"]
+        self.lists = [
+            (Path(p), load_node_list(p)) for p in sources if Path(p).suffix.lower() != ".xml"
+        ]
         self._check_binding_targets()
         self.server: Server | None = None
         self.host: str | None = None
@@ -316,7 +406,9 @@ class ScadaTwin:
                     wanted.append((f"{path}: {var.variable}", b.plc, b.tag))
         for where, plc, tag in wanted:
             if plc not in self.plcs:
-                raise ScadaError(f"{where}: binds to PLC {plc!r}, not given (known: {', '.join(self.plcs) or 'none'})")
+                raise ScadaError(
+                    f"{where}: binds to PLC {plc!r}, not given (known: {', '.join(self.plcs) or 'none'})"
+                )
             try:
                 self.plcs[plc].map.tag(tag)
             except KeyError as exc:
@@ -347,7 +439,9 @@ class ScadaTwin:
             try:
                 await server.import_xml(str(path), strict_mode=False)
             except Exception as exc:  # noqa: BLE001 - report which file, whatever broke
-                raise ScadaConfigError(path, 1, "", f"NodeSet import failed: {type(exc).__name__}: {exc}") from None
+                raise ScadaConfigError(
+                    path, 1, "", f"NodeSet import failed: {type(exc).__name__}: {exc}"
+                ) from None
         for _path, nl in self.lists:
             await self._build(server, nl)
         for b in self.bindings:
@@ -409,7 +503,9 @@ class ScadaTwin:
     async def _build(self, server: Server, nl: NodeList) -> None:
         idx = await server.register_namespace(nl.namespace)
 
-        async def add(parent: Node, items: Iterable[VariableNode | FolderNode], prefix: str) -> None:
+        async def add(
+            parent: Node, items: Iterable[VariableNode | FolderNode], prefix: str
+        ) -> None:
             for item in items:
                 if isinstance(item, FolderNode):
                     nid = ua.NodeId(f"{prefix}{item.folder}", idx)
@@ -419,7 +515,9 @@ class ScadaTwin:
                 vtype = VARIANT_TYPES[item.type]
                 nid = ua.NodeId(f"{prefix}{item.variable}", idx)
                 value = _convert(item.value if item.value is not None else _zero(vtype), vtype)
-                var = await parent.add_variable(nid, f"{idx}:{item.variable}", value, varianttype=vtype)
+                var = await parent.add_variable(
+                    nid, f"{idx}:{item.variable}", value, varianttype=vtype
+                )
                 if item.writable:
                     await var.set_writable()
                 if item.bind is not None:
@@ -441,7 +539,11 @@ class ScadaTwin:
             if poller.client:
                 poller.client.close()
             client = AsyncModbusTcpClient(
-                poller.link.host, port=poller.link.port, timeout=self.modbus_timeout, retries=0, reconnect_delay=0
+                poller.link.host,
+                port=poller.link.port,
+                timeout=self.modbus_timeout,
+                retries=0,
+                reconnect_delay=0,
             )
             if not await client.connect():
                 client.close()
@@ -475,7 +577,9 @@ class ScadaTwin:
         for b in poller.bound:
             groups.setdefault((b.tag.unit, b.tag.table), []).append(b)
         for (unit, table), items in groups.items():
-            for start, count in _ranges([b.tag.span for b in items], 2000 if table in BIT_TABLES else 125):
+            for start, count in _ranges(
+                [b.tag.span for b in items], 2000 if table in BIT_TABLES else 125
+            ):
                 words = await _read(client, unit, table, start, count)
                 for b in items:
                     if start <= b.tag.address < start + count:
@@ -490,9 +594,14 @@ class ScadaTwin:
 
     async def _publish(self, b: _Bound, value: Any, status: int = ua.StatusCodes.Good) -> None:
         assert self.server
-        variant = ua.Variant(_convert(value if value is not None else _zero(b.vtype), b.vtype), b.vtype)
+        variant = ua.Variant(
+            _convert(value if value is not None else _zero(b.vtype), b.vtype), b.vtype
+        )
         await self.server.write_attribute_value(
-            b.node.nodeid, ua.DataValue(variant, StatusCode=ua.StatusCode(status), SourceTimestamp=datetime.now(UTC))
+            b.node.nodeid,
+            ua.DataValue(
+                variant, StatusCode=ua.StatusCode(status), SourceTimestamp=datetime.now(UTC)
+            ),
         )
 
     async def _after_write(self, event: Any, _dispatcher: Any) -> None:
@@ -518,7 +627,9 @@ class ScadaTwin:
             _ok(await client.write_coil(tag.address, bool(value), device_id=unit), tag)
             return
         if tag.table != "holding":
-            raise PlcError(f"tag {tag.name} is in the {tag.table} table, which clients cannot write")
+            raise PlcError(
+                f"tag {tag.name} is in the {tag.table} table, which clients cannot write"
+            )
         if tag.bit is not None:
             (word,) = await _read(client, unit, "holding", tag.address, 1)
             regs = [word | (1 << tag.bit) if value else word & ~(1 << tag.bit)]
@@ -538,7 +649,9 @@ def _check_port_free(host: str, port: int) -> None:
             raise ScadaError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
-async def _read(client: AsyncModbusTcpClient, unit: int, table: str, start: int, count: int) -> list[int]:
+async def _read(
+    client: AsyncModbusTcpClient, unit: int, table: str, start: int, count: int
+) -> list[int]:
     call = {
         "coil": client.read_coils,
         "discrete": client.read_discrete_inputs,
@@ -547,13 +660,17 @@ async def _read(client: AsyncModbusTcpClient, unit: int, table: str, start: int,
     }[table]
     rsp = await call(start, count=count, device_id=unit)
     if rsp.isError():
-        raise PlcError(f"{table} {start}..{start + count - 1} of unit {unit}: Modbus exception {getattr(rsp, 'exception_code', '?')}")
+        raise PlcError(
+            f"{table} {start}..{start + count - 1} of unit {unit}: Modbus exception {getattr(rsp, 'exception_code', '?')}"
+        )
     return [int(v) for v in (rsp.bits if table in BIT_TABLES else rsp.registers)[:count]]
 
 
 def _ok(rsp: Any, tag: Tag) -> None:
     if rsp.isError():
-        raise PlcError(f"write to tag {tag.name} refused: Modbus exception {getattr(rsp, 'exception_code', '?')}")
+        raise PlcError(
+            f"write to tag {tag.name} refused: Modbus exception {getattr(rsp, 'exception_code', '?')}"
+        )
 
 
 def _ranges(spans: Iterable[range], limit: int) -> list[tuple[int, int]]:
@@ -568,7 +685,9 @@ def _ranges(spans: Iterable[range], limit: int) -> list[tuple[int, int]]:
     return out
 
 
-def _variables(items: Iterable[VariableNode | FolderNode], prefix: str = "") -> Iterable[tuple[str, VariableNode]]:
+def _variables(
+    items: Iterable[VariableNode | FolderNode], prefix: str = ""
+) -> Iterable[tuple[str, VariableNode]]:
     for item in items:
         if isinstance(item, FolderNode):
             yield from _variables(item.nodes, f"{prefix}{item.folder}.")
@@ -617,30 +736,47 @@ def run_scada(
     """Serve the SCADA twin until SIGINT/SIGTERM (blocking). Raises ScadaConfigError / ScadaError."""
     host, port = parse_bind(bind, 4840)
     twin = ScadaTwin(
-        sources, name=name, security=security, username=username, password=password,
-        cert_dir=cert_dir, plcs=plcs, bindings=bindings,
+        sources,
+        name=name,
+        security=security,
+        username=username,
+        password=password,
+        cert_dir=cert_dir,
+        plcs=plcs,
+        bindings=bindings,
     )
 
     async def start() -> None:
         await twin.start(host, port)
-        print(f"SCADA twin {name}: {len(twin.xml)} NodeSet(s), {len(twin.lists)} node list(s), "
-              f"{len(twin._bound)} bound variable(s), security {security}, listening on {twin.endpoint} (Ctrl-C stops)",
-              file=sys.stderr, flush=True)
+        print(
+            f"SCADA twin {name}: {len(twin.xml)} NodeSet(s), {len(twin.lists)} node list(s), "
+            f"{len(twin._bound)} bound variable(s), security {security}, listening on {twin.endpoint} (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     asyncio.run(serve_until_signalled(start, twin.stop))
     print("SCADA twin stopped", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m restoredrill.twins.scada",
-                                description="Serve a SCADA twin (OPC UA) from NodeSet2 XML and/or YAML node lists.")
+    p = argparse.ArgumentParser(
+        prog="python -m restoredrill.twins.scada",
+        description="Serve a SCADA twin (OPC UA) from NodeSet2 XML and/or YAML node lists.",
+    )
     p.add_argument("sources", nargs="+", help="NodeSet2 .xml and/or node-list .yaml files")
     p.add_argument("--bind", default="127.0.0.1:4840", help="HOST:PORT (default 127.0.0.1:4840)")
     p.add_argument("--name", default="restoredrill-scada")
     p.add_argument("--security", choices=["none", "basic256sha256"], default="none")
     p.add_argument("--username")
-    p.add_argument("--password-env", default=PASSWORD_ENV, help=f"variable holding the password ({PASSWORD_ENV})")
-    p.add_argument("--cert-dir", default="pki", help="where the server certificate is made and kept")
+    p.add_argument(
+        "--password-env",
+        default=PASSWORD_ENV,
+        help=f"variable holding the password ({PASSWORD_ENV})",
+    )
+    p.add_argument(
+        "--cert-dir", default="pki", help="where the server certificate is made and kept"
+    )
     p.add_argument("--plc", action="append", default=[], metavar="NAME=HOST:PORT@MAP")
     p.add_argument("--bind-node", action="append", default=[], metavar="NODE=PLC/TAG")
     args = p.parse_args(argv)
@@ -652,7 +788,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.username:
             password = os.environ.get(args.password_env)
             if not password:
-                raise ScadaError(f"--username given but the password variable {args.password_env} is empty")
+                raise ScadaError(
+                    f"--username given but the password variable {args.password_env} is empty"
+                )
         plcs = dict(PlcLink.parse(text) for text in args.plc)
         bindings = []
         for text in args.bind_node:
@@ -660,8 +798,17 @@ def main(argv: list[str] | None = None) -> int:
             if not node or "/" not in target:
                 raise ScadaError(f"--bind-node {text!r}: write NODE=PLC/TAG")
             bindings.append(_binding(node, target))
-        run_scada(args.sources, args.bind, name=args.name, security=args.security, username=args.username,
-                  password=password, cert_dir=args.cert_dir, plcs=plcs, bindings=bindings)
+        run_scada(
+            args.sources,
+            args.bind,
+            name=args.name,
+            security=args.security,
+            username=args.username,
+            password=password,
+            cert_dir=args.cert_dir,
+            plcs=plcs,
+            bindings=bindings,
+        )
     except (ConfigFileError, ScadaError, PlcError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
