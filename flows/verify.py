@@ -41,6 +41,8 @@ class RunContext:
         self.engine = engine
         self.kept: dict[str, SystemJob] = {}
         self.lock = threading.Lock()
+        self.devices: tuple[list[Any], list[Any]] = ([], [])
+        self.device_error: str | None = None
 
 
 _RUNS: dict[str, RunContext] = {}
@@ -120,12 +122,16 @@ def verify_site(
     results: dict[str, SystemResult] = {}
     ctx = open_run(loaded, run_id)
     try:
+        start_devices_task(ctx, sorted(planned))
         for wave in plan:
             runnable = []
             for name in wave:
                 bad = [d for d in graph[name] if results[d].verdict in BLOCKING]
                 if bad:
                     results[name] = blocked(site, name, bad, results)
+                    emit_done(name, results[name])
+                elif ctx.device_error and site.system(name).devices:
+                    results[name] = not_started(site, name, ctx.device_error)
                     emit_done(name, results[name])
                 else:
                     runnable.append(name)
@@ -219,8 +225,33 @@ def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
     return ctx
 
 
+@task(name="start-devices", cache_policy=NO_CACHE, persist_result=False)
+def start_devices_task(ctx: RunContext, systems: list[str]) -> None:
+    """Start the emulated PLCs and SCADA servers the planned systems need."""
+    from restoredrill.twins.base import TwinError
+
+    from .devices import start_devices
+
+    try:
+        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.engine.client, ctx.run_id, systems)
+    except (TwinError, ValueError, OSError) as exc:
+        ctx.device_error = str(exc)
+
+
+def not_started(site: Site, name: str, why: str) -> SystemResult:
+    spec = site.system(name)
+    return SystemResult(
+        system=name,
+        verdict=Verdict.ERROR,
+        reason=f"devices: {why}",
+        labels=spec.labels.as_dict(),
+        rto_s=spec.rto.total_seconds(),
+        rpo_s=spec.rpo.total_seconds() if spec.rpo else None,
+    )
+
+
 def close_run(ctx: RunContext, results: dict[str, SystemResult] | None = None) -> None:
-    """Tear down twins kept for dependents, then everything else of the run."""
+    """Tear down twins kept for dependents, the devices, then everything else of the run."""
     try:
         for name, job in list(ctx.kept.items()):
             state = STEP_TASKS["teardown"](job=job, return_state=True)
@@ -229,6 +260,9 @@ def close_run(ctx: RunContext, results: dict[str, SystemResult] | None = None) -
             if state.is_failed():
                 pass  # the sandbox close below removes what is left
         ctx.kept.clear()
+        from .devices import stop_devices
+
+        stop_devices(ctx.sandbox, *ctx.devices)
     finally:
         ctx.sandbox.close()
         _RUNS.pop(ctx.run_id, None)

@@ -224,6 +224,24 @@ def test_takes_over_production_address_and_host_reaches_it(engine, sandbox) -> N
     assert labels["zone"] == "ot"
 
 
+def test_aux_twin_for_a_field_device(engine, sandbox, tmp_path: Path) -> None:
+    (tmp_path / "registers.csv").write_text("40001,1234\n")
+    address = host(sandbox.networks[0], 50)
+    plc = sandbox.start_aux(
+        "plc1",
+        IMAGE,
+        ["python3", "-m", "http.server", "502"],
+        address=address,
+        mounts={"/etc/plc": f"{tmp_path}:ro"},
+        labels={"restoredrill.device": "modbus"},
+    )
+    assert wait_ready(plc, TcpProbe(port=502, timeout="15s")) < 15
+    assert plc.exec(["cat", "/etc/plc/registers.csv"]).stdout == "40001,1234\n"
+    labels = engine.client.api.inspect_container(plc.id)["Config"]["Labels"]
+    assert labels["restoredrill.role"] == "aux" and labels["restoredrill.device"] == "modbus"
+    assert labels["restoredrill.run"] == sandbox.run_id
+
+
 def test_address_rules(engine, sandbox) -> None:
     subnet = sandbox.networks[0]
     first = sandbox.start(run_spec(*SLEEP, address=host(subnet, 20)), BASE, "scada")

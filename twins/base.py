@@ -63,6 +63,7 @@ class Sandbox(ABC):
 
     run_id: str
     networks: Sequence[str]
+    """The sandbox subnets (CIDR): checks may connect only inside them."""
 
     @abstractmethod
     def start(
