@@ -101,6 +101,9 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print the run record as JSON")] = False,
     trigger: Annotated[str, typer.Option(help="why this run happened (recorded)")] = "manual",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
+    all_checks: Annotated[
+        bool, typer.Option("--checks", help="list every check with expected and observed values")
+    ] = False,
 ) -> None:
     """Verify a site now: restore, start, check, time, record, tear down."""
     loaded = _load(site)
@@ -135,7 +138,7 @@ def run(
         out = record.model_dump(mode="json") | {"alerts": deliveries}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        render(console, record)
+        render(console, record, all_checks)
         for d in deliveries:
             ok = "[green]sent[/]" if d.get("ok") else f"[red]failed[/] ({d.get('reason')})"
             console.print(f"alert to {d.get('target')}: {ok}", highlight=False)
@@ -245,7 +248,7 @@ def demo(
     except RuntimeError as exc:
         raise bad_input(str(exc)) from None
     if not prepare_only:
-        run(DEMO_SITE, system=None, concurrency=None, as_json=False, trigger="demo", verbose=False)
+        run(DEMO_SITE, system=None, concurrency=None, as_json=False, trigger="demo", verbose=False, all_checks=True)
 
 
 class _OnlyOurs(logging.Filter):

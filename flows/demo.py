@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+from functools import partial
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def prepare(console: Console, backups: Path = BACKUPS) -> None:
         ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes),
         ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi),
         ("ERP archive (broken)", backups / "erp" / "erp-20261124.tar.gz", _erp),
+        ("line 1 gateway archive", backups / "gateway" / "line1-gateway-20261124.tar.gz",
+         partial(_gateway, line="line1", config="gateway.ini")),
+        ("line 2 gateway archive (wrong register)",
+         backups / "gateway" / "line2-gateway-20261124.tar.gz",
+         partial(_gateway, line="line2", config="gateway-line2.ini")),
     ]
     for label, marker, make in steps:
         if marker.exists():
@@ -109,16 +115,7 @@ def _build(client: object, name: str) -> str:
 
 def _mes(client: object, backups: Path) -> None:
     """The MES image as its nightly `docker save`, gzipped."""
-    tag = _build(client, "mes")
-    out = backups / "mes" / "mes-20261124.tar.gz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image = client.images.get(tag)  # type: ignore[attr-defined]
-    partial = out.with_suffix(".part")
-    with gzip.open(partial, "wb", compresslevel=1) as fh:
-        for chunk in image.save(named=True):
-            fh.write(chunk)
-    partial.rename(out)
-    client.images.remove(tag, force=True)  # type: ignore[attr-defined]
+    _save(client, _build(client, "mes"), backups / "mes" / "mes-20261124.tar.gz")
 
 
 def _hmi(client: object, backups: Path) -> None:
@@ -138,6 +135,29 @@ def _hmi(client: object, backups: Path) -> None:
         container.remove(force=True)
         client.images.remove(tag, force=True)  # type: ignore[attr-defined]
     partial.rename(out)
+
+
+def _gateway(client: object, backups: Path, line: str, config: str) -> None:
+    """An OPC UA gateway image (pymodbus + asyncua) as its nightly `docker save`."""
+    from restoredrill.twins.emulator_image import ensure_emulator_image
+    from restoredrill.twins.images import build_image
+
+    base = ensure_emulator_image(client)
+    tag = f"restoredrill-demo/{line}-gateway:build"
+    build_image(client, APPS / "gateway", tag, base=base, buildargs={"CONFIG": config})
+    out = backups / "gateway" / f"{line}-gateway-20261124.tar.gz"
+    _save(client, tag, out)
+
+
+def _save(client: object, tag: str, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image = client.images.get(tag)  # type: ignore[attr-defined]
+    partial_file = out.with_suffix(".part")
+    with gzip.open(partial_file, "wb", compresslevel=1) as fh:
+        for chunk in image.save(named=True):
+            fh.write(chunk)
+    partial_file.rename(out)
+    client.images.remove(tag, force=True)  # type: ignore[attr-defined]
 
 
 def _erp(client: object, backups: Path) -> None:

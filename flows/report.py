@@ -98,23 +98,31 @@ def summary(record: RunRecord) -> Text:
     return line
 
 
-def failed_checks(record: RunRecord) -> Table | None:
-    """Each failed or erroring check with what was expected and what was observed."""
-    rows = [(s, c) for s in record.systems for c in s.checks if c.status is not Status.PASS]
+def checks_table(record: RunRecord, everything: bool = False) -> Table | None:
+    """Each check (or each one that did not pass) with what was expected and observed."""
+    rows = [
+        (s, c)
+        for s in record.systems
+        for c in s.checks
+        if everything or c.status is not Status.PASS
+    ]
     if not rows:
         return None
-    t = Table(title="checks that did not pass", title_justify="left")
-    for col in ("system", "check", "status", "expected", "observed", "message"):
+    title = "checks: expected and observed" if everything else "checks that did not pass"
+    t = Table(title=title, title_justify="left")
+    for col in ("system", "check", "status", "expected", "observed", "time"):
         t.add_column(col, overflow="fold")
     for s, c in rows:
-        t.add_row(s.system, c.name, c.status.value, _short(c.expected), _short(c.observed), c.message)
+        status = Text(c.status.value, style="green" if c.status is Status.PASS else "bold red")
+        observed = _short(c.observed) if c.observed is not None else c.message
+        t.add_row(s.system, c.name, status, _short(c.expected), observed, format_duration(c.duration_s))
     return t
 
 
-def render(console: Console, record: RunRecord) -> None:
+def render(console: Console, record: RunRecord, all_checks: bool = False) -> None:
     parts: list[Table | Text] = [verdict_table(record)]
-    if (failed := failed_checks(record)) is not None:
-        parts.append(failed)
+    if (checks := checks_table(record, all_checks)) is not None:
+        parts.append(checks)
     parts.append(summary(record))
     console.print(Group(*parts))
 
