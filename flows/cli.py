@@ -38,7 +38,11 @@ app.add_typer(evidence_app, name="evidence")
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
 console = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
-LAST_EVIDENCE = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "restoredrill" / "last-evidence"
+LAST_EVIDENCE = (
+    Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    / "restoredrill"
+    / "last-evidence"
+)
 
 SiteArg = Annotated[Path, typer.Argument(help="the site inventory (YAML)", show_default=False)]
 
@@ -149,7 +153,9 @@ def run(
 @app.command()
 def history(
     system: Annotated[str | None, typer.Argument(help="only runs of this system")] = None,
-    site: Annotated[Path | None, typer.Option("--site", help="the site whose evidence to read")] = None,
+    site: Annotated[
+        Path | None, typer.Option("--site", help="the site whose evidence to read")
+    ] = None,
     evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -169,8 +175,19 @@ def history(
     if not records:
         console.print("no runs recorded yet" + (f" for {system}" if system else ""))
         return
-    t = Table(title=f"runs{' of ' + system if system else ''} · {store.shown}", title_justify="left")
-    for col in ("run", "started", "site", "system", "verdict", "recovery / RTO", "checks", "reason"):
+    t = Table(
+        title=f"runs{' of ' + system if system else ''} · {store.shown}", title_justify="left"
+    )
+    for col in (
+        "run",
+        "started",
+        "site",
+        "system",
+        "verdict",
+        "recovery / RTO",
+        "checks",
+        "reason",
+    ):
         t.add_column(col, overflow="fold")
     for r in records:
         for s in r.systems:
@@ -218,7 +235,9 @@ def emulate_plc(
 
 @emulate_app.command("scada")
 def emulate_scada(
-    sources: Annotated[list[Path], typer.Argument(help="NodeSet2 XML files and/or a YAML node list")],
+    sources: Annotated[
+        list[Path], typer.Argument(help="NodeSet2 XML files and/or a YAML node list")
+    ],
     bind: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:4840",
 ) -> None:
     """Serve a SCADA twin over OPC UA until Ctrl-C."""
@@ -248,7 +267,15 @@ def demo(
     except RuntimeError as exc:
         raise bad_input(str(exc)) from None
     if not prepare_only:
-        run(DEMO_SITE, system=None, concurrency=None, as_json=False, trigger="demo", verbose=False, all_checks=True)
+        run(
+            DEMO_SITE,
+            system=None,
+            concurrency=None,
+            as_json=False,
+            trigger="demo",
+            verbose=False,
+            all_checks=True,
+        )
 
 
 class _OnlyOurs(logging.Filter):

@@ -15,8 +15,8 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from functools import partial
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -51,11 +51,16 @@ def prepare(console: Console, backups: Path = BACKUPS) -> None:
         ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes),
         ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi),
         ("ERP archive (broken)", backups / "erp" / "erp-20261124.tar.gz", _erp),
-        ("line 1 gateway archive", backups / "gateway" / "line1-gateway-20261124.tar.gz",
-         partial(_gateway, line="line1", config="gateway.ini")),
-        ("line 2 gateway archive (wrong register)",
-         backups / "gateway" / "line2-gateway-20261124.tar.gz",
-         partial(_gateway, line="line2", config="gateway-line2.ini")),
+        (
+            "line 1 gateway archive",
+            backups / "gateway" / "line1-gateway-20261124.tar.gz",
+            partial(_gateway, line="line1", config="gateway.ini"),
+        ),
+        (
+            "line 2 gateway archive (wrong register)",
+            backups / "gateway" / "line2-gateway-20261124.tar.gz",
+            partial(_gateway, line="line2", config="gateway-line2.ini"),
+        ),
     ]
     for label, marker, make in steps:
         if marker.exists():
@@ -96,12 +101,28 @@ def _historian(client: object, backups: Path) -> None:
         restic = shutil.which("restic")
         if restic is None:
             raise RuntimeError("restic is not installed: apt-get install restic")
-        subprocess.run([restic, "init", "--repo", str(repo.resolve())], env=env, check=True,
-                       capture_output=True)
         subprocess.run(
-            [restic, "--repo", str(repo.resolve()), "backup", ".", "--host", "plant-historian",
-             "--tag", "nightly"],
-            cwd=tree, env=env, check=True, capture_output=True,
+            [restic, "init", "--repo", str(repo.resolve())],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                restic,
+                "--repo",
+                str(repo.resolve()),
+                "backup",
+                ".",
+                "--host",
+                "plant-historian",
+                "--tag",
+                "nightly",
+            ],
+            cwd=tree,
+            env=env,
+            check=True,
+            capture_output=True,
         )
 
 

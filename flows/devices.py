@@ -52,7 +52,8 @@ def start_devices(
     image = ensure_emulator_image(docker)
     by_name = {d.name: d for d in loaded.site.devices}
     resolved = {
-        name: spec.model_copy(update=_resolved_paths(loaded, spec)) for name, spec in by_name.items()
+        name: spec.model_copy(update=_resolved_paths(loaded, spec))
+        for name, spec in by_name.items()
     }
     twins: list[Twin] = []
     dirs: list[Path] = []
@@ -79,7 +80,9 @@ def start_devices(
             try:
                 wait_ready(twin, TcpProbe(port=spec.port, timeout=READY_TIMEOUT))
             except TwinError as exc:
-                raise TwinError(f"device {spec.name} ({spec.kind} at {spec.address}:{spec.port}): {exc}") from None
+                raise TwinError(
+                    f"device {spec.name} ({spec.kind} at {spec.address}:{spec.port}): {exc}"
+                ) from None
     except BaseException:
         stop_devices(sandbox, twins, dirs)
         raise

@@ -70,7 +70,9 @@ class Sandbox(_Model):
             try:
                 nets.append(ipaddress.ip_network(text, strict=True))
             except ValueError as exc:
-                raise ValueError(f"{text!r} is not a subnet (use e.g. 10.77.0.0/24): {exc}") from None
+                raise ValueError(
+                    f"{text!r} is not a subnet (use e.g. 10.77.0.0/24): {exc}"
+                ) from None
         for i, a in enumerate(nets):
             for b in nets[i + 1 :]:
                 if a.overlaps(b):
@@ -170,7 +172,9 @@ def load_site(path: str | Path) -> LoadedSite:
             [f"{shown}:{line}: malformed YAML: {exc.problem or exc.context}"]
         ) from None
     if not isinstance(data, dict):
-        raise InventoryError([f"{shown}:1: the site file must be a mapping with site: and systems:"])
+        raise InventoryError(
+            [f"{shown}:1: the site file must be a mapping with site: and systems:"]
+        )
     try:
         site = Site.model_validate(_plain(data))
     except ValidationError as exc:
@@ -194,11 +198,17 @@ def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
             return
         ip = ipaddress.ip_address(str(addr))
         if not any(ip in n for n in nets):
-            out.append((_line(data, loc), f"{_path(loc)}: {ip} is outside the sandbox subnets "
-                        f"({', '.join(site.sandbox.subnets)}); add its subnet to sandbox.subnets"))
+            out.append(
+                (
+                    _line(data, loc),
+                    f"{_path(loc)}: {ip} is outside the sandbox subnets "
+                    f"({', '.join(site.sandbox.subnets)}); add its subnet to sandbox.subnets",
+                )
+            )
         elif str(ip) in taken:
-            out.append((_line(data, loc), f"{_path(loc)}: {ip} is already the address of "
-                        f"{taken[str(ip)]}"))
+            out.append(
+                (_line(data, loc), f"{_path(loc)}: {ip} is already the address of {taken[str(ip)]}")
+            )
         else:
             taken[str(ip)] = owner
 
@@ -208,20 +218,32 @@ def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
         claim(s.run.address, f"system {s.name}", ("systems", i, "run", "address"))
         for j, dep in enumerate(s.depends_on):
             if dep not in names:
-                out.append((_line(data, ("systems", i, "depends_on", j)),
-                            f"systems[{i}].depends_on[{j}]: unknown system {dep!r} "
-                            f"(known: {', '.join(sorted(names))})"))
+                out.append(
+                    (
+                        _line(data, ("systems", i, "depends_on", j)),
+                        f"systems[{i}].depends_on[{j}]: unknown system {dep!r} "
+                        f"(known: {', '.join(sorted(names))})",
+                    )
+                )
         for j, dev in enumerate(s.devices):
             if dev not in devices:
-                out.append((_line(data, ("systems", i, "devices", j)),
-                            f"systems[{i}].devices[{j}]: unknown device {dev!r} "
-                            f"(known: {', '.join(sorted(devices)) or 'none declared'})"))
+                out.append(
+                    (
+                        _line(data, ("systems", i, "devices", j)),
+                        f"systems[{i}].devices[{j}]: unknown device {dev!r} "
+                        f"(known: {', '.join(sorted(devices)) or 'none declared'})",
+                    )
+                )
     if not out:
         cycle = find_cycle({s.name: s.depends_on for s in site.systems})
         if cycle:
             i = [s.name for s in site.systems].index(cycle[0])
-            out.append((_line(data, ("systems", i, "depends_on")),
-                        f"systems[{i}].depends_on: dependency cycle: {' -> '.join(cycle)}"))
+            out.append(
+                (
+                    _line(data, ("systems", i, "depends_on")),
+                    f"systems[{i}].depends_on: dependency cycle: {' -> '.join(cycle)}",
+                )
+            )
     return out
 
 

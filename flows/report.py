@@ -44,7 +44,11 @@ def live_progress(console: Console, systems: list[str]) -> Iterator[None]:
             rto = format_duration(p.rto_s) if p.rto_s else "-"
             over = p.rto_s is not None and p.elapsed > p.rto_s
             elapsed = Text(f"{format_duration(p.elapsed)} / {rto}", style="red" if over else "")
-            step = Text(p.verdict, style=STYLE.get(Verdict(p.verdict), "")) if p.verdict else Text(p.step)
+            step = (
+                Text(p.verdict, style=STYLE.get(Verdict(p.verdict), ""))
+                if p.verdict
+                else Text(p.step)
+            )
             t.add_row(p.system, step, elapsed if p.started else Text("-"))
         return t
 
@@ -115,7 +119,9 @@ def checks_table(record: RunRecord, everything: bool = False) -> Table | None:
     for s, c in rows:
         status = Text(c.status.value, style="green" if c.status is Status.PASS else "bold red")
         observed = _short(c.observed) if c.observed is not None else c.message
-        t.add_row(s.system, c.name, status, _short(c.expected), observed, format_duration(c.duration_s))
+        t.add_row(
+            s.system, c.name, status, _short(c.expected), observed, format_duration(c.duration_s)
+        )
     return t
 
 

@@ -65,7 +65,9 @@ STEP_TASKS = {
 
 
 @flow(name="verify-system", log_prints=False, persist_result=False)
-def verify_system(site_path: str, system: str, run_id: str, keep_running: bool = False) -> SystemResult:
+def verify_system(
+    site_path: str, system: str, run_id: str, keep_running: bool = False
+) -> SystemResult:
     """Restore one system into its twin, prove it works, time it, tear it down."""
     ctx = _RUNS.get(run_id)
     own = ctx is None
@@ -268,7 +270,9 @@ def close_run(ctx: RunContext, results: dict[str, SystemResult] | None = None) -
         _RUNS.pop(ctx.run_id, None)
 
 
-def blocked(site: Site, name: str, bad: list[str], results: dict[str, SystemResult]) -> SystemResult:
+def blocked(
+    site: Site, name: str, bad: list[str], results: dict[str, SystemResult]
+) -> SystemResult:
     spec = site.system(name)
     why = ", ".join(f"{d} ({results[d].verdict.value})" for d in bad)
     return SystemResult(
