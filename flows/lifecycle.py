@@ -275,7 +275,9 @@ def _relative(text: str) -> str:
 
 
 def labels(job: SystemJob) -> dict[str, str]:
-    return {"restoredrill.run": job.run_id, "restoredrill.system": job.system.name}
+    """The run's owner labels (so a crashed run's leftovers are found) and the system's."""
+    owner = dict(getattr(job.sandbox, "labels", {}) or {})
+    return {**owner, "restoredrill.run": job.run_id, "restoredrill.system": job.system.name}
 
 
 def _host_path(job: SystemJob, value: str) -> str:

@@ -7,7 +7,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, task
@@ -213,7 +213,8 @@ def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
     from restoredrill.twins.docker import reap_stale
 
     engine = backend(loaded.site.sandbox.backend)
-    reap_stale(engine.client)
+    # dead runs of this host at once; runs of other hosts sharing the engine after a day
+    reap_stale(engine.client, max_age=timedelta(hours=24))
     subnets = loaded.site.sandbox.subnets
     sandbox = engine.open_sandbox(run_id, subnets[0])
     try:

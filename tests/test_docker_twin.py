@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import missing
 
 from restoredrill.twins.base import Restored, TwinError
 from restoredrill.twins.docker import DockerBackend, DockerSandbox, ExecTimeout, reap_stale
@@ -30,7 +29,7 @@ from restoredrill.twins.spec import CommandProbe, HttpProbe, LogProbe, RunSpec, 
 
 pytestmark = pytest.mark.docker
 
-IMAGE = os.environ.get("RESTOREDRILL_TEST_IMAGE", "restoredrill/base:test")
+IMAGE = "restoredrill/base:bookworm"
 TEST_LABEL = "restoredrill.test"
 _handed_out: set[str] = set()
 
@@ -80,13 +79,8 @@ SLEEP = ("sleep", "300")
 
 
 @pytest.fixture(scope="module")
-def engine(docker_client) -> DockerBackend:
-    import docker.errors
-
-    try:
-        docker_client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        missing(f"the local test image {IMAGE} (set RESTOREDRILL_TEST_IMAGE)")
+def engine(docker_client, base_image) -> DockerBackend:
+    assert base_image == IMAGE
     return DockerBackend(docker_client)
 
 
