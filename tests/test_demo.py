@@ -49,7 +49,9 @@ def test_broken_backup_errors_with_its_reason_and_blocks_dependents(demo_run: di
 def test_ot_data_path_through_the_restored_gateway(demo_run: dict) -> None:
     checks = {c["name"]: c for c in by_name(demo_run)["line1-gateway"]["checks"]}
     follows = [c for n, c in checks.items() if "TankLevel follows the PLC" in n]
-    assert follows and 40 <= follows[0]["observed"] <= 60
+    assert follows and follows[0]["status"] == "pass"
+    seen = follows[0]["observed"]
+    assert 40 <= seen["first"] <= 60 and seen["changed to"] != seen["first"]
     reached = [c for n, c in checks.items() if n.startswith("setpoint reached the PLC register")]
     assert reached and reached[0]["observed"] == pytest.approx(63.5)
 
