@@ -304,10 +304,14 @@ def _package(spec: Spec, host: Any, started: float) -> list[CheckResult]:
 
 def _process(spec: Spec, host: Any, started: float) -> list[CheckResult]:
     pattern = re.compile(str(spec.process))
-    # the ps of testinfra itself (and its sh -c) is not a process of the twin
-    cmdlines = [
-        p.args for p in host.process.filter() if not re.match(r"(/bin/sh -c )?ps -A", p.args)
-    ]
+    # one exec (testinfra's process module first probes the system with five more);
+    # the ps itself (and its sh -c) is not a process of the twin
+    out = host.run("ps -Aww -o args=")
+    if out.rc == 0:
+        lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    else:  # no procps (e.g. busybox): let testinfra find its way
+        lines = [p.args for p in host.process.filter()]
+    cmdlines = [c for c in lines if not re.match(r"(/bin/sh -c )?ps -A", c)]
     matching = [c for c in cmdlines if pattern.search(c)]
     expected = spec.assertions()["running"]
     observed = [_short(c, 120) for c in matching[:3]] if matching else "not running"
@@ -367,8 +371,28 @@ def _service(spec: Spec, host: Any, started: float) -> list[CheckResult]:
     return results
 
 
+def _listening(host: Any, url: str) -> bool | None:
+    """Whether ``tcp://ADDR:PORT`` / ``udp://…`` listens, from one ``ss`` (None: ask testinfra)."""
+    proto, _, rest = url.partition("://")
+    if proto not in ("tcp", "udp"):
+        return None
+    addr, _, port = rest.rpartition(":")
+    out = host.run(f"ss -Hln{'t' if proto == 'tcp' else 'u'}")
+    if out.rc != 0:
+        return None
+    local = {f[3] for f in (line.split() for line in out.stdout.splitlines()) if len(f) >= 4}
+    if not addr:
+        return any(item.rsplit(":", 1)[-1] == port for item in local)
+    wanted = {f"[{addr.strip('[]')}]:{port}" if ":" in addr else f"{addr}:{port}"}
+    if addr in ("0.0.0.0", "[::]", "::"):
+        wanted.add(f"*:{port}")
+    return bool(wanted & local)
+
+
 def _socket(spec: Spec, host: Any, started: float) -> list[CheckResult]:
-    listening = host.socket(spec.socket).is_listening
+    listening = _listening(host, str(spec.socket))
+    if listening is None:
+        listening = host.socket(spec.socket).is_listening
     expected = spec.assertions()["listening"]
     return [
         _judged(

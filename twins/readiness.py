@@ -142,7 +142,7 @@ def exited(twin: Twin) -> TwinError:
     return TwinError(f"{twin.name} {how} before it was ready; last output:\n{last_output(twin)}")
 
 
-def wait_ready(twin: Twin, probe: Any, *, poll: float = 0.2) -> float:
+def wait_ready(twin: Twin, probe: Any, *, poll: float = 0.05) -> float:
     """Poll ``probe`` until it passes; return the seconds waited.
 
     Raises TwinError when the twin exits first (with its exit code and output) or when
