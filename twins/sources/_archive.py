@@ -74,9 +74,10 @@ def detect_compression(path: Path) -> str:
 class _Hashing(io.RawIOBase):
     """Reads a file while hashing and counting what was read."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: BinaryIO, digest: bool = True) -> None:
         self._fh = fh
         self.digest = hashlib.sha256()
+        self._hashing = digest
         self.count = 0
 
     def readable(self) -> bool:
@@ -84,7 +85,7 @@ class _Hashing(io.RawIOBase):
 
     def readinto(self, buf: Any) -> int:
         n = self._fh.readinto(buf)
-        if n:
+        if n and self._hashing:
             self.digest.update(memoryview(buf)[:n])
             self.count += n
         return n or 0
@@ -145,11 +146,11 @@ def _corrupt_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[IO[bytes], _Hashing, str]]:
+def _opened(path: Path, digest: bool = True) -> Iterator[tuple[IO[bytes], _Hashing, str]]:
     """The decompressed stream of ``path``, its hashing raw reader, and the compression."""
     compression = detect_compression(path)
     with path.open("rb") as fh:
-        raw = _Hashing(fh)
+        raw = _Hashing(fh, digest)
         buffered = io.BufferedReader(raw, CHUNK)
         stream: IO[bytes]
         if compression == "gzip":
@@ -233,9 +234,17 @@ def _norm(name: str) -> str:
     return name.lstrip("/")
 
 
-def scan_tar(path: Path, keep: Callable[[str, int], bool] = lambda name, size: False) -> TarScan:
+def scan_tar(
+    path: Path,
+    keep: Callable[[str, int], bool] = lambda name, size: False,
+    ref: BackupRef | None = None,
+) -> TarScan:
     """Read ``path`` (a tar, maybe compressed) to its end; raise BackupError if it is
-    missing, empty, not a tar, corrupt or truncated. Keeps members ``keep(name, size)`` wants."""
+    missing, empty, not a tar, corrupt or truncated. Keeps members ``keep(name, size)`` wants.
+
+    With the ``ref`` that locate() hashed, the file must be unchanged since (size and
+    modification time; sha256 again only if those moved), so it is not hashed twice.
+    """
     path = Path(path)
     if not path.exists():
         raise BackupError(f"{path}: backup file not found")
@@ -245,7 +254,8 @@ def scan_tar(path: Path, keep: Callable[[str, int], bool] = lambda name, size: F
         raise BackupError(f"{path}: empty file")
     names: list[str] = []
     files: dict[str, bytes] = {}
-    with _opened(path) as (stream, raw, compression), _reasons(path, compression):
+    digest = not _unchanged(ref, path)
+    with _opened(path, digest) as (stream, raw, compression), _reasons(path, compression):
         counted = _Tail(stream)
         reader = io.BufferedReader(counted, tarfile.RECORDSIZE)
         what = (
@@ -288,7 +298,15 @@ def scan_tar(path: Path, keep: Callable[[str, int], bool] = lambda name, size: F
             raise BackupError(f"{path}: corrupt tar: unreadable header after {last!r}")
         while reader.read(CHUNK):  # the rest: checks the compressed stream's end and checksum
             pass
-        return TarScan(path, compression, raw.digest.hexdigest(), raw.count, tar_end, names, files)
+        return TarScan(
+            path,
+            compression,
+            raw.digest.hexdigest() if digest else "",
+            raw.count,
+            tar_end,
+            names,
+            files,
+        )
 
 
 def stream_tar(scan: TarScan, limit: int | None = None, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -318,8 +336,18 @@ def tar_member(name: str, data: bytes, mtime: float | None = None) -> bytes:
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
+def _unchanged(ref: BackupRef | None, path: Path) -> bool:
+    """The file is as locate() saw it: same size and modification time, with a digest."""
+    if ref is None or not ref.sha256 or ref.created_at is None:
+        return False
+    stat = path.stat()
+    return stat.st_size == ref.size_bytes and abs(stat.st_mtime - ref.created_at.timestamp()) < 1e-3
+
+
 def check_digest(ref: BackupRef, scan: TarScan) -> None:
     """Fail if the file changed between locate() and restore()."""
+    if not scan.sha256:
+        return  # scanned without hashing: size and mtime matched locate()'s
     if ref.sha256 and ref.sha256 != scan.sha256:
         raise BackupError(
             f"{scan.path}: changed since it was located (sha256 {ref.sha256[:12]}… is now {scan.sha256[:12]}…)"

@@ -43,7 +43,7 @@ class Spec(FileSourceSpec):
     )
 
     def restore(self, ref: BackupRef, ctx: RestoreContext) -> Restored:
-        scan = scan_tar(Path(ref.location), keep=_keep)
+        scan = scan_tar(Path(ref.location), keep=_keep, ref=ref)
         check_digest(ref, scan)
         manifest = _manifest(scan)
         entry = _select(scan, manifest, self.image)

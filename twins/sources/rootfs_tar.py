@@ -42,7 +42,9 @@ def import_rootfs_file(
 ) -> str:
     """Validate a root-filesystem tarball to its end, then ``docker import`` it as ``tag``
     (with ``labels``); return the image id. Raises BackupError naming the file."""
-    scan = scan_tar(path, keep=lambda name, size: name == "manifest.json" and size < 1 << 20)
+    scan = scan_tar(
+        path, keep=lambda name, size: name == "manifest.json" and size < 1 << 20, ref=ref
+    )
     if ref is not None:
         check_digest(ref, scan)
     if "manifest.json" in scan.files and any(
