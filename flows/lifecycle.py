@@ -100,8 +100,13 @@ class SystemJob:
 
 
 def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None:
-    """Run one step with timing, progress and clear failure reasons."""
-    job.check_watchdog()
+    """Run one step with timing, progress and clear failure reasons.
+
+    Teardown runs whatever the watchdog says; every other step stops once it fired.
+    """
+    watched = name != "teardown"
+    if watched:
+        job.check_watchdog()
     job.current = name
     job.progress.step = name
     emit(job.progress)
@@ -114,14 +119,17 @@ def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None
         raise
     except (BackupError, TwinError) as exc:
         job.steps.append(_timing(name, started_at, t0, False, str(exc)))
-        job.check_watchdog()
+        if watched:
+            job.check_watchdog()
         raise StepFailed(name, str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - an unexpected failure still gets a verdict
         job.steps.append(_timing(name, started_at, t0, False, f"{type(exc).__name__}: {exc}"))
-        job.check_watchdog()
+        if watched:
+            job.check_watchdog()
         raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
     job.steps.append(_timing(name, started_at, t0, True, ""))
-    job.check_watchdog()
+    if watched:
+        job.check_watchdog()
 
 
 def _timing(name: str, started_at: datetime, t0: float, ok: bool, message: str) -> StepTiming:

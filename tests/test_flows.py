@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -186,6 +187,8 @@ def test_rto_exceeded_and_watchdog(plant: Path, docker_client) -> None:
     hung = record.systems[0]
     assert hung.verdict is Verdict.RTO_EXCEEDED
     assert "watchdog" in hung.reason and "ready" in hung.reason
+    assert [st.name for st in hung.steps][-1] == "teardown" and hung.steps[-1].ok
+    assert not list(Path(tempfile.gettempdir()).glob(f"restoredrill-{record.run_id}-*"))
     assert leftovers(docker_client, record.run_id) == []
 
 
