@@ -27,6 +27,16 @@ DEMO_SITE = DEMO_DIR / "site.yaml"
 APPS = DEMO_DIR / "apps"
 BACKUPS = DEMO_DIR / "backups"
 BASE = "restoredrill/base:bookworm"
+EXPECTED = {
+    "historian": "pass",
+    "mes": "pass",
+    "hmi": "pass",
+    "line1-gateway": "pass",
+    "erp": "error",  # its newest backup is truncated
+    "reporting": "blocked",  # it depends on the ERP
+    "line2-gateway": "fail",  # its restored config reads the wrong register
+}
+"""What the demo plant must show: the good systems pass, each broken one is caught."""
 
 
 def prepare(console: Console, backups: Path = BACKUPS) -> None:
