@@ -86,7 +86,12 @@ def modbus_tk_server():
     slave.set_values("hr", 100, [0x4148, 0x0000, 7, 65535])  # 12.5 as float32, 7, -1 as int16
     slave.add_block("co", cst.COILS, 0, 8)
     slave.set_values("co", 0, [1, 0, 1])
-    yield server._sock.getsockname()[1]
+    deadline = time.monotonic() + 10  # start() binds in its own thread
+    while server._sock.getsockname()[1] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port = server._sock.getsockname()[1]
+    assert port, "modbus-tk server did not bind"
+    yield port
     server.stop()
 
 
