@@ -6,6 +6,7 @@ could not start (inventory, engine, evidence database).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -147,6 +148,85 @@ def run(
             ok = "[green]sent[/]" if d.get("ok") else f"[red]failed[/] ({d.get('reason')})"
             console.print(f"alert to {d.get('target')}: {ok}", highlight=False)
         console.print(f"evidence: {store.shown}", highlight=False)
+    raise typer.Exit(0 if record.verdict.ok else 1)
+
+
+@app.command()
+def serve(
+    site: SiteArg,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="verifications running at once (default: no limit)")
+    ] = None,
+    port: Annotated[
+        int, typer.Option(help="port of the local Prefect server and UI (without PREFECT_API_URL)")
+    ] = 4200,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
+) -> None:
+    """Run the site's verifications on its schedules until Ctrl-C (Prefect deployments
+    served by this process; offline with the embedded server unless PREFECT_API_URL is set)."""
+    loaded = _load(site)
+    _open_store(loaded.site.evidence, site)
+    _check_alerts(loaded)
+    from . import serve as serving
+
+    plans = serving.plan(loaded)
+    if not any(p.cron for p in plans):
+        raise bad_input(
+            f"{site}: nothing is scheduled: give the site (or a system) a `schedule:` "
+            'cron expression, e.g. schedule: "0 2 * * *" (nightly at 02:00)'
+        )
+    for p in plans:
+        what = f"digest at {p.digest}" if p.digest else ", ".join(p.systems or ["all systems"])
+        when = f"{p.cron} ({loaded.site.timezone})" if p.cron else "on demand"
+        console.print(f"serving [bold]{p.name}[/]: {what} — {when}", highlight=False)
+    quiet_console_logs(verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        serving.serve(site.resolve(), limit=limit, port=port)
+    console.print("stopped")
+
+
+@app.command()
+def deploy(
+    site: SiteArg,
+    pool: Annotated[
+        str, typer.Option(help="the work pool whose workers run them")
+    ] = "restoredrill",
+    run_now: Annotated[
+        bool, typer.Option("--run", help="also verify the site now on the workers and wait")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="with --run: print the run record")
+    ] = False,
+) -> None:
+    """Register the site's scheduled verifications on the Prefect server of PREFECT_API_URL
+    (workers of the work pool run them, each system as its own flow run)."""
+    loaded = _load(site)
+    _check_alerts(loaded)
+    from . import serve as serving
+
+    try:
+        names = serving.deploy(site.resolve(), work_pool=pool)
+    except serving.DeployError as exc:
+        raise bad_input(str(exc)) from None
+    for name in names:
+        err.print(f"deployed {name} to work pool {pool}", highlight=False)
+    if not run_now:
+        return
+    from .dispatch import run_on_workers
+
+    quiet_console_logs(False)
+    try:
+        record = run_on_workers(loaded)
+    except RuntimeError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        out = record.model_dump(mode="json")
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        from .report import render
+
+        render(console, record, False)
     raise typer.Exit(0 if record.verdict.ok else 1)
 
 

@@ -133,8 +133,15 @@ def normalized(run: RunRecord) -> RunRecord:
 
 
 def canonical_json(run: RunRecord) -> str:
-    """Sorted keys, no spaces, UTF-8: the exact text that is hashed."""
+    """Sorted keys, no spaces, UTF-8: the exact text that is hashed.
+
+    Fields added after the first release are left out while unset, so the hashes of
+    records written before them still verify.
+    """
     data = json.loads(normalized(run).model_dump_json())
+    for system in data["systems"]:
+        if system.get("worker") is None:
+            system.pop("worker", None)
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -216,6 +223,7 @@ results_t = Table(
     Column("rpo_s", Float),
     Column("backup_age_s", Float),
     Column("near_miss", Boolean, nullable=False),
+    Column("worker", String(200)),
     Column("backup_source", String(100)),
     Column("backup_id", Text),
     Column("backup_location", Text),
@@ -309,6 +317,15 @@ class HistoryRow:
 # --------------------------------------------------------------------------- store
 
 
+def _add_missing_columns(conn: Any) -> None:
+    """Columns added since a store was created (nullable, so old rows stay valid)."""
+    from sqlalchemy import inspect as sa_inspect
+
+    have = {c["name"] for c in sa_inspect(conn).get_columns("system_results")}
+    if "worker" not in have:
+        conn.exec_driver_sql("ALTER TABLE system_results ADD COLUMN worker VARCHAR(200)")
+
+
 class EvidenceStore:
     """Append-only, hash-chained run records in the database at ``url``."""
 
@@ -321,6 +338,7 @@ class EvidenceStore:
             return
         with self._errors("create its tables"), self._write() as conn:
             metadata.create_all(conn)
+            _add_missing_columns(conn)
             if conn.execute(select(chain_head.c.id)).first() is None:
                 conn.execute(insert(chain_head).values(id=1, seq=0, hash=GENESIS))
 
@@ -651,6 +669,7 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
             rpo_s=r.rpo_s,
             backup_age_s=r.backup_age_s,
             near_miss=r.near_miss,
+            worker=r.worker,
             backup_source=b.source if b else None,
             backup_id=b.backup_id if b else None,
             backup_location=b.location if b else None,
@@ -757,6 +776,7 @@ def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
             rpo_s=r.rpo_s,
             backup_age_s=r.backup_age_s,
             near_miss=r.near_miss,
+            worker=r.worker,
             backup=_backup(r),
             steps=steps.get(r.id, []),
             checks=checks.get(r.id, []),

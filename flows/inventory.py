@@ -9,9 +9,17 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -24,6 +32,38 @@ from restoredrill.twins.spec import Probe, RunSpec
 from .alerts import AlertTarget
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def _cron(value: str) -> str:
+    """A standard 5-field cron expression (minute hour day-of-month month day-of-week)."""
+    from croniter import croniter
+
+    text = " ".join(str(value).split())
+    if text in _CRON_MACROS:
+        return text
+    if len(text.split()) != 5 or not croniter.is_valid(text):
+        raise ValueError(
+            f"{value!r} is not a cron expression (5 fields: minute hour day month weekday, "
+            "e.g. '0 2 * * *' nightly at 02:00, '30 3 * * sun' weekly, or @daily)"
+        )
+    return text
+
+
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)") from None
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
 
 
 class _Model(BaseModel):
@@ -98,7 +138,9 @@ class System(_Model):
     devices: list[str] = Field(
         default_factory=list, description="emulated field devices this system needs"
     )
-    schedule: str | None = Field(None, description="cron expression overriding the site's")
+    schedule: Cron | None = Field(
+        None, description="cron expression overriding the site's, e.g. weekly: 0 2 * * sun"
+    )
     alerts: list[AlertTarget] = Field(default_factory=list)
 
 
@@ -112,7 +154,10 @@ class Site(_Model):
         None, description="SQLAlchemy URL; default sqlite in .restoredrill/ beside the site file"
     )
     rto: Duration | None = Field(None, description="site RTO: the critical path's target")
-    schedule: str | None = Field(None, description="cron expression for `restoredrill serve`")
+    schedule: Cron | None = Field(
+        None, description="cron expression for `restoredrill serve`, e.g. nightly: 0 2 * * *"
+    )
+    timezone: TimeZone = Field("UTC", description="IANA time zone of the schedules and digests")
     alerts: list[AlertTarget] = Field(default_factory=list)
     devices: list[DeviceSpec] = Field(default_factory=list)
     systems: list[System] = Field(min_length=1)

@@ -74,6 +74,9 @@ def verdict_table(record: RunRecord) -> Table:
     t.add_column("backup age / RPO", justify="right")
     t.add_column("checks", justify="right")
     t.add_column("reason", overflow="fold", max_width=70)
+    workers = any(s.worker for s in record.systems)
+    if workers:
+        t.add_column("worker")
     for s in record.systems:
         passed = sum(c.status is Status.PASS for c in s.checks)
         verdict = Text(s.verdict.value, style=STYLE[s.verdict])
@@ -87,6 +90,7 @@ def verdict_table(record: RunRecord) -> Table:
             f"{format_duration(s.backup_age_s)} / {format_duration(s.rpo_s)}",
             f"{passed}/{len(s.checks)}" if s.checks else "-",
             s.reason,
+            *([s.worker or "-"] if workers else []),
         )
     return t
 

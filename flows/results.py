@@ -53,6 +53,8 @@ class SystemResult(BaseModel):
     backup: BackupRef | None = None
     steps: list[StepTiming] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
+    worker: str | None = None
+    """The Prefect worker that verified it (scale-out); None when run in-process."""
 
     @property
     def failed_checks(self) -> list[CheckResult]:

@@ -43,6 +43,8 @@ class RunContext:
         self.lock = threading.Lock()
         self.devices: tuple[list[Any], list[Any]] = ([], [])
         self.device_error: str | None = None
+        self.attached = False
+        """Joined the sandbox another flow run opened (a dispatched system)."""
 
 
 _RUNS: dict[str, RunContext] = {}
@@ -66,17 +68,53 @@ STEP_TASKS = {
 
 @flow(name="verify-system", log_prints=False, persist_result=False)
 def verify_system(
-    site_path: str, system: str, run_id: str, keep_running: bool = False
+    site_path: str,
+    system: str,
+    run_id: str,
+    keep_running: bool = False,
+    dispatched: bool = False,
 ) -> SystemResult:
-    """Restore one system into its twin, prove it works, time it, tear it down."""
+    """Restore one system into its twin, prove it works, time it, tear it down.
+
+    ``dispatched``: a flow run of its own on a worker, joining the sandbox that the
+    run's ``verify-site`` flow opened, reporting through its lease (see dispatch.py).
+    """
     ctx = _RUNS.get(run_id)
     own = ctx is None
-    if ctx is None:  # run on its own (e.g. a deployment): open a sandbox for it alone
+    if ctx is None and dispatched:
+        ctx = attach_run(load_site(site_path), run_id)
+    elif ctx is None:  # run on its own: open a sandbox for it alone
         ctx = open_run(load_site(site_path), run_id)
+    if not dispatched:
+        return _verify(ctx, system, run_id, keep_running, own)
+    from .dispatch import Lease, run_dir, worker_name
+
+    box: list[SystemJob] = []
+    lease = Lease(
+        run_dir(ctx.loaded, run_id) / f"{system}.json",
+        lambda: box[0].current if box else "starting",
+    )
+    with lease:
+        result = _verify(ctx, system, run_id, keep_running, own, box)
+        result.worker = worker_name()
+        lease.finish(result)
+    return result
+
+
+def _verify(
+    ctx: RunContext,
+    system: str,
+    run_id: str,
+    keep_running: bool,
+    own: bool,
+    box: list[SystemJob] | None = None,
+) -> SystemResult:
     spec = ctx.loaded.site.system(system)
     job = SystemJob(
         ctx.loaded, spec, ctx.sandbox, run_id, ctx.engine.client, ctx.loaded.site.sandbox.watchdog
     )
+    if box is not None:
+        box.append(job)
     failure: StepFailed | None = None
     job.arm_watchdog()
     try:
@@ -98,8 +136,8 @@ def verify_system(
         job.progress.step = "done"
         job.progress.verdict = result.verdict.value
         emit(job.progress)
-        if own:
-            close_run(ctx)
+        if own and not (ctx.attached and system in ctx.kept):
+            close_run(ctx)  # an attached run's kept twin stays for its dependents
     return result
 
 
@@ -111,8 +149,13 @@ def verify_site(
     trigger: str = "manual",
     run_id: str | None = None,
     evidence: bool = True,
+    dispatch: str | None = None,
 ) -> RunRecord:
-    """Verify every system (or the named ones and what they need) in dependency waves."""
+    """Verify every system (or the named ones and what they need) in dependency waves.
+
+    ``dispatch`` names a ``verify-system`` deployment: each system then runs as its own
+    flow run on the work pool's workers (scale-out) instead of in this process.
+    """
     loaded = load_site(site_path)
     site = loaded.site
     run_id = run_id or new_run_id()
@@ -138,11 +181,14 @@ def verify_site(
                 else:
                     runnable.append(name)
             workers = max(1, min(concurrency or site.sandbox.concurrency, len(runnable) or 1))
+            if dispatch:
+                workers = max(1, len(runnable))  # the work pool's workers set the pace
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="system") as pool:
                 futures = {
                     name: pool.submit(
                         contextvars.copy_context().run,
-                        verify_system,
+                        _dispatched if dispatch else verify_system,
+                        **({"loaded": loaded, "deployment": dispatch} if dispatch else {}),
                         site_path=str(loaded.path),
                         system=name,
                         run_id=run_id,
@@ -154,6 +200,10 @@ def verify_site(
                     results[name] = future.result()
     finally:
         close_run(ctx, results)
+        if dispatch:
+            from .dispatch import cleanup
+
+            cleanup(loaded, run_id)
     record.systems = [results[n] for wave in plan for n in wave]
     record.finished_at = datetime.now(UTC)
     record.site_recovery_time_s = critical_path(graph, results)
@@ -206,6 +256,31 @@ def run_site(
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return verify_site(site_path, systems, concurrency, trigger, run_id)
+
+
+def _dispatched(
+    loaded: LoadedSite,
+    deployment: str,
+    site_path: str,
+    system: str,
+    run_id: str,
+    keep_running: bool,
+) -> SystemResult:
+    from .dispatch import dispatch
+
+    limit = loaded.site.system(system).rto.total_seconds() * loaded.site.sandbox.watchdog
+    result = dispatch(loaded, deployment, run_id, system, keep_running, limit)
+    emit_done(system, result)
+    return result
+
+
+def attach_run(loaded: LoadedSite, run_id: str) -> RunContext:
+    """Join the sandbox of a run another flow run opened (on this Docker engine)."""
+    engine = backend(loaded.site.sandbox.backend)
+    ctx = RunContext(loaded, run_id, engine.attach_sandbox(run_id), engine)
+    ctx.attached = True
+    _RUNS[run_id] = ctx
+    return ctx
 
 
 def open_run(loaded: LoadedSite, run_id: str) -> RunContext:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from localservers import smtp, webhook  # noqa: F401 - fixtures shared by the alert tests
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -220,6 +220,26 @@ class DockerBackend:
             raise
         return sandbox
 
+    def attach_sandbox(self, run_id: str, name_prefix: str = "restoredrill") -> DockerSandbox:
+        """Join the networks another process opened for ``run_id`` (a system dispatched
+        to a worker). Closing it removes only what it started; the owner keeps the rest."""
+        sandbox = DockerSandbox(self.client, run_id, name_prefix, attached=True)
+        found = self.client.api.networks(filters={"label": [f"{RUN}={run_id}", f"{MANAGED}=1"]})
+        if not found:
+            raise TwinError(
+                f"run {run_id} has no sandbox network on this engine: its orchestrating "
+                "flow ended, or this worker uses another Docker engine"
+            )
+        for item in sorted(found, key=lambda n: n["Name"]):
+            info = self.client.api.inspect_network(item["Id"])
+            pool = ((info.get("IPAM") or {}).get("Config") or [{}])[0]
+            net = ipaddress.ip_network(pool.get("Subnet") or info["Labels"][SUBNET])
+            gateway = ipaddress.ip_address(pool.get("Gateway") or next(net.hosts()))
+            sandbox._nets.append(_Network(info["Name"], info["Id"], net, gateway))
+            sandbox._addresses[gateway] = f"the gateway of sandbox subnet {net}"
+        sandbox._refresh_addresses()
+        return sandbox
+
     def reap_stale(
         self,
         max_age: timedelta | float | None = None,
@@ -391,8 +411,12 @@ class DockerTwin(Twin):
 class DockerSandbox(Sandbox):
     """The isolated networks of one run and the twins started on them."""
 
-    def __init__(self, client: Any, run_id: str, name_prefix: str = "restoredrill") -> None:
+    def __init__(
+        self, client: Any, run_id: str, name_prefix: str = "restoredrill", attached: bool = False
+    ) -> None:
         self.client = client
+        self.attached = attached
+        """Joined another process's networks: close() removes only what this one started."""
         self.run_id = run_id
         self.prefix = _slug(f"{name_prefix}-{run_id}", 80)
         self.labels: dict[str, str] = {RUN: run_id, MANAGED: "1", **owner_labels()}
@@ -494,6 +518,8 @@ class DockerSandbox(Sandbox):
         """Pick the network and reserve the address of a twin (under the lock)."""
         if not self._nets:
             raise TwinError(f"{name}: the sandbox has no network")
+        if self.attached:
+            self._refresh_addresses()
         if address is None:
             net = self._nets[0]
             ip = self._free_address(net, name)
@@ -520,6 +546,20 @@ class DockerSandbox(Sandbox):
                 )
         self._addresses[ip] = f"twin {name!r}"
         return net, ip
+
+    def _refresh_addresses(self) -> None:
+        """Addresses other processes' twins hold on the shared networks (attached mode)."""
+        for net in self._nets:
+            try:
+                info = self.client.api.inspect_network(net.id)
+            except docker.errors.APIError:
+                continue
+            for endpoint in (info.get("Containers") or {}).values():
+                for key in ("IPv4Address", "IPv6Address"):
+                    text = (endpoint.get(key) or "").split("/")[0]
+                    if text:
+                        ip = ipaddress.ip_address(text)
+                        self._addresses.setdefault(ip, f"twin {endpoint.get('Name', '?')!r}")
 
     def _free_address(self, net: _Network, name: str) -> IPAddress:
         """The highest free host address (production addresses tend to sit low)."""
@@ -716,6 +756,11 @@ class DockerSandbox(Sandbox):
         td = _Teardown()
         for twin in twins:
             td(self.remove, twin)
+        if self.attached:  # the owner of the run removes its networks and leftovers
+            for name in self._volumes:
+                td(api.remove_volume, name, force=True)
+            td.finish(f"teardown of run {self.run_id} (attached)")
+            return
 
         def containers() -> None:
             for c in api.containers(all=True, filters=mine):

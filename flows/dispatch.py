@@ -1,0 +1,236 @@
+"""Scale-out: each system's verification as its own flow run, on whichever worker takes it.
+
+The orchestrating ``verify-site`` flow run opens the run's sandbox networks and starts
+the devices; each system then runs as a ``verify-system`` flow run of a deployment on a
+Prefect work pool, joins those networks (workers share the Docker engine and the site
+directory, see docker-compose.yml), and reports through a small *lease* file in the
+site's ``.restoredrill/runs/<run id>/``: which worker holds it, the step it is in, a
+heartbeat every second, and finally its result. A lease that stops beating while its
+flow run is still ``Running`` means the worker died: the system is recorded
+``error: worker lost``, its flow run is marked crashed, and the run's teardown reaps
+its twin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .inventory import LoadedSite
+from .results import RunRecord, SystemResult, Verdict
+
+BEAT_S = 1.0
+LOST_AFTER_S = float(os.environ.get("RESTOREDRILL_WORKER_LOST_AFTER", "20"))
+"""A lease silent this long, its flow run still running, means the worker is gone."""
+QUEUE_GRACE_S = 600.0
+"""How long a dispatched system may wait for a free worker beyond its own watchdog limit."""
+
+
+def worker_name() -> str:
+    """Who runs this process: the compose worker's name, Prefect's worker, or the host."""
+    return (
+        os.environ.get("RESTOREDRILL_WORKER")
+        or os.environ.get("PREFECT__WORKER_NAME")
+        or socket.gethostname()
+    )
+
+
+def run_dir(loaded: LoadedSite, run_id: str) -> Path:
+    return loaded.base_dir / ".restoredrill" / "runs" / run_id
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+class Lease:
+    """The worker side: beat while the system runs, then leave the result."""
+
+    def __init__(self, path: Path, step: Any) -> None:
+        self.path = path
+        self.step = step  # a callable returning the current step's name
+        self.data: dict[str, Any] = {
+            "worker": worker_name(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
+        }
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="lease", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def _beat(self, **extra: Any) -> None:
+        with self._lock:
+            self.data.update(beat=time.time(), step=self.step(), **extra)
+            _write(self.path, self.data)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(BEAT_S):
+            with contextlib.suppress(OSError):
+                self._beat()
+
+    def finish(self, result: SystemResult) -> None:
+        self._stop.set()
+        self._beat(result=json.loads(result.model_dump_json()))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
+def read_lease(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def dispatch(
+    loaded: LoadedSite,
+    deployment: str,
+    run_id: str,
+    system: str,
+    keep_running: bool,
+    watchdog_limit_s: float,
+) -> SystemResult:
+    """Run one system as a flow run of ``deployment`` and wait for its lease's result."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Crashed
+
+    path = run_dir(loaded, run_id) / f"{system}.json"
+    flow_run = run_deployment(
+        deployment,
+        parameters={
+            "site_path": str(loaded.path),
+            "system": system,
+            "run_id": run_id,
+            "keep_running": keep_running,
+            "dispatched": True,
+        },
+        timeout=0,
+        flow_run_name=f"{system} · {run_id}",
+        tags=[f"run:{run_id}", f"system:{system}"],
+    )
+    queued_since = time.monotonic()
+    running_since: float | None = None
+    with get_client(sync_client=True) as client:
+        while True:
+            lease = read_lease(path)
+            if lease and lease.get("result"):
+                result = SystemResult.model_validate(lease["result"])
+                result.worker = lease.get("worker")
+                return result
+            state = client.read_flow_run(flow_run.id).state
+            now = time.monotonic()
+            if state is not None and state.is_final():
+                time.sleep(BEAT_S)  # the lease is written before the flow run ends
+                lease = read_lease(path)
+                if lease and lease.get("result"):
+                    continue
+                return _lost(
+                    loaded,
+                    system,
+                    f"its flow run ended {state.name}"
+                    + (f": {state.message}" if state.message else ""),
+                    lease,
+                )
+            if state is not None and state.is_running():
+                running_since = running_since or now
+                beat = lease.get("beat") if lease else None
+                silent = time.time() - beat if beat else now - running_since
+                if silent > LOST_AFTER_S:
+                    with contextlib.suppress(Exception):
+                        client.set_flow_run_state(
+                            flow_run.id, Crashed(message="worker lost"), force=True
+                        )
+                    return _lost(
+                        loaded, system, f"no heartbeat for {silent:.0f} s", lease, lost=True
+                    )
+            elif now - queued_since > watchdog_limit_s + QUEUE_GRACE_S:
+                with contextlib.suppress(Exception):
+                    from prefect.states import Cancelled
+
+                    client.set_flow_run_state(
+                        flow_run.id, Cancelled(message="no worker took it"), force=True
+                    )
+                return _lost(
+                    loaded, system, f"no worker took it within {now - queued_since:.0f} s", lease
+                )
+            time.sleep(0.25)
+
+
+def _lost(
+    loaded: LoadedSite, system: str, why: str, lease: dict[str, Any] | None, lost: bool = False
+) -> SystemResult:
+    spec = loaded.site.system(system)
+    who = lease.get("worker") if lease else None
+    step = lease.get("step") if lease else None
+    if lost:
+        reason = f"worker lost: {who or 'its worker'} stopped" + (
+            f" in step {step}" if step else ""
+        )
+        reason += f" ({why}); its twin is removed with the run"
+    else:
+        reason = f"worker: {why}" + (f" (last in step {step} on {who})" if step else "")
+    result = SystemResult(
+        system=system,
+        verdict=Verdict.ERROR,
+        reason=reason,
+        labels=spec.labels.as_dict(),
+        rto_s=spec.rto.total_seconds(),
+        rpo_s=spec.rpo.total_seconds() if spec.rpo else None,
+        finished_at=datetime.now(UTC),
+    )
+    result.worker = who
+    return result
+
+
+def cleanup(loaded: LoadedSite, run_id: str) -> None:
+    """Remove the run's leases and the scratch directories its workers left (kept twins)."""
+    shutil.rmtree(run_dir(loaded, run_id), ignore_errors=True)
+    for leftover in Path(tempfile.gettempdir()).glob(f"restoredrill-{run_id}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRecord:
+    """Verify the whole site now through its deployed ``verify-site`` deployment and
+    wait; the record is read back from the evidence store the run wrote."""
+    from prefect.deployments import run_deployment
+
+    from .evidence import EvidenceError, EvidenceStore, default_url
+    from .verify import new_run_id
+
+    run_id = new_run_id()
+    flow_run = run_deployment(
+        f"verify-site/{loaded.site.site}",
+        parameters={"run_id": run_id, "trigger": "manual"},
+        timeout=timeout_s,
+        flow_run_name=f"{loaded.site.site} · {run_id}",
+        tags=[f"run:{run_id}"],
+    )
+    state = flow_run.state
+    try:
+        with EvidenceStore(loaded.site.evidence or default_url(loaded.path)) as store:
+            return store.load(run_id)
+    except EvidenceError as exc:
+        raise RuntimeError(
+            f"run {run_id} ended {state.name if state else '?'} without its evidence "
+            f"({state.message if state and state.message else exc})"
+        ) from None

@@ -1,0 +1,287 @@
+"""Unattended verification: the site's schedules as Prefect deployments.
+
+- ``restoredrill serve SITE``: this process serves the deployments (Prefect's runner;
+  offline, on the embedded temporary server unless ``PREFECT_API_URL`` names one) and
+  runs each scheduled verification when it is due.
+- ``restoredrill deploy SITE``: registers the same deployments on the Prefect server of
+  ``PREFECT_API_URL``, in a work pool whose workers run them (docker-compose.yml);
+  each system's verification there is its own flow run (scale-out, see dispatch.py).
+
+A site's ``schedule`` covers every system without a ``schedule`` of its own; each other
+schedule gets a deployment of its own for the systems that share it (what they depend
+on is verified with them, as in ``restoredrill run --system``). Digest times of alert
+targets become digest deployments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from .alerts import AlertConfig, Delivery, plan_digest, send
+from .inventory import LoadedSite, load_site
+
+POOL = "restoredrill"
+
+
+class DeployError(RuntimeError):
+    """Deployments cannot be registered (e.g. no reachable server); says what to do."""
+
+
+@dataclass
+class Plan:
+    """One deployment of the site: a name, a cron schedule (or none) and its systems."""
+
+    name: str
+    cron: str | None
+    systems: list[str] | None = None
+    """None: every system of the site."""
+    digest: str | None = None
+    """HH:MM of a digest deployment (then systems is unused)."""
+
+
+def plan(loaded: LoadedSite) -> list[Plan]:
+    """The deployments a site needs: the site's schedule, each override, each digest."""
+    site = loaded.site
+    groups: dict[str | None, list[str]] = {}
+    for system in site.systems:
+        groups.setdefault(system.schedule or site.schedule, []).append(system.name)
+    plans: list[Plan] = []
+    default = groups.pop(site.schedule, [])
+    if default or not groups:
+        everyone = len(default) == len(site.systems)
+        plans.append(Plan(site.site, site.schedule, None if everyone else default))
+    for cron, names in groups.items():
+        tail = names[0] + (f"-and-{len(names) - 1}-more" if len(names) > 1 else "")
+        plans.append(Plan(f"{site.site}-{tail}", cron, names))
+    config = AlertConfig.from_site(site, loaded.base_dir)
+    for at in sorted({t.digest for _, t in config.fields() if t.digest}):
+        hour, minute = at.split(":")
+        plans.append(
+            Plan(
+                f"{site.site}-digest-{hour}{minute}", f"{int(minute)} {int(hour)} * * *", digest=at
+            )
+        )
+    return plans
+
+
+@flow(name="send-digest", log_prints=False, persist_result=False)
+def send_digest(site_path: str, at: str) -> list[Delivery]:
+    """The daily digest of the targets whose ``digest:`` is ``at`` (HH:MM)."""
+    from .evidence import EvidenceStore, default_url
+
+    loaded = load_site(site_path)
+    config = AlertConfig.from_site(loaded.site, loaded.base_dir)
+    with EvidenceStore(loaded.site.evidence or default_url(loaded.path)) as store:
+        runs = store.runs(site=loaded.site.site, limit=500)
+    alerts = [
+        a
+        for a in plan_digest(runs, config, site=loaded.site.site, now=datetime.now(UTC))
+        if a.target.digest == at
+    ]
+    return send(alerts)
+
+
+def deployments(
+    loaded: LoadedSite,
+    *,
+    dispatch: bool = False,
+    work_pool: str | None = None,
+) -> list[Any]:
+    """The site's Prefect deployments (``RunnerDeployment``), with their schedules.
+
+    ``dispatch``: verify-site runs send each system to the ``verify-system``
+    deployment of the same name (added to the list) instead of running it in-process.
+    """
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from .verify import verify_site, verify_system
+
+    site = loaded.site
+    path = str(loaded.path)
+    common: dict[str, Any] = {
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+        "tags": ["restoredrill", f"site:{site.site}"],
+    }
+    if work_pool:
+        common["work_pool_name"] = work_pool
+    system_deployment = f"verify-system/{site.site}"
+    out = []
+    for p in plan(loaded):
+        schedules = [Cron(p.cron, timezone=site.timezone)] if p.cron else None
+        if p.digest:
+            out.append(
+                send_digest.to_deployment(
+                    p.name,
+                    schedules=schedules,
+                    parameters={"site_path": path, "at": p.digest},
+                    description=f"daily digest of site {site.site} at {p.digest} {site.timezone}",
+                    **common,
+                )
+            )
+            continue
+        parameters: dict[str, Any] = {"site_path": path, "trigger": "schedule"}
+        if p.systems is not None:
+            parameters["systems"] = p.systems
+        if dispatch:
+            parameters["dispatch"] = system_deployment
+        what = ", ".join(p.systems) if p.systems else "all systems"
+        out.append(
+            verify_site.to_deployment(
+                p.name,
+                schedules=schedules,
+                parameters=parameters,
+                description=f"verify {what} of site {site.site}"
+                + (f" on {p.cron} ({site.timezone})" if p.cron else " (on demand)"),
+                **common,
+            )
+        )
+    if dispatch:
+        out.append(
+            verify_system.to_deployment(
+                site.site,
+                parameters={"site_path": path},
+                description=f"one system of site {site.site}, dispatched by its verify-site run",
+                **common,
+            )
+        )
+    return out
+
+
+def serve(site_path: Path, *, limit: int | None = None, port: int = 4200) -> None:
+    """Serve the site's deployments from this process until Ctrl-C.
+
+    Prefect's temporary in-process server runs no scheduler; without a
+    ``PREFECT_API_URL``, a local Prefect server (SQLite in ``PREFECT_HOME``, UI on
+    127.0.0.1:``port``) is started for as long as this runs.
+    """
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    loaded = load_site(site_path)
+    with contextlib.ExitStack() as stack:
+        if not PREFECT_API_URL.value():
+            url = stack.enter_context(local_server(loaded, port))
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        prefect_serve(*deployments(loaded), limit=limit, print_starting_message=False)
+
+
+@contextlib.contextmanager
+def local_server(loaded: LoadedSite, port: int = 4200) -> Iterator[str]:
+    """A ``prefect server start`` on 127.0.0.1 for this process's lifetime; yields its API URL."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    if port == 0 or not _port_free(port):
+        port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = loaded.base_dir / ".restoredrill" / "prefect-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise DeployError(f"the local Prefect server stopped at once; see {log}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"the local Prefect server did not answer within 120 s; see {log}"
+                )
+            time.sleep(0.3)
+        os.environ["PREFECT_API_URL"] = url  # for the flow-run processes the runner starts
+        yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_url() -> str:
+    """The configured Prefect server, checked to answer; DeployError otherwise."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise DeployError(
+            "PREFECT_API_URL is not set: name the Prefect server to deploy to, e.g. "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (docker-compose up -d starts one)"
+        )
+    try:
+        response = httpx.get(url.rstrip("/") + "/health", timeout=5)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise DeployError(
+            f"Prefect server at {url} (PREFECT_API_URL) is not reachable: {exc or type(exc).__name__}; "
+            "start it (docker-compose up -d) or correct PREFECT_API_URL"
+        ) from None
+    return url
+
+
+def deploy(site_path: Path, *, work_pool: str = POOL) -> list[str]:
+    """Register the site's deployments (with dispatch) on the server; returns their names."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    api_url()
+    loaded = load_site(site_path)
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
+    names = []
+    for d in deployments(loaded, dispatch=True, work_pool=work_pool):
+        d.apply(work_pool_name=work_pool)
+        names.append(f"{d.flow_name}/{d.name}")
+    return names
