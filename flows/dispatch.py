@@ -218,6 +218,10 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
     from .verify import new_run_id
 
     run_id = new_run_id()
+    if timeout_s is None:  # every system at its watchdog limit, one after another, and some
+        site = loaded.site
+        timeout_s = sum(s.rto.total_seconds() * site.sandbox.watchdog for s in site.systems)
+        timeout_s += QUEUE_GRACE_S
     flow_run = run_deployment(
         f"verify-site/{loaded.site.site}",
         parameters={"run_id": run_id, "trigger": "manual"},
@@ -226,6 +230,12 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
         tags=[f"run:{run_id}"],
     )
     state = flow_run.state
+    if state is None or not state.is_final():
+        raise RuntimeError(
+            f"run {run_id} did not finish within {timeout_s:.0f} s (state "
+            f"{state.name if state else '?'}): is a worker of the pool running? "
+            "If the worker running it was lost, the next run reaps its twins"
+        )
     try:
         with EvidenceStore(loaded.site.evidence or default_url(loaded.path)) as store:
             return store.load(run_id)
