@@ -109,9 +109,26 @@ def run(
     all_checks: Annotated[
         bool, typer.Option("--checks", help="list every check with expected and observed values")
     ] = False,
+    on_workers: Annotated[
+        bool,
+        typer.Option(
+            "--dispatch",
+            help="run each system on the workers of the Prefect server of PREFECT_API_URL "
+            "(after `restoredrill deploy`); this process orchestrates",
+        ),
+    ] = False,
 ) -> None:
     """Verify a site now: restore, start, check, time, record, tear down."""
     loaded = _load(site)
+    dispatch = None
+    if on_workers:
+        from . import serve as serving
+
+        try:
+            serving.api_url()
+        except serving.DeployError as exc:
+            raise bad_input(str(exc)) from None
+        dispatch = f"verify-system/{loaded.site.site}"
     names = [s.name for s in loaded.site.systems]
     for name in system or []:
         if name not in names:
@@ -127,10 +144,10 @@ def run(
     quiet_console_logs(verbose)
     try:
         if as_json or not console.is_terminal:
-            record = verify.run_site(str(site), system, concurrency, trigger)
+            record = verify.run_site(str(site), system, concurrency, trigger, dispatch=dispatch)
         else:
             with live_progress(console, names):
-                record = verify.run_site(str(site), system, concurrency, trigger)
+                record = verify.run_site(str(site), system, concurrency, trigger, dispatch=dispatch)
     except TwinError as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:

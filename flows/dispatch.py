@@ -118,7 +118,7 @@ def dispatch(
     flow_run = run_deployment(
         deployment,
         parameters={
-            "site_path": str(loaded.path),
+            "site_path": str(loaded.path.resolve()),
             "system": system,
             "run_id": run_id,
             "keep_running": keep_running,

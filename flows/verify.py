@@ -245,6 +245,7 @@ def run_site(
     concurrency: int | None = None,
     trigger: str = "manual",
     run_id: str | None = None,
+    dispatch: str | None = None,
 ) -> RunRecord:
     """Verify a site in this process (the one-shot ``restoredrill run``).
 
@@ -255,7 +256,7 @@ def run_site(
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return verify_site(site_path, systems, concurrency, trigger, run_id)
+        return verify_site(site_path, systems, concurrency, trigger, run_id, dispatch=dispatch)
 
 
 def _dispatched(
