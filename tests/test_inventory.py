@@ -142,3 +142,22 @@ def test_checked_in_schema_is_current() -> None:
 
     checked_in = json.loads((DEMO.parents[1] / "site.schema.json").read_text())
     assert checked_in == site_schema(), "run: restoredrill schema -o config/site.schema.json"
+
+
+def test_bad_cron_and_time_zone_name_line_and_field(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "site: plant\n", "site: plant\nschedule: '0 2 * *'\ntimezone: Europe/Gotham\n"
+    )
+    text = text.replace("    rto: 1h30m\n", "    rto: 1h30m\n    schedule: '61 * * * *'\n")
+    out = problems(tmp_path, text)
+    path = tmp_path / "site.yaml"
+    assert out == [
+        f"{path}:2: schedule: '0 2 * *' is not a cron expression (5 fields: minute hour day "
+        "month weekday, e.g. '0 2 * * *' nightly at 02:00, '30 3 * * sun' weekly, or @daily)",
+        f"{path}:3: timezone: 'Europe/Gotham' is not an IANA time zone (e.g. Europe/Berlin, UTC)",
+        f"{path}:20: systems[1].schedule: '61 * * * *' is not a cron expression (5 fields: "
+        "minute hour day month weekday, e.g. '0 2 * * *' nightly at 02:00, '30 3 * * sun' "
+        "weekly, or @daily)",
+    ]
+    ok = GOOD.replace("site: plant\n", "site: plant\nschedule: '@daily'\ntimezone: Europe/Berlin\n")
+    assert load_site(write(tmp_path, ok)).site.schedule == "@daily"

@@ -136,3 +136,34 @@ def test_serve_alerts_on_failure_and_recovery(
         )
         assert leftovers == []
     assert SMTP_PASSWORD not in out
+
+
+@pytest.mark.parametrize("api", [None, "http://127.0.0.1:{port}/api"])
+def test_deploy_and_dispatch_need_a_reachable_server(tmp_path: Path, api: str | None) -> None:
+    from localservers import free_port
+
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: s\nsystems:\n  - {name: a, backup: {kind: image_archive, path: a.tar}, rto: 1m}\n"
+    )
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api.format(port=free_port())  # nothing listens there
+    for args in (["deploy", str(site)], ["run", str(site), "--dispatch"]):
+        done = subprocess.run([RESTOREDRILL, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        if api:
+            assert "is not reachable" in done.stderr and "PREFECT_API_URL" in done.stderr
+        else:
+            assert "PREFECT_API_URL is not set" in done.stderr
+
+
+def test_serve_without_a_schedule_is_bad_input(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: s\nsystems:\n  - {name: a, backup: {kind: image_archive, path: a.tar}, rto: 1m}\n"
+    )
+    done = subprocess.run([RESTOREDRILL, "serve", str(site)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "nothing is scheduled" in done.stderr
