@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 emulate_app = typer.Typer(help="Run field-device emulators on their own (for HMI development).")
 app.add_typer(emulate_app, name="emulate")
+stack_app = typer.Typer(help="The image of docker-compose.yml's server and workers, built offline.")
+app.add_typer(stack_app, name="stack")
 evidence_app = typer.Typer(help="The evidence store: check its hash chain.")
 app.add_typer(evidence_app, name="evidence")
 
@@ -245,6 +247,25 @@ def deploy(
 
         render(console, record, False)
     raise typer.Exit(0 if record.verdict.ok else 1)
+
+
+@stack_app.command("build")
+def stack_build(
+    base: Annotated[
+        str | None,
+        typer.Option(help="local base image to build FROM (default: made with mmdebstrap)"),
+    ] = None,
+) -> None:
+    """Build (or reuse) restoredrill/stack:local from this installation: no registry."""
+    from restoredrill.twins.base import TwinError
+    from restoredrill.twins.docker import DockerBackend
+    from restoredrill.twins.stack_image import STACK_BASE, ensure_stack_image
+
+    try:
+        tag = ensure_stack_image(DockerBackend().client, base or STACK_BASE)
+    except TwinError as exc:
+        raise bad_input(str(exc)) from None
+    console.print(f"{tag} (also tagged restoredrill/stack:local)", highlight=False)
 
 
 @app.command()
