@@ -17,6 +17,7 @@ from test_flows import plant  # noqa: F401 - the module-scoped backups fixture
 
 from restoredrill.flows.evidence import EvidenceStore
 from restoredrill.flows.inventory import load_site
+from restoredrill.flows.results import Verdict
 from restoredrill.flows.serve import plan
 
 RESTOREDRILL = str(Path(sys.executable).parent / "restoredrill")
@@ -167,3 +168,34 @@ def test_serve_without_a_schedule_is_bad_input(tmp_path: Path) -> None:
     done = subprocess.run([RESTOREDRILL, "serve", str(site)], capture_output=True, text=True)
     assert done.returncode == 2
     assert "nothing is scheduled" in done.stderr
+
+
+def test_digest_flow_sends_the_days_runs_to_its_targets(tmp_path: Path, webhook) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from test_evidence import make_run
+
+    from restoredrill.flows.serve import send_digest
+
+    hooks, port = webhook
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: demo-plant\n"
+        f"alerts:\n  - {{url: 'json://127.0.0.1:{port}/morning', digest: '07:30'}}\n"
+        f"  - {{url: 'json://127.0.0.1:{port}/evening', digest: '19:00'}}\n"
+        "systems:\n  - {name: historian, backup: {kind: image_archive, path: a.tar}, rto: 5m}\n"
+    )
+    now = datetime.now(UTC)
+    (tmp_path / ".restoredrill").mkdir()
+    with EvidenceStore(f"sqlite:///{tmp_path / '.restoredrill' / 'evidence.db'}") as store:
+        for i, verdict in enumerate(["pass", "fail"]):
+            run = make_run(f"r{i}", Verdict(verdict))
+            run.started_at = now - timedelta(hours=3 - i)
+            run.finished_at = run.started_at + timedelta(minutes=5)
+            store.record(run)
+    deliveries = send_digest(str(site), "07:30")
+    assert [d.ok for d in deliveries] == [True]
+    [(path, payload)] = hooks.posts  # only the 07:30 target
+    assert path == "/morning"
+    assert "daily digest" in payload["title"] and "2 of 3 systems not passing" in payload["title"]
+    assert "historian: fail" in payload["message"]
