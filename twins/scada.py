@@ -391,6 +391,7 @@ class ScadaTwin:
         self._pollers: dict[str, _PlcPoller] = {}
         self._bound: dict[ua.NodeId, _Bound] = {}
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     @property
     def endpoint(self) -> str:
@@ -463,14 +464,19 @@ class ScadaTwin:
         server.subscribe_server_callback(CallbackType.PostWrite, self._after_write)
         if self._pollers:
             await self._poll_once()
+            self._stopping = False
             self._task = asyncio.create_task(self._poll_loop(), name="scada-twin-poll")
         log.info("SCADA twin %s serving on %s", self.name, self.endpoint)
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            # a client library may swallow one cancellation mid-request: repeat until done
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._task.result()
             self._task = None
         for poller in self._pollers.values():
             if poller.client:
@@ -552,7 +558,7 @@ class ScadaTwin:
         return poller.client
 
     async def _poll_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.poll)
             await self._poll_once()
 
