@@ -160,7 +160,7 @@ def run(
     deliveries = store.deliveries(record.run_id)
     if as_json:
         out = record.model_dump(mode="json") | {"alerts": deliveries}
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
     else:
         render(console, record, all_checks)
         for d in deliveries:
@@ -241,7 +241,7 @@ def deploy(
         raise typer.Exit(1) from None
     if as_json:
         out = record.model_dump(mode="json")
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
     else:
         from .report import render
 

@@ -31,6 +31,8 @@ from .results import RunRecord, SystemResult, Verdict
 BEAT_S = 1.0
 LOST_AFTER_S = float(os.environ.get("RESTOREDRILL_WORKER_LOST_AFTER", "20"))
 """A lease silent this long, its flow run still running, means the worker is gone."""
+STATE_POLL_S = 1.0
+"""How often a waiting orchestrator asks the server for a dispatched flow run's state."""
 QUEUE_GRACE_S = 600.0
 """How long a dispatched system may wait for a free worker beyond its own watchdog limit."""
 
@@ -130,6 +132,7 @@ def dispatch(
     )
     queued_since = time.monotonic()
     running_since: float | None = None
+    asked = 0.0
     with get_client(sync_client=True) as client:
         while True:
             lease = read_lease(path)
@@ -137,8 +140,12 @@ def dispatch(
                 result = SystemResult.model_validate(lease["result"])
                 result.worker = lease.get("worker")
                 return result
-            state = client.read_flow_run(flow_run.id).state
             now = time.monotonic()
+            if now - asked < STATE_POLL_S:  # the lease file is cheap; the API is shared
+                time.sleep(0.25)
+                continue
+            asked = now
+            state = client.read_flow_run(flow_run.id).state
             if state is not None and state.is_final():
                 time.sleep(BEAT_S)  # the lease is written before the flow run ends
                 lease = read_lease(path)
@@ -226,6 +233,7 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
         f"verify-site/{loaded.site.site}",
         parameters={"run_id": run_id, "trigger": "manual"},
         timeout=timeout_s,
+        poll_interval=1,
         flow_run_name=f"{loaded.site.site} · {run_id}",
         tags=[f"run:{run_id}"],
     )
