@@ -76,7 +76,12 @@ class Expectation(BaseModel):
             wanted = self.equals if isinstance(self.equals, list) else [self.equals] * len(values)
             if len(wanted) != len(values):
                 return False, f"expected {len(wanted)} values, read {len(values)}"
-            for i, (w, v) in enumerate(zip(wanted, values, strict=True)):
+            exact = (
+                self.tolerance == 0
+                and wanted == values
+                and not any(type(x) is bool for x in (*wanted, *values))
+            )  # the common case in one comparison; bools must match bools (True == 1)
+            for i, (w, v) in enumerate([] if exact else zip(wanted, values, strict=True)):
                 if not _same(w, v, self.tolerance):
                     where = f"[{i}] " if len(values) > 1 else ""
                     return False, f"{where}{v!r} != {w!r}"

@@ -255,19 +255,21 @@ async def resolve_node(
     walked = ["Root"]
     for part in parts:
         index, _, name = part.rpartition(":")
-        refs = cache.get(nodeid)
-        if refs is None:
+        by_name = cache.get(nodeid)
+        if by_name is None:  # a folder's children, browsed once and indexed by name
             refs = await session.get_node(nodeid).get_references(
                 ua.ObjectIds.HierarchicalReferences,
                 ua.BrowseDirection.Forward,
                 includesubtypes=True,
             )
-            cache[nodeid] = refs
+            by_name = {}
+            for r in refs:
+                by_name.setdefault(r.BrowseName.Name, []).append(r)
+            cache[nodeid] = by_name
         match = [
             r
-            for r in refs
-            if r.BrowseName.Name == name
-            and (not index or str(r.BrowseName.NamespaceIndex) == index)
+            for r in by_name.get(name, ())
+            if not index or str(r.BrowseName.NamespaceIndex) == index
         ]
         if not match:
             raise KeyError(f"{'/'.join(walked)} has no child {part!r}")
