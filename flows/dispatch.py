@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .inventory import LoadedSite
+from .lifecycle import unrun
 from .results import RunRecord, SystemResult, Verdict
 
 BEAT_S = 1.0
@@ -114,7 +115,7 @@ def dispatch(
     """Run one system as a flow run of ``deployment`` and wait for its lease's result."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import Crashed
+    from prefect.states import Cancelled, Crashed
 
     path = run_dir(loaded, run_id) / f"{system}.json"
     flow_run = run_deployment(
@@ -137,9 +138,7 @@ def dispatch(
         while True:
             lease = read_lease(path)
             if lease and lease.get("result"):
-                result = SystemResult.model_validate(lease["result"])
-                result.worker = lease.get("worker")
-                return result
+                return SystemResult.model_validate(lease["result"])  # worker included
             now = time.monotonic()
             if now - asked < STATE_POLL_S:  # the lease file is cheap; the API is shared
                 time.sleep(0.25)
@@ -172,8 +171,6 @@ def dispatch(
                     )
             elif now - queued_since > watchdog_limit_s + QUEUE_GRACE_S:
                 with contextlib.suppress(Exception):
-                    from prefect.states import Cancelled
-
                     client.set_flow_run_state(
                         flow_run.id, Cancelled(message="no worker took it"), force=True
                     )
@@ -186,7 +183,6 @@ def dispatch(
 def _lost(
     loaded: LoadedSite, system: str, why: str, lease: dict[str, Any] | None, lost: bool = False
 ) -> SystemResult:
-    spec = loaded.site.system(system)
     who = lease.get("worker") if lease else None
     step = lease.get("step") if lease else None
     if lost:
@@ -196,17 +192,9 @@ def _lost(
         reason += f" ({why}); its twin is removed with the run"
     else:
         reason = f"worker: {why}" + (f" (last in step {step} on {who})" if step else "")
-    result = SystemResult(
-        system=system,
-        verdict=Verdict.ERROR,
-        reason=reason,
-        labels=spec.labels.as_dict(),
-        rto_s=spec.rto.total_seconds(),
-        rpo_s=spec.rpo.total_seconds() if spec.rpo else None,
-        finished_at=datetime.now(UTC),
+    return unrun(
+        loaded.site.system(system), Verdict.ERROR, reason, finished_at=datetime.now(UTC), worker=who
     )
-    result.worker = who
-    return result
 
 
 def cleanup(loaded: LoadedSite, run_id: str) -> None:

@@ -270,6 +270,19 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
     )
 
 
+def unrun(system: System, verdict: Verdict, reason: str, **extra: Any) -> SystemResult:
+    """The result of a system that never got through its steps (blocked, lost, …)."""
+    return SystemResult(
+        system=system.name,
+        verdict=verdict,
+        reason=reason,
+        labels=system.labels.as_dict(),
+        rto_s=system.rto.total_seconds(),
+        rpo_s=system.rpo.total_seconds() if system.rpo else None,
+        **extra,
+    )
+
+
 def _describe_check(c: CheckResult) -> str:
     if c.status is Status.ERROR:
         return f"{c.name}: {c.message}"

@@ -183,17 +183,16 @@ def verify_site(
             workers = max(1, min(concurrency or site.sandbox.concurrency, len(runnable) or 1))
             if dispatch:
                 workers = max(1, len(runnable))  # the work pool's workers set the pace
+
+            def one(name: str) -> SystemResult:
+                keep = name in has_dependents
+                if dispatch:
+                    return _dispatched(loaded, dispatch, name, run_id, keep)
+                return verify_system(str(loaded.path), name, run_id, keep_running=keep)
+
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="system") as pool:
                 futures = {
-                    name: pool.submit(
-                        contextvars.copy_context().run,
-                        _dispatched if dispatch else verify_system,
-                        **({"loaded": loaded, "deployment": dispatch} if dispatch else {}),
-                        site_path=str(loaded.path),
-                        system=name,
-                        run_id=run_id,
-                        keep_running=name in has_dependents,
-                    )
+                    name: pool.submit(contextvars.copy_context().run, one, name)
                     for name in runnable
                 }
                 for name, future in futures.items():
@@ -260,12 +259,7 @@ def run_site(
 
 
 def _dispatched(
-    loaded: LoadedSite,
-    deployment: str,
-    site_path: str,
-    system: str,
-    run_id: str,
-    keep_running: bool,
+    loaded: LoadedSite, deployment: str, system: str, run_id: str, keep_running: bool
 ) -> SystemResult:
     from .dispatch import dispatch
 
@@ -318,15 +312,7 @@ def start_devices_task(ctx: RunContext, systems: list[str]) -> None:
 
 
 def not_started(site: Site, name: str, why: str) -> SystemResult:
-    spec = site.system(name)
-    return SystemResult(
-        system=name,
-        verdict=Verdict.ERROR,
-        reason=f"devices: {why}",
-        labels=spec.labels.as_dict(),
-        rto_s=spec.rto.total_seconds(),
-        rpo_s=spec.rpo.total_seconds() if spec.rpo else None,
-    )
+    return lifecycle.unrun(site.system(name), Verdict.ERROR, f"devices: {why}")
 
 
 def close_run(ctx: RunContext, results: dict[str, SystemResult] | None = None) -> None:
@@ -350,17 +336,8 @@ def close_run(ctx: RunContext, results: dict[str, SystemResult] | None = None) -
 def blocked(
     site: Site, name: str, bad: list[str], results: dict[str, SystemResult]
 ) -> SystemResult:
-    spec = site.system(name)
     why = ", ".join(f"{d} ({results[d].verdict.value})" for d in bad)
-    return SystemResult(
-        system=name,
-        verdict=Verdict.BLOCKED,
-        reason=f"not run: depends on {why}",
-        labels=spec.labels.as_dict(),
-        rto_s=spec.rto.total_seconds(),
-        rpo_s=spec.rpo.total_seconds() if spec.rpo else None,
-        steps=[],
-    )
+    return lifecycle.unrun(site.system(name), Verdict.BLOCKED, f"not run: depends on {why}")
 
 
 def emit_done(name: str, result: SystemResult) -> None:
