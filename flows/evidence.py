@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -53,6 +53,7 @@ from restoredrill.twins.sources.base import BackupRef
 
 from .results import RunRecord, StepTiming, SystemResult, Verdict
 
+M = TypeVar("M", bound=BaseModel)
 GENESIS = "0" * 64
 """The ``prev_hash`` of the first run of a store."""
 
@@ -730,39 +731,8 @@ def _records(conn: Connection, run_rows: Sequence[Any]) -> list[RunRecord]:
 def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
     """SystemResults (with steps and checks) keyed by row id."""
     ids = [r.id for r in rows]
-    steps: dict[int, list[StepTiming]] = {}
-    checks: dict[int, list[CheckResult]] = {}
-    if ids:
-        for s in conn.execute(
-            select(steps_t)
-            .where(steps_t.c.result_pk.in_(ids))
-            .order_by(steps_t.c.result_pk, steps_t.c.position)
-        ):
-            steps.setdefault(s.result_pk, []).append(
-                StepTiming(
-                    name=s.name,
-                    started_at=s.started_at,
-                    duration_s=s.duration_s,
-                    ok=s.ok,
-                    message=s.message,
-                )
-            )
-        for c in conn.execute(
-            select(checks_t)
-            .where(checks_t.c.result_pk.in_(ids))
-            .order_by(checks_t.c.result_pk, checks_t.c.position)
-        ):
-            checks.setdefault(c.result_pk, []).append(
-                CheckResult(
-                    name=c.name,
-                    kind=c.kind,
-                    status=c.status,
-                    expected=c.expected,
-                    observed=c.observed,
-                    duration_s=c.duration_s,
-                    message=c.message,
-                )
-            )
+    steps = _children(conn, steps_t, ids, StepTiming)
+    checks = _children(conn, checks_t, ids, CheckResult)
     return {
         r.id: SystemResult(
             system=r.system,
@@ -783,6 +753,23 @@ def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
         )
         for r in rows
     }
+
+
+def _children(conn: Connection, table: Table, ids: list[int], model: type[M]) -> dict[int, list[M]]:
+    """A child table's rows (steps, checks) as models, in order, keyed by result row id."""
+    found: dict[int, list[M]] = {}
+    if not ids:
+        return found
+    query = (
+        select(table)
+        .where(table.c.result_pk.in_(ids))
+        .order_by(table.c.result_pk, table.c.position)
+    )
+    for row in conn.execute(query).mappings():
+        found.setdefault(row["result_pk"], []).append(
+            model.model_validate({k: row[k] for k in model.model_fields})
+        )
+    return found
 
 
 def _backup(r: Any) -> BackupRef | None:
