@@ -27,6 +27,7 @@ from restoredrill.twins.registers import (
     decode_many,
     encode,
     fits,
+    reader,
 )
 
 from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Status, Target, result
@@ -396,12 +397,7 @@ async def _read_block(
     client: Any, unit: int, table: str, start: int, count: int
 ) -> tuple[list[int], str | None]:
     """Read ``count`` registers/bits from ``start``, in requests of at most 125 / 2000."""
-    call = {
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-    }[table]
+    call = reader(client, table)
     limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
     words: list[int] = []
     for offset in range(0, count, limit):

@@ -249,7 +249,7 @@ async def _browse(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
 async def _values(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:
     from asyncua import ua
 
-    from restoredrill.twins.scada import resolve_node
+    from restoredrill.twins.scada import coerce, resolve_node
 
     if not spec.values:
         return []
@@ -266,7 +266,7 @@ async def _values(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
             continue
         try:
             vtype = await nodes[i].read_data_type_as_variant_type()
-            await nodes[i].write_value(ua.DataValue(ua.Variant(_as(item.write, vtype), vtype)))
+            await nodes[i].write_value(ua.DataValue(ua.Variant(coerce(item.write, vtype), vtype)))
         except Exception as exc:  # noqa: BLE001 - the server's refusal is the finding
             problems[i] = f"write refused: {_status(exc)}"
 
@@ -468,20 +468,6 @@ async def _subscriptions(spec: OpcuaCheck, client: Any, started: float) -> list[
             )
         )
     return out
-
-
-def _as(value: Any, vtype: Any) -> Any:
-    from asyncua import ua
-
-    if vtype == ua.VariantType.Boolean:
-        return bool(value)
-    if vtype in (ua.VariantType.Float, ua.VariantType.Double):
-        return float(value)
-    if vtype == ua.VariantType.String:
-        return str(value)
-    if vtype.name.startswith(("Int", "UInt", "SByte", "Byte")):
-        return int(value)
-    return value
 
 
 def _plain(value: Any) -> Any:

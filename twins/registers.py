@@ -466,3 +466,13 @@ def decode_many(
         return regs
     raw = struct.pack(f">{len(regs)}H", *regs)
     return list(struct.unpack(f">{count}{_STRUCT[dtype]}", raw))
+
+
+def reader(client: Any, table: str) -> Any:
+    """The pymodbus client method that reads ``table`` (coil, discrete, holding, input)."""
+    return {
+        "coil": client.read_coils,
+        "discrete": client.read_discrete_inputs,
+        "holding": client.read_holding_registers,
+        "input": client.read_input_registers,
+    }[table]

@@ -52,6 +52,7 @@ from .registers import (
     load_register_map,
     pydantic_field,
     read_yaml,
+    reader,
 )
 
 log = logging.getLogger(__name__)
@@ -522,7 +523,7 @@ class ScadaTwin:
                     continue
                 vtype = VARIANT_TYPES[item.type]
                 nid = ua.NodeId(f"{prefix}{item.variable}", idx)
-                value = _convert(item.value if item.value is not None else _zero(vtype), vtype)
+                value = coerce(item.value if item.value is not None else _zero(vtype), vtype)
                 var = await parent.add_variable(
                     nid, f"{idx}:{item.variable}", value, varianttype=vtype
                 )
@@ -603,7 +604,7 @@ class ScadaTwin:
     async def _publish(self, b: _Bound, value: Any, status: int = ua.StatusCodes.Good) -> None:
         assert self.server
         variant = ua.Variant(
-            _convert(value if value is not None else _zero(b.vtype), b.vtype), b.vtype
+            coerce(value if value is not None else _zero(b.vtype), b.vtype), b.vtype
         )
         await self.server.write_attribute_value(
             b.node.nodeid,
@@ -660,12 +661,7 @@ def _check_port_free(host: str, port: int) -> None:
 async def _read(
     client: AsyncModbusTcpClient, unit: int, table: str, start: int, count: int
 ) -> list[int]:
-    call = {
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-    }[table]
+    call = reader(client, table)
     rsp = await call(start, count=count, device_id=unit)
     if rsp.isError():
         raise PlcError(
@@ -714,16 +710,17 @@ def _zero(vtype: ua.VariantType) -> Any:
     return {ua.VariantType.Boolean: False, ua.VariantType.String: ""}.get(vtype, 0)
 
 
-def _convert(value: Any, vtype: ua.VariantType) -> Any:
+def coerce(value: Any, vtype: ua.VariantType) -> Any:
+    """``value`` as the Python type a variable of ``vtype`` holds (numbers rounded to ints)."""
     if vtype == ua.VariantType.Boolean:
         return bool(value)
     if vtype in (ua.VariantType.Float, ua.VariantType.Double):
         return float(value)
     if vtype == ua.VariantType.String:
         return str(value)
-    if vtype == ua.VariantType.DateTime:
-        return value
-    return int(round(value))
+    if vtype.name.startswith(("Int", "UInt", "SByte", "Byte")) and vtype.name != "ByteString":
+        return int(round(value))
+    return value
 
 
 # --------------------------------------------------------------------------- running
