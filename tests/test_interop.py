@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from localservers import free_port
 
 from restoredrill.checks import modbus, opcua
 from restoredrill.checks.base import AddressTarget, SandboxGuard, Status
@@ -79,7 +81,8 @@ def modbus_tk_server():
     import modbus_tk.defines as cst
     from modbus_tk import modbus_tcp
 
-    server = modbus_tcp.TcpServer(port=0, address="127.0.0.1")
+    port = free_port()
+    server = modbus_tcp.TcpServer(port=port, address="127.0.0.1")
     server.start()
     slave = server.add_slave(3)
     slave.add_block("hr", cst.HOLDING_REGISTERS, 100, 10)
@@ -87,10 +90,13 @@ def modbus_tk_server():
     slave.add_block("co", cst.COILS, 0, 8)
     slave.set_values("co", 0, [1, 0, 1])
     deadline = time.monotonic() + 10  # start() binds in its own thread
-    while server._sock.getsockname()[1] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server._sock.getsockname()[1]
-    assert port, "modbus-tk server did not bind"
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "modbus-tk server did not listen"
+            time.sleep(0.02)
     yield port
     server.stop()
 
