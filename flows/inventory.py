@@ -26,6 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from restoredrill.checks.registry import CheckSpec
 from restoredrill.durations import Duration
 from restoredrill.twins.devices import DeviceSpec
+from restoredrill.twins.limits import Limits
 from restoredrill.twins.sources import SourceSpec
 from restoredrill.twins.spec import Probe, RunSpec
 
@@ -101,6 +102,10 @@ class Sandbox(_Model):
     watchdog: float = Field(
         3.0, ge=1.0, description="stop a verification after this many times its RTO"
     )
+    limits: Limits = Field(
+        default_factory=Limits,
+        description="bounds of every twin (memory, cpus, pids, disk, restore, capabilities)",
+    )
 
     @field_validator("subnets")
     @classmethod
@@ -171,6 +176,12 @@ class Site(_Model):
             if dupes:
                 raise ValueError(f"{kind} names must be unique: {', '.join(dupes)} repeated")
         return self
+
+    def limits(self, name: str) -> Limits:
+        """The bounds system ``name`` runs with: built-in, then the site's, then its own."""
+        from restoredrill.twins.limits import effective
+
+        return effective(self.sandbox.limits, self.system(name).run.limits)
 
     def system(self, name: str) -> System:
         for s in self.systems:

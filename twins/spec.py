@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from restoredrill.durations import Duration
 
+from .limits import Limits
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -69,4 +71,7 @@ class RunSpec(_Spec):
     )
     data_path: str | None = Field(
         None, description="where a restored data tree is mounted inside the twin"
+    )
+    limits: Limits | None = Field(
+        None, description="this system's bounds; what it leaves out keeps sandbox.limits"
     )
