@@ -188,8 +188,9 @@ def parse(
 ) -> Document:
     """Parse one YAML document into a :class:`Document`; malformed or hostile text raises
     ``error(path, line, field, message)``."""
-    parser = PARSER(text)
+    parser = None
     try:
+        parser = PARSER(text)
         data, lines = _Builder(path, error).build(parser.get_event)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -208,9 +209,8 @@ def parse(
             f"malformed YAML: {exc.reason} ({exc.character:#04x} at column {column})",
         ) from None
     finally:
-        dispose = getattr(parser, "dispose", None)
-        if dispose:
-            dispose()
+        if parser is not None and hasattr(parser, "dispose"):
+            parser.dispose()
     return Document(path, data, lines)
 
 
@@ -334,33 +334,52 @@ class _Builder:
         return self.error(self.path, line, field_path(loc), message)
 
     def build(self, next_event: Any) -> tuple[Any, Any]:
+        """Consume the events of one document; return (data, lines)."""
         root: tuple[Any, Any] = (None, None)
-        stack, anchors = self.stack, self.anchors
+        stack, anchors, plain = self.stack, self.anchors, _plain
         documents = 0
         while True:
             event = next_event()
             kind = type(event)
-            if kind is ScalarEvent:
+            if kind is ScalarEvent:  # the hot path: most events are scalars
                 line = event.start_mark.line + 1
-                self._grow(1, line)
+                self.count += 1
+                if self.count > MAX_NODES:
+                    self._grow(0, line)
                 top = stack[-1] if stack else None
                 if top is not None and top.is_map and top.key is _NO_KEY:
-                    self._key(top, event, line)
+                    key = event.value
+                    if key in top.lines or key == "<<" or event.anchor:
+                        self._key(top, event, line)
+                    else:
+                        top.key, top.key_line = key, line
                     continue
                 try:
                     if event.tag is None:
-                        value = _plain(event.value) if event.implicit[0] else event.value
+                        value = plain(event.value) if event.implicit[0] else event.value
                     else:
                         value = _tagged(event.tag, event.value)
                 except _Refused as exc:
                     raise self.fail(line, str(exc)) from None
                 if event.anchor:
                     anchors[event.anchor] = (value, None, 1)
-                sub = None
-            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if top is None:
+                    root = (value, None)
+                elif top.is_map:
+                    if top.key is _MERGE:
+                        top.merges.append((value, None, line))
+                    else:
+                        top.value[top.key] = value
+                        top.lines[top.key] = (top.key_line, None)
+                    top.key = _NO_KEY
+                else:
+                    top.value.append(value)
+                    top.lines.append((line, None))
+                continue
+            if kind is MappingStartEvent or kind is SequenceStartEvent:
                 self._open(event, kind is MappingStartEvent)
                 continue
-            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            if kind is MappingEndEvent or kind is SequenceEndEvent:
                 frame = stack[-1]
                 if frame.merges:
                     self._merge(frame)
