@@ -412,7 +412,7 @@ def _describe(shown_path: str, doc: Document, err: dict[str, Any]) -> str:
     elif kind == "duplicate_name":
         first = (loc[0], err["ctx"]["first"], "name")
         msg = (
-            f"{shown(err['input'])} is already the name of {_path(first, doc)} "
+            f"{shown(err['input'])} is already the name of {_path(first[:2], doc)} "
             f"(line {_line(doc, first)}); names must be unique"
         )
     else:
