@@ -165,14 +165,12 @@ class Document:
         node, lines, line = self.data, self._lines, 1
         for part in loc:
             if isinstance(node, dict):
-                if part in node:
-                    line, lines = lines[part]
-                    node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                line, lines = lines[part]
-                node = node[part]
-            else:
+                if part not in node:
+                    continue
+            elif not (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
                 break
+            entry, node = lines[part], node[part]
+            line, lines = entry if type(entry) is tuple else (entry, None)
         return line
 
 
@@ -254,8 +252,11 @@ def _plain(text: str) -> Any:
     constant = _CONSTANTS.get(text, _NO_KEY)
     if constant is not _NO_KEY:
         return constant
-    if text[0] not in _NUMBER_START:
-        return text
+    return _number(text) if text[0] in _NUMBER_START else text
+
+
+def _number(text: str) -> Any:
+    """An int or float if ``text`` is written as one (a plain scalar), else the text."""
     is_int = _INT_RE.fullmatch(text)
     if not is_int and not _FLOAT_RE.fullmatch(text):
         return text
@@ -296,183 +297,216 @@ def _tag_name(tag: str) -> str:
     return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,") else tag
 
 
-class _Frame:
-    """A mapping or list being built: its value, its lines and where it started."""
+class _Open:
+    """What a mapping or list being built needs at its end: anchor, start, line, merges."""
 
-    __slots__ = ("value", "lines", "is_map", "key", "key_line", "merges", "anchor", "start", "line")
+    __slots__ = ("anchor", "start", "line", "merges")
 
-    def __init__(self, is_map: bool, anchor: str | None, start: int, line: int) -> None:
-        self.is_map, self.line = is_map, line
-        self.value: Any = {} if is_map else []
-        self.lines: Any = {} if is_map else []
-        self.key: Any = _NO_KEY
-        self.key_line = 0
+    def __init__(self, anchor: str | None, start: int, line: int) -> None:
+        self.anchor, self.start, self.line = anchor, start, line
         self.merges: list[tuple[Any, Any, int]] = []
-        self.anchor = anchor
-        self.start = start
 
 
 class _Builder:
-    """Plain values and their lines from parser events, within the bounds above."""
+    """Plain values and their lines from parser events, within the bounds above.
+
+    The line table mirrors the data: a mapping's lines are ``{key: entry}``, a list's
+    ``[entry]``, where an entry is the line of a scalar, or ``(line, lines)`` for a mapping,
+    a list or an alias. The mapping or list being built lives in local variables (the
+    parsing loop is the hot path); those around it are saved on ``stack``.
+    """
 
     def __init__(self, path: str | Path, error: type[ConfigFileError]) -> None:
         self.path, self.error = path, error
-        self.stack: list[_Frame] = []
         self.anchors: dict[str, tuple[Any, Any, int]] = {}
         self.open: set[str] = set()
-        self.count = 0
-
-    def fail(self, line: int, message: str, key: Any = _NO_KEY) -> ConfigFileError:
-        loc: list[Any] = []
-        for frame in self.stack:
-            if not frame.is_map:
-                loc.append(len(frame.value))
-            elif frame.key not in (_NO_KEY, _MERGE):
-                loc.append(frame.key)
-        if key is not _NO_KEY:
-            loc.append(key)
-        return self.error(self.path, line, field_path(loc), message)
 
     def build(self, next_event: Any) -> tuple[Any, Any]:
         """Consume the events of one document; return (data, lines)."""
+        stack: list[tuple[Any, Any, bool, Any, int, Any]] = []
+        container: Any = None  # the mapping or list being built, and its lines
+        lines: Any = None
+        is_map, key, key_line, info = False, _NO_KEY, 0, None
         root: tuple[Any, Any] = (None, None)
-        stack, anchors, plain = self.stack, self.anchors, _plain
-        documents = 0
+        count, documents, anchors = 0, 0, self.anchors
+        constants, number_start, missing = _CONSTANTS, _NUMBER_START, _NO_KEY
         while True:
             event = next_event()
             kind = type(event)
             if kind is ScalarEvent:  # the hot path: most events are scalars
+                count += 1
                 line = event.start_mark.line + 1
-                self.count += 1
-                if self.count > MAX_NODES:
-                    self._grow(0, line)
-                top = stack[-1] if stack else None
-                if top is not None and top.is_map and top.key is _NO_KEY:
-                    key = event.value
-                    if key in top.lines or key == "<<" or event.anchor:
-                        self._key(top, event, line)
-                    else:
-                        top.key, top.key_line = key, line
+                if count > MAX_NODES:
+                    raise self.too_many(line, stack, container, is_map, key)
+                if is_map and key is _NO_KEY:
+                    key, key_line = event.value, line
+                    if key in lines or key == "<<" or event.anchor:
+                        key = self._key(event, line, stack, container, lines)
                     continue
+                text = event.value
                 try:
-                    if event.tag is None:
-                        value = plain(event.value) if event.implicit[0] else event.value
+                    if event.tag is not None:
+                        value = _tagged(event.tag, text)
+                    elif not event.implicit[0]:
+                        value = text
                     else:
-                        value = _tagged(event.tag, event.value)
+                        value = constants.get(text, missing)
+                        if value is missing:
+                            value = _number(text) if text[0] in number_start else text
                 except _Refused as exc:
-                    raise self.fail(line, str(exc)) from None
+                    raise self.fail(line, str(exc), stack, container, is_map, key) from None
                 if event.anchor:
                     anchors[event.anchor] = (value, None, 1)
-                if top is None:
-                    root = (value, None)
-                elif top.is_map:
-                    if top.key is _MERGE:
-                        top.merges.append((value, None, line))
+                if is_map:
+                    if key is _MERGE:
+                        info.merges.append((value, None, line))
                     else:
-                        top.value[top.key] = value
-                        top.lines[top.key] = (top.key_line, None)
-                    top.key = _NO_KEY
+                        container[key] = value
+                        lines[key] = key_line
+                    key = _NO_KEY
+                elif container is not None:
+                    container.append(value)
+                    lines.append(line)
                 else:
-                    top.value.append(value)
-                    top.lines.append((line, None))
+                    root = (value, None)
                 continue
             if kind is MappingStartEvent or kind is SequenceStartEvent:
-                self._open(event, kind is MappingStartEvent)
+                count += 1
+                line = event.start_mark.line + 1
+                if count > MAX_NODES:
+                    raise self.too_many(line, stack, container, is_map, key)
+                if is_map and key is _NO_KEY:
+                    raise self.fail(
+                        line,
+                        "a mapping key must be a plain value, not a mapping or list",
+                        stack,
+                        container,
+                        is_map,
+                        key,
+                    )
+                opens_map = kind is MappingStartEvent
+                if event.tag not in (None, "!", _MAP if opens_map else _SEQ):
+                    message = f"unknown tag {_tag_name(event.tag)}"
+                    raise self.fail(line, message, stack, container, is_map, key)
+                if len(stack) >= MAX_DEPTH:
+                    raise self.error(self.path, line, "", f"nested deeper than {MAX_DEPTH} levels")
+                stack.append((container, lines, is_map, key, key_line, info))
+                container, lines = ({}, {}) if opens_map else ([], [])
+                is_map, key, info = opens_map, _NO_KEY, _Open(event.anchor, count - 1, line)
+                if event.anchor:
+                    self.open.add(event.anchor)
                 continue
             if kind is MappingEndEvent or kind is SequenceEndEvent:
-                frame = stack[-1]
-                if frame.merges:
-                    self._merge(frame)
-                stack.pop()
-                if frame.anchor:
-                    self.open.discard(frame.anchor)
-                    anchors[frame.anchor] = (frame.value, frame.lines, self.count - frame.start)
-                value, sub, line = frame.value, frame.lines, frame.line
+                if info.merges:
+                    self._merge(container, lines, info.merges, stack)
+                value, entry = container, (info.line, lines)
+                if info.anchor:
+                    self.open.discard(info.anchor)
+                    anchors[info.anchor] = (container, lines, count - info.start)
+                container, lines, is_map, key, key_line, info = stack.pop()
             elif kind is AliasEvent:
                 line = event.start_mark.line + 1
-                value, sub = self._alias(event.anchor, line)
+                name = event.anchor
+                if name in self.open or name not in anchors:
+                    message = (
+                        f"alias *{name} refers to a mapping or list that holds it"
+                        if name in self.open
+                        else f"alias *{name} has no anchor &{name} before it"
+                    )
+                    raise self.fail(line, message, stack, container, is_map, key)
+                value, sub, size = anchors[name]
+                count += size
+                if count > MAX_NODES:
+                    raise self.too_many(line, stack, container, is_map, key)
+                if is_map and key is _NO_KEY:
+                    message = "a mapping key must be a plain value, not an alias"
+                    raise self.fail(line, message, stack, container, is_map, key)
+                entry = (line, sub)
             elif kind is DocumentStartEvent:
                 documents += 1
                 if documents > 1:
                     line = event.start_mark.line + 1
-                    raise self.error(
-                        self.path, line, "", "a second YAML document (a config file holds one)"
-                    )
+                    message = "a second YAML document (a config file holds one)"
+                    raise self.error(self.path, line, "", message)
                 continue
             elif kind is StreamEndEvent:
                 return root
             else:  # stream start, document end
                 continue
-            if not stack:
-                root = (value, sub)
-                continue
-            top = stack[-1]
-            if not top.is_map:
-                top.value.append(value)
-                top.lines.append((line, sub))
-            elif top.key is _NO_KEY:
-                raise self.fail(line, "a mapping key must be a plain value, not an alias")
-            else:
-                if top.key is _MERGE:
-                    top.merges.append((value, sub, line))
+            # a finished mapping or list, or an alias: add it where it belongs
+            if is_map:
+                if key is _MERGE:
+                    info.merges.append((value, entry[1], entry[0]))
                 else:
-                    top.value[top.key] = value
-                    top.lines[top.key] = (top.key_line, sub)
-                top.key = _NO_KEY
+                    container[key] = value
+                    lines[key] = (key_line, entry[1])
+                key = _NO_KEY
+            elif container is not None:
+                container.append(value)
+                lines.append(entry)
+            else:
+                root = (value, entry[1])
 
-    def _key(self, top: _Frame, event: ScalarEvent, line: int) -> None:
+    def _key(self, event: ScalarEvent, line: int, stack: list, container: Any, lines: Any) -> Any:
+        """A key that is a duplicate, a merge (``<<``) or anchored: the slow path."""
         key = event.value
         if key == "<<" and event.implicit[0] and event.tag is None:
-            top.key, top.key_line = _MERGE, line
-            return
-        if key in top.lines:
-            first = top.lines[key][0]
-            raise self.fail(line, f"duplicate key (first given on line {first})", key)
+            return _MERGE
+        if key in lines:
+            first = _line_of(lines[key])
+            message = f"duplicate key (first given on line {first})"
+            raise self.fail(line, message, stack, container, True, _NO_KEY, key)
         if event.anchor:
             self.anchors[event.anchor] = (key, None, 1)
-        top.key, top.key_line = key, line
+        return key
 
-    def _open(self, event: Any, is_map: bool) -> None:
-        line = event.start_mark.line + 1
-        top = self.stack[-1] if self.stack else None
-        if top is not None and top.is_map and top.key is _NO_KEY:
-            raise self.fail(line, "a mapping key must be a plain value, not a mapping or list")
-        if event.tag not in (None, "!", _MAP if is_map else _SEQ):
-            raise self.fail(line, f"unknown tag {_tag_name(event.tag)}")
-        if len(self.stack) >= MAX_DEPTH:
-            raise self.error(self.path, line, "", f"nested deeper than {MAX_DEPTH} levels")
-        self._grow(1, line)
-        frame = _Frame(is_map, event.anchor, self.count - 1, line)
-        if event.anchor:
-            self.open.add(event.anchor)
-        self.stack.append(frame)
-
-    def _alias(self, name: str, line: int) -> tuple[Any, Any]:
-        if name in self.open:
-            raise self.fail(line, f"alias *{name} refers to a mapping or list that holds it")
-        if name not in self.anchors:
-            raise self.fail(line, f"alias *{name} has no anchor &{name} before it")
-        value, sub, size = self.anchors[name]
-        self._grow(size, line)
-        return value, sub
-
-    def _grow(self, size: int, line: int) -> None:
-        self.count += size
-        if self.count > MAX_NODES:
-            raise self.fail(
-                line, f"too many nodes: aliases expand the file past {MAX_NODES:,} values"
-            )
-
-    def _merge(self, frame: _Frame) -> None:
+    def _merge(self, container: dict, lines: dict, merges: list, stack: list) -> None:
         """``<<: *defaults``: keys of the merged mappings that the mapping does not set."""
-        for value, sub, line in frame.merges:
+        for value, sub, line in merges:
             sources = [(value, sub)] if isinstance(value, dict) else []
             if isinstance(value, list):
-                sources = [(v, s) for v, (_, s) in zip(value, sub, strict=True)]
+                sources = [(v, _sub_of(s)) for v, s in zip(value, sub, strict=True)]
             if not sources or not all(isinstance(v, dict) for v, _ in sources):
-                raise self.fail(line, "<< takes a mapping or a list of mappings (<<: *defaults)")
-            for source, lines in sources:
+                message = "<< takes a mapping or a list of mappings (<<: *defaults)"
+                raise self.fail(line, message, stack, container, True, _NO_KEY)
+            for source, source_lines in sources:
                 for key, item in source.items():
-                    if key not in frame.value:
-                        frame.value[key] = item
-                        frame.lines[key] = lines[key]
+                    if key not in container:
+                        container[key] = item
+                        lines[key] = source_lines[key]
+
+    def too_many(self, line: int, *where: Any) -> ConfigFileError:
+        message = f"too many nodes: aliases expand the file past {MAX_NODES:,} values"
+        return self.fail(line, message, *where)
+
+    def fail(
+        self,
+        line: int,
+        message: str,
+        stack: list,
+        container: Any,
+        is_map: bool,
+        key: Any,
+        extra: Any = _NO_KEY,
+    ) -> ConfigFileError:
+        """An error at ``line`` naming the field being read."""
+        levels = [(c, m, k) for c, _, m, k, _, _ in stack[1:]] + [(container, is_map, key)]
+        loc: list[Any] = []
+        for level_container, level_is_map, level_key in levels:
+            if level_container is None:
+                continue
+            if not level_is_map:
+                loc.append(len(level_container))
+            elif level_key is not _NO_KEY and level_key is not _MERGE:
+                loc.append(level_key)
+        if extra is not _NO_KEY:
+            loc.append(extra)
+        return self.error(self.path, line, field_path(loc), message)
+
+
+def _line_of(entry: Any) -> int:
+    return entry[0] if type(entry) is tuple else entry
+
+
+def _sub_of(entry: Any) -> Any:
+    return entry[1] if type(entry) is tuple else None
