@@ -58,8 +58,9 @@ def _timezone(value: str) -> str:
 
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        shown_value = repr(value) if len(value) <= 40 else shown(value)
+        raise ValueError(f"{shown_value} is not an IANA time zone (e.g. Europe/Berlin, UTC)") from None
     return value
 
 

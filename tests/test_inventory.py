@@ -265,3 +265,55 @@ def test_cli_exits_2_on_each_bad_input_without_a_traceback(tmp_path: Path, comma
         assert proc.returncode == 2, (name, proc.stderr[-2000:])
         assert "Traceback" not in proc.stdout + proc.stderr, name
         assert expected.format(path=path) in proc.stderr, (name, proc.stderr[-2000:])
+
+
+def test_long_time_zone_name_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path, GOOD.replace("site: plant\n", f"site: plant\ntimezone: {'x' * 1000}\n")
+    )
+    assert out == [
+        f'{tmp_path / "site.yaml"}:2: timezone: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (1,000 characters)" '
+        "is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+    ]
+
+
+HOSTILE_VALUES = ["x" * 10_000, 10**30, float("inf"), float("nan"), -1, None, [], {"k": 1}]
+
+
+def test_any_hostile_value_anywhere_is_an_inventory_error(tmp_path: Path) -> None:
+    """Each value of a good site replaced by each hostile one: a problem list, never a crash."""
+    import copy
+
+    import yaml
+
+    from restoredrill.configfile import parse
+
+    base = parse(GOOD).data
+    places: list[tuple] = []
+
+    def walk(node: object, loc: tuple) -> None:
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else []
+        )
+        for key, child in items:
+            places.append((*loc, key))
+            walk(child, (*loc, key))
+
+    walk(base, ())
+    path = tmp_path / "site.yaml"
+    for loc in places:
+        for value in HOSTILE_VALUES:
+            data = copy.deepcopy(base)
+            node = data
+            for part in loc[:-1]:
+                node = node[part]
+            node[loc[-1]] = value
+            path.write_text(yaml.safe_dump(data, width=1 << 20))
+            try:
+                load_site(path)
+            except InventoryError as exc:
+                assert exc.problems and all(p.startswith(f"{path}:") for p in exc.problems)
