@@ -60,7 +60,9 @@ def _timezone(value: str) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         shown_value = repr(value) if len(value) <= 40 else shown(value)
-        raise ValueError(f"{shown_value} is not an IANA time zone (e.g. Europe/Berlin, UTC)") from None
+        raise ValueError(
+            f"{shown_value} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+        ) from None
     return value
 
 
@@ -224,20 +226,20 @@ class LoadedSite:
 def load_site(path: str | Path) -> LoadedSite:
     """Read, validate and cross-check a site file; raise InventoryError listing every problem."""
     path = Path(path)
-    shown = str(path)
+    where = str(path)
     try:
         doc = load(path, ConfigFileError, "the site file")
     except ConfigFileError as exc:
         raise InventoryError([p.one_line() for p in exc.problems]) from None
     if not isinstance(doc.data, dict):
         raise InventoryError(
-            [f"{shown}:1: the site file must be a mapping with site: and systems:"]
+            [f"{where}:1: the site file must be a mapping with site: and systems:"]
         )
     try:
         site = Site.model_validate(doc.data)
     except ValidationError as exc:
-        raise InventoryError([_describe(shown, doc, err) for err in exc.errors()]) from None
-    problems = [f"{shown}:{line}: {msg}" for line, msg in cross_check(site, doc)]
+        raise InventoryError([_describe(where, doc, err) for err in exc.errors()]) from None
+    problems = [f"{where}:{line}: {msg}" for line, msg in cross_check(site, doc)]
     if problems:
         raise InventoryError(problems)
     return LoadedSite(site, path)

@@ -37,7 +37,7 @@ from yaml.events import (
 PARSER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's parser when PyYAML was built with it (``yaml.__with_libyaml__``)."""
 MAX_BYTES = 16 * 1024 * 1024
-"""The largest config file read (a 10,000-tag register map is about 1.3 MB)."""
+"""The largest config file read (a 10,000-tag register map is 1-2 MB)."""
 MAX_NODES = 1_000_000
 """The most values a file may hold once its aliases are expanded (a "billion laughs")."""
 MAX_DEPTH = 100
@@ -49,6 +49,8 @@ __all__ = [
     "ConfigFileError",
     "Document",
     "OctalInt",
+    "decode",
+    "field_path",
     "load",
     "parse",
     "problem",
