@@ -20,10 +20,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from restoredrill.checks.registry import CheckSpec
+from restoredrill.configfile import ConfigFileError, Document, load, problem, shown
 from restoredrill.durations import Duration
 from restoredrill.twins.devices import DeviceSpec
 from restoredrill.twins.limits import Limits
@@ -58,8 +58,11 @@ def _timezone(value: str) -> str:
 
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        shown_value = repr(value) if len(value) <= 40 else shown(value)
+        raise ValueError(
+            f"{shown_value} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+        ) from None
     return value
 
 
@@ -169,12 +172,21 @@ class Site(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> Site:
-        names = [s.name for s in self.systems]
-        device_names = [d.name for d in self.devices]
-        for kind, seen in (("system", names), ("device", device_names)):
-            dupes = sorted({n for n in seen if seen.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{kind} names must be unique: {', '.join(dupes)} repeated")
+        """Names are unique: each repeat is an error at its own place, naming the first."""
+        errors: list[InitErrorDetails] = []
+        for field, items in (("systems", self.systems), ("devices", self.devices)):
+            first: dict[str, int] = {}
+            for i, item in enumerate(items):
+                j = first.setdefault(item.name, i)
+                if j != i:
+                    error = PydanticCustomError(
+                        "duplicate_name",
+                        "names must be unique: {field}[{first}] is already named '{name}'",
+                        {"field": field, "first": j, "name": item.name},
+                    )
+                    errors.append({"type": error, "loc": (field, i, "name"), "input": item.name})
+        if errors:
+            raise ValidationError.from_exception_data("Site", errors)
         return self
 
     def limits(self, name: str) -> Limits:
@@ -214,28 +226,20 @@ class LoadedSite:
 def load_site(path: str | Path) -> LoadedSite:
     """Read, validate and cross-check a site file; raise InventoryError listing every problem."""
     path = Path(path)
-    shown = str(path)
+    where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InventoryError([f"{shown}: cannot read the site file: {exc.strerror}"]) from None
-    try:
-        data = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
+        doc = load(path, ConfigFileError, "the site file")
+    except ConfigFileError as exc:
+        raise InventoryError([p.one_line() for p in exc.problems]) from None
+    if not isinstance(doc.data, dict):
         raise InventoryError(
-            [f"{shown}:{line}: malformed YAML: {exc.problem or exc.context}"]
-        ) from None
-    if not isinstance(data, dict):
-        raise InventoryError(
-            [f"{shown}:1: the site file must be a mapping with site: and systems:"]
+            [f"{where}:1: the site file must be a mapping with site: and systems:"]
         )
     try:
-        site = Site.model_validate(_plain(data))
+        site = Site.model_validate(doc.data)
     except ValidationError as exc:
-        raise InventoryError([_describe(shown, data, err) for err in exc.errors()]) from None
-    problems = [f"{shown}:{line}: {msg}" for line, msg in cross_check(site, data)]
+        raise InventoryError([_describe(where, doc, err) for err in exc.errors()]) from None
+    problems = [f"{where}:{line}: {msg}" for line, msg in cross_check(site, doc)]
     if problems:
         raise InventoryError(problems)
     return LoadedSite(site, path)
@@ -355,40 +359,19 @@ def waves(graph: dict[str, list[str]], only: Iterable[str] | None = None) -> lis
 # --- error formatting -------------------------------------------------------------------
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
+def _line(doc: Document, loc: Sequence[Any]) -> int:
+    """The 1-based line of the deepest node of ``loc`` found in the site file."""
+    return doc.line(loc)
 
 
-def _line(data: Any, loc: Sequence[Any]) -> int:
-    """The 1-based line of the deepest node of ``loc`` found in the YAML tree."""
-    node, line = data, 1
-    for part in loc:
-        lc = getattr(node, "lc", None)
-        if isinstance(node, dict) and part in node:
-            if lc is not None:
-                line = lc.key(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            if lc is not None:
-                line = lc.item(part)[0] + 1
-            node = node[part]
-        elif not isinstance(node, dict):
-            break
-    return line
-
-
-def _walk(data: Any, loc: Sequence[Any]) -> list[tuple[Any, bool]]:
+def _walk(doc: Document | None, loc: Sequence[Any]) -> list[tuple[Any, bool]]:
     """Pair each part of a pydantic location with whether it is a place in the file.
 
     Discriminated unions put the member's tag (e.g. ``restic``) in the location; it is
     not a key of the file, so it is left out of the field path and line lookup.
     """
     out: list[tuple[Any, bool]] = []
-    node = data
+    node = doc.data if doc is not None else None
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(node, dict):
@@ -406,20 +389,20 @@ def _walk(data: Any, loc: Sequence[Any]) -> list[tuple[Any, bool]]:
     return out
 
 
-def _path(loc: Sequence[Any], data: Any = None) -> str:
+def _path(loc: Sequence[Any], doc: Document | None = None) -> str:
     out = ""
-    for part, real in _walk(data, loc):
+    for part, real in _walk(doc, loc):
         if not real:
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _describe(shown: str, data: Any, err: dict[str, Any]) -> str:
+def _describe(shown_path: str, doc: Document, err: dict[str, Any]) -> str:
     loc = tuple(err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(data, loc)
+        allowed = _allowed_keys(doc, loc)
         msg = f"unknown key {loc[-1]!r}" + (f" (expected one of: {allowed})" if allowed else "")
     elif kind == "missing":
         msg = "is required"
@@ -429,19 +412,21 @@ def _describe(shown: str, data: Any, err: dict[str, Any]) -> str:
         )
     elif kind == "union_tag_not_found":
         msg = "needs a kind: " + ", ".join(re.findall(r"'([^']+)'", err["ctx"]["discriminator"]))
+    elif kind == "duplicate_name":
+        first = (loc[0], err["ctx"]["first"], "name")
+        msg = (
+            f"{shown(err['input'])} is already the name of {_path(first[:2], doc)} "
+            f"(line {_line(doc, first)}); names must be unique"
+        )
     else:
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = err.get("input")
         if kind not in {"value_error", "assertion_error"} and not isinstance(value, dict | list):
-            msg = f"{_quote(value)}: {msg}"
-    return f"{shown}:{_line(data, loc)}: {_path(loc, data)}: {msg}"
+            msg = f"{shown(value)}: {msg}"
+    return problem(shown_path, _line(doc, loc), _path(loc, doc), msg)
 
 
-def _quote(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
-def _allowed_keys(data: Any, loc: Sequence[Any]) -> str:
+def _allowed_keys(doc: Document, loc: Sequence[Any]) -> str:
     """The keys the model holding ``loc[-1]`` accepts (for the error message)."""
     from typing import get_args
 
@@ -451,8 +436,8 @@ def _allowed_keys(data: Any, loc: Sequence[Any]) -> str:
         return [m for arg in get_args(annotation) for m in members(arg)]
 
     candidates: list[type[BaseModel]] = [Site]
-    node = data
-    for part, real in _walk(data, loc)[:-1]:
+    node = doc.data
+    for part, real in _walk(doc, loc)[:-1]:
         if isinstance(part, int):
             node = node[part] if real and isinstance(node, list) else None
             if isinstance(node, dict) and "kind" in node:

@@ -1,4 +1,8 @@
-"""Sizes as people write them in an inventory: ``512m``, ``1g``, ``10GiB``, ``4096``."""
+"""Sizes as people write them in an inventory: ``512m``, ``1g``, ``10GiB``, ``4096``.
+
+Text is read only up to 32 characters by an anchored pattern without nested repeats, and
+every size is bounded by ``MAX_BYTES``, so no input is slow to parse or overflows.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+from restoredrill.configfile import shown
 
 _SIZE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?)\s?([kmgtp]?)(i?b?)", re.IGNORECASE)
 _POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -19,15 +25,15 @@ def parse_size(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size ({HINT})")
     if isinstance(value, int | float):
-        number = float(value)
+        number = value  # an int is compared exactly: float() of a huge one overflows
     else:
         text = str(value).strip()
         m = _SIZE.fullmatch(text) if len(text) <= 32 else None
         if not m:
-            raise ValueError(f'"{value}" is not a size ({HINT})')
+            raise ValueError(f"{shown(value)} is not a size ({HINT})")
         number = float(m.group(1)) * 1024 ** _POWER[m.group(2).lower()]
-    if not 0 < number <= MAX_BYTES:
-        raise ValueError(f"{value!r} is not a size between 1 byte and 1 EiB ({HINT})")
+    if not 0 < number <= MAX_BYTES:  # also false for NaN
+        raise ValueError(f"{shown(value)} is not a size between 1 byte and 1 EiB ({HINT})")
     return int(number)
 
 

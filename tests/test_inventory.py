@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -161,3 +164,169 @@ def test_bad_cron_and_time_zone_name_line_and_field(tmp_path: Path) -> None:
     ]
     ok = GOOD.replace("site: plant\n", "site: plant\nschedule: '@daily'\ntimezone: Europe/Berlin\n")
     assert load_site(write(tmp_path, ok)).site.schedule == "@daily"
+
+
+# --- hostile and mistyped files: a clear error naming file and line, never a traceback -----
+
+BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+THIRD = "  - name: historian\n    backup: {kind: image_archive, path: backups/x.tar}\n    rto: 1m\n"
+
+# (name, file bytes, the one problem expected, with {path} for the site file)
+BAD_INPUTS = [
+    (
+        "duplicate-system-name",
+        (GOOD + THIRD).encode(),
+        '{path}:18: systems[2].name: "historian" is already the name of systems[0] (line 5); '
+        "names must be unique",
+    ),
+    (
+        "not-utf8",
+        GOOD.replace("role: historian", "role: hist\xf3rian").encode("latin-1"),
+        "{path}:6: not UTF-8 text (byte 0xf3 at column 34)",
+    ),
+    (
+        "alias-bomb",
+        (BOMB + GOOD).encode(),
+        "{path}:7: g[0]: too many nodes: aliases expand the file past 1,000,000 values",
+    ),
+    (
+        "huge-duration",
+        GOOD.replace("rto: 1h30m", "rto: 99999999999999999999999999h").encode(),
+        '{path}:17: systems[1].rto: "99999999999999999999999999h" is too long a duration '
+        "(at most 36500d, 100 years)",
+    ),
+    (
+        "pathological-duration",
+        GOOD.replace("rto: 1h30m", f"rto: {'9' * 40_000}h").encode(),
+        '{path}:17: systems[1].rto: "999999999999999999999999999999… (40,001 characters)" '
+        "is not a duration (use 15m, 90s, 1h30m)",
+    ),
+    (
+        "duplicate-key",
+        GOOD.replace("    rpo: 1d\n", "    rpo: 1d\n    rto: 20m\n").encode(),
+        "{path}:14: systems[0].rto: duplicate key (first given on line 12)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
+def test_bad_input_is_one_clear_problem(tmp_path: Path, name: str, content: bytes, expected: str):
+    path = tmp_path / "site.yaml"
+    path.write_bytes(content)
+    with pytest.raises(InventoryError) as info:
+        load_site(path)
+    assert info.value.problems == [expected.format(path=path)]
+
+
+def test_duplicate_device_names_point_at_the_repeat(tmp_path: Path) -> None:
+    devices = (
+        "devices:\n"
+        "  - {kind: plc, name: plc1, address: 10.77.0.100, map: a.yaml}\n"
+        "  - {kind: plc, name: plc2, address: 10.77.0.101, map: a.yaml}\n"
+        "  - {kind: plc, name: plc1, address: 10.77.0.102, map: a.yaml}\n"
+    )
+    out = problems(tmp_path, GOOD.replace("systems:\n", devices + "systems:\n"))
+    assert out == [
+        f'{tmp_path / "site.yaml"}:7: devices[2].name: "plc1" is already the name of devices[0] '
+        "(line 5); names must be unique"
+    ]
+
+
+def test_yaml_1_2_meanings_are_kept(tmp_path: Path) -> None:
+    """``on:`` stays a key (YAML 1.1 would read true) and ``0o644`` stays an octal mode."""
+    text = GOOD.replace(
+        "      - {kind: tcp, port: 8080}\n",
+        "      - {kind: tcp, port: 8080}\n      - {kind: host, file: /etc/x, mode: 0o644}\n",
+    ).replace(
+        "    rto: 15m\n", "    rto: 15m\n    alerts: [{url: 'json://127.0.0.1:9/x', on: [fail]}]\n"
+    )
+    historian = load_site(write(tmp_path, text)).site.system("historian")
+    assert historian.checks[1].mode == "0644"
+    assert historian.alerts[0].on == {"fail"}
+
+
+def restoredrill(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``restoredrill`` command, as a user runs it."""
+    exe = Path(sys.executable).with_name("restoredrill")
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_cli_exits_2_on_each_bad_input_without_a_traceback(tmp_path: Path, command: str) -> None:
+    for name, content, expected in BAD_INPUTS:
+        path = tmp_path / f"{name}.yaml"
+        path.write_bytes(content)
+        proc = restoredrill(command, str(path))
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stdout + proc.stderr, name
+        assert expected.format(path=path) in proc.stderr, (name, proc.stderr[-2000:])
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(16 * 1024 * 1024 + 1)
+    proc = restoredrill(command, str(big))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{big}: the site file is larger than 16 MiB, the limit for a config file" in proc.stderr
+
+
+def test_validate_accepts_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    proc = restoredrill("validate", str(path))
+    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stderr
+
+
+def test_long_time_zone_name_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path, GOOD.replace("site: plant\n", f"site: plant\ntimezone: {'x' * 1000}\n")
+    )
+    assert out == [
+        f'{tmp_path / "site.yaml"}:2: timezone: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (1,000 characters)" '
+        "is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+    ]
+
+
+HOSTILE_VALUES = ["x" * 10_000, 10**30, float("inf"), float("nan"), -1, None, [], {"k": 1}]
+
+
+def test_any_hostile_value_anywhere_is_an_inventory_error(tmp_path: Path) -> None:
+    """Each value of a good site replaced by each hostile one: a problem list, never a crash."""
+    import copy
+
+    import yaml
+
+    from restoredrill.configfile import parse
+
+    base = parse(GOOD).data
+    places: list[tuple] = []
+
+    def walk(node: object, loc: tuple) -> None:
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else []
+        )
+        for key, child in items:
+            places.append((*loc, key))
+            walk(child, (*loc, key))
+
+    walk(base, ())
+    path = tmp_path / "site.yaml"
+    for loc in places:
+        for value in HOSTILE_VALUES:
+            data = copy.deepcopy(base)
+            node = data
+            for part in loc[:-1]:
+                node = node[part]
+            node[loc[-1]] = value
+            path.write_text(yaml.safe_dump(data, width=1 << 20))
+            try:
+                load_site(path)
+            except InventoryError as exc:
+                assert exc.problems and all(p.startswith(f"{path}:") for p in exc.problems)

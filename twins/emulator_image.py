@@ -20,9 +20,11 @@ from typing import Any
 
 from .images import DEFAULT_BASE, build_image, ensure_base_image, image_exists
 
-ROOTS = ("pymodbus", "asyncua", "pydantic", "ruamel.yaml")
+ROOTS = ("pymodbus", "asyncua", "pydantic", "PyYAML")
 """Distributions the emulators import (their dependencies are followed)."""
 PACKAGE = Path(__file__).resolve().parent
+ROOT_MODULES = ("__init__.py", "configfile.py", "durations.py")
+"""Modules of the package root that twins/ imports (never flows/ or Prefect)."""
 DOCKERFILE = """\
 ARG BASE
 FROM ${BASE}
@@ -81,12 +83,23 @@ def _copy_restoredrill(dest: Path) -> None:
     """Only what the emulators import: the package root and twins/ (never flows/ or Prefect)."""
     root = dest / "restoredrill"
     root.mkdir(parents=True)
+    for name in ROOT_MODULES:
+        shutil.copy2(_package_root() / name, root / name)
+    shutil.copytree(PACKAGE, root / "twins", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _package_root() -> Path:
     import restoredrill
 
-    src_root = Path(restoredrill.__file__).parent
-    for name in ("__init__.py", "durations.py"):
-        shutil.copy2(src_root / name, root / name)
-    shutil.copytree(PACKAGE, root / "twins", ignore=shutil.ignore_patterns("__pycache__"))
+    return Path(restoredrill.__file__).resolve().parent
+
+
+def assemble(site: Path) -> None:
+    """Fill ``site`` with what the emulators import: their distributions and twins/."""
+    site.mkdir(parents=True)
+    for dist in distributions():
+        _copy_dist(dist, site)
+    _copy_restoredrill(site)
 
 
 def fingerprint() -> str:
@@ -96,6 +109,8 @@ def fingerprint() -> str:
         h.update(f"{dist.metadata['Name']}=={dist.version};".encode())
     for path in sorted(PACKAGE.rglob("*.py")):
         h.update(path.read_bytes())
+    for name in ROOT_MODULES:
+        h.update((_package_root() / name).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -107,11 +122,7 @@ def ensure_emulator_image(client: Any, base: str = DEFAULT_BASE) -> str:
     ensure_base_image(client, base)
     with tempfile.TemporaryDirectory(prefix="restoredrill-emulator-") as tmp:
         ctx = Path(tmp)
-        site = ctx / "site-packages"
-        site.mkdir()
-        for dist in distributions():
-            _copy_dist(dist, site)
-        _copy_restoredrill(site)
+        assemble(ctx / "site-packages")
         (ctx / "Dockerfile").write_text(DOCKERFILE)
         build_image(client, ctx, tag, base=base, labels={"restoredrill.image": "emulator"})
     return tag

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+
+from restoredrill.configfile import ConfigFileError, field_path, parse, read_text
 
 Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
@@ -271,26 +271,6 @@ class RegisterMap(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-class ConfigFileError(ValueError):
-    """A problem in a config file: ``path:line: field: message`` (``problems`` holds all)."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        line: int,
-        field: str,
-        message: str,
-        problems: Sequence[ConfigFileError] = (),
-    ) -> None:
-        self.path, self.line, self.field, self.message = str(path), line, field, message
-        self.problems: list[ConfigFileError] = list(problems) or [self]
-        super().__init__("\n".join(p.one_line() for p in self.problems))
-
-    def one_line(self) -> str:
-        field = f"{self.field}: " if self.field else ""
-        return f"{self.path}:{self.line}: {field}{self.message}"
-
-
 class RegisterMapError(ConfigFileError):
     """A register-map problem, named by file, line and field."""
 
@@ -301,12 +281,7 @@ CSV_COLUMNS = list(Tag.model_fields)
 def load_register_map(path: str | Path) -> RegisterMap:
     """Load and validate a register map (``.yaml``/``.yml`` or ``.csv``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegisterMapError(
-            path, 0, "", f"cannot read the register map: {exc.strerror}"
-        ) from None
+    text = read_text(path, RegisterMapError, "the register map")
     if path.suffix.lower() == ".csv":
         data, locate = _read_csv(path, text)
     else:
@@ -336,9 +311,8 @@ def validate_register_map(data: Any, path: str | Path = "<map>", locate=None) ->
     return regmap
 
 
-def pydantic_field(loc: Sequence[Any]) -> str:
-    """``('tags', 3, 'type')`` -> ``tags[3].type``."""
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+pydantic_field = field_path
+"""``('tags', 3, 'type')`` -> ``tags[3].type``."""
 
 
 def _from_pydantic(path: str | Path, locate, err: dict) -> RegisterMapError:
@@ -365,44 +339,10 @@ def _known(loc: tuple) -> list[str]:
 
 def read_yaml(path: Path, text: str, error: type[ConfigFileError] = ConfigFileError):
     """Parse YAML keeping lines: returns (plain data, ``locate(loc) -> line``)."""
-    yaml = YAML(typ="rt")
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise error(path, line, "", f"malformed YAML: {exc.problem or exc.context}") from None
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed file
-        raise error(path, 1, "", f"malformed YAML: {exc}") from None
-    if data is None:
+    doc = parse(text, path, error)
+    if doc.data is None:
         raise error(path, 1, "", "the file is empty")
-
-    def locate(loc: Sequence[Any]) -> int:
-        node, line = data, 1
-        for part in loc:
-            lc = getattr(node, "lc", None)
-            try:
-                if isinstance(part, int) and isinstance(node, list):
-                    line = lc.item(part)[0] + 1 if lc else line
-                elif isinstance(node, dict) and part in node:
-                    line = lc.key(part)[0] + 1 if lc else line
-                else:
-                    break
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                break
-        return line
-
-    return _plain(data), locate
-
-
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip containers -> plain dict/list (pydantic wants plain types)."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
+    return doc.data, doc.line
 
 
 def _read_csv(path: Path, text: str):

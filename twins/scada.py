@@ -40,6 +40,8 @@ from pydantic import (
 )
 from pymodbus.client import AsyncModbusTcpClient
 
+from restoredrill.configfile import read_text
+
 from .devices import PASSWORD_ENV, Binding, parse_bind
 from .plc import PlcError, serve_until_signalled
 from .registers import (
@@ -154,10 +156,7 @@ def _clean_loc(loc: Sequence[Any]) -> tuple:
 
 def load_node_list(path: str | Path) -> NodeList:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScadaConfigError(path, 0, "", f"cannot read: {exc.strerror}") from None
+    text = read_text(path, ScadaConfigError, "the node list")
     data, locate = read_yaml(path, text, ScadaConfigError)
     try:
         return NodeList.model_validate(data)
