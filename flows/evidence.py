@@ -138,7 +138,7 @@ def without_password(url: str) -> str | None:
     """The URL with no password in it (libpq then finds it in PGPASSWORD or ~/.pgpass);
     None if it cannot be parsed."""
     try:
-        return make_url(url).set(password=None).render_as_string(hide_password=False)
+        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
     except Exception:  # noqa: BLE001 - not a URL: nothing safe to keep
         return None
 

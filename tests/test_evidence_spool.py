@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pg import pg_server, pg_url  # noqa: F401 - fixtures
 
-from restoredrill.flows.evidence import EvidenceStore, default_path, default_url
+from restoredrill.flows.evidence import EvidenceStore, default_url
 
 SUBNETS = {"ro-file": 1, "ro-dir": 2, "locked": 3, "damaged": 4, "pg-down": 5}
 """Each mode's sandbox subnet: 10.170.N.0/24 (this branch's range)."""
@@ -97,6 +97,10 @@ def immutable(path: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
+
+
+def default_path(site: Path) -> Path:
+    return site.parent / ".restoredrill" / "evidence.db"
 
 
 def closed_port() -> int:
