@@ -7,30 +7,24 @@ deleted or re-ordered row shows as the first run whose record no longer matches.
 A one-row ``chain_head`` table, locked by every writer, keeps concurrent writers from
 forking the chain and shows when the newest runs were removed.
 
-A check's expected and observed values are kept as JSON text this module writes
-(:func:`dump_value`), never through a driver's JSON type: SQLite's JSON columns have
-numeric affinity and turned 141312.0 into 141312, so honest records no longer matched
-their hash. Records written that way (restoredrill 0.1) still verify: each whole number
-read from such a column is tried as an int and as a float (:func:`_legacy_match`).
+The canonical form and its hash are in flows/canonical.py. A check's values are stored
+as its JSON text (``expected_json``, ``observed_json``); rows written by 0.1 keep theirs in
+JSON columns, read for verification with :func:`canonical.unsure`. Text columns that hold
+what a system or check reported (:class:`SafeText`) take any string, NUL included.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import product
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -62,6 +56,7 @@ from sqlalchemy.types import TypeDecorator
 from restoredrill.checks.base import CheckResult
 from restoredrill.twins.sources.base import BackupRef
 
+from .canonical import SURROGATE, chain_hash, dump_value, legacy_mismatch, normalized, unsure, utc
 from .results import RunRecord, StepTiming, SystemResult, Verdict
 
 M = TypeVar("M", bound=BaseModel)
@@ -69,8 +64,6 @@ GENESIS = "0" * 64
 """The ``prev_hash`` of the first run of a store."""
 
 _BATCH = 200
-_LEGACY_TRIES = 1 << 16
-"""Readings of a 0.1 record's whole numbers tried before giving up (about a second)."""
 
 
 class EvidenceError(Exception):
@@ -143,138 +136,6 @@ def without_password(url: str) -> str | None:
         return None
 
 
-# --------------------------------------------------------------------------- canonical form
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Aware UTC; naive times are taken as UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _utc_all(model: BaseModel) -> None:
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, datetime):
-            setattr(model, name, _utc(value))
-        elif isinstance(value, BaseModel):
-            _utc_all(value)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    _utc_all(item)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-"""How the evidence writes the floats JSON has no literal for (it reads them back as these strings)."""
-
-
-def json_value(value: Any) -> Any:
-    """``value`` as the evidence keeps a check's expected or observed value: JSON data.
-
-    Floats stay floats (141312.0 is not 141312, -0.0 keeps its sign), ints keep every
-    digit, bools stay bools. NaN and ±infinity become the strings "NaN", "Infinity" and
-    "-Infinity". Tuples and sets become lists; map keys become the strings JSON writes;
-    two surrogates that form a pair become the character they encode (as every JSON
-    reader sees them); anything else becomes what pydantic makes of it in JSON.
-    """
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float(value)
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, str):
-        return _paired(str(value))
-    if isinstance(value, Mapping):
-        return {_json_key(k): json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_value(v) for v in value]
-    if isinstance(value, BaseModel):
-        return json_value(value.model_dump())
-    try:
-        return json_value(to_jsonable_python(value))
-    except PydanticSerializationError:
-        return str(value)
-
-
-def _json_key(key: Any) -> str:
-    if isinstance(key, str):
-        return _paired(key)
-    if key is None or isinstance(key, bool | int | float):
-        return json.dumps(key)  # None -> null, True -> true, 1.5 -> 1.5, nan -> NaN
-    return str(key)
-
-
-def _paired(text: str) -> str:
-    """Join surrogate pairs into the characters they encode; lone surrogates stay."""
-    if _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
-
-
-def _pair_all(data: Any) -> Any:
-    """Every string in ``data`` with its surrogate pairs joined (as a JSON round trip does)."""
-    if isinstance(data, str):
-        return _paired(data)
-    if isinstance(data, dict):
-        return {_pair_all(k): _pair_all(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_pair_all(v) for v in data]
-    return data
-
-
-def dump_value(value: Any) -> str:
-    """The stored text of a check value: ASCII JSON of :func:`json_value` (exact round trip)."""
-    return json.dumps(
-        json_value(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
-def normalized(run: RunRecord) -> RunRecord:
-    """The record as the store keeps it (what ``load`` returns): check values as
-    :func:`json_value`, times in UTC, surrogate pairs joined in every string."""
-    data = _pair_all(run.model_dump())
-    for system in data["systems"]:
-        if system.get("limits") is not None:
-            system["limits"] = json_value(system["limits"])
-        for check in system["checks"]:
-            check["expected"] = json_value(check["expected"])
-            check["observed"] = json_value(check["observed"])
-    copy = RunRecord.model_validate(data)
-    _utc_all(copy)
-    return copy
-
-
-_LATER_FIELDS = ("worker", "limits")
-"""SystemResult fields added after the first release: left out of the hash while unset."""
-
-
-def canonical_json(run: RunRecord) -> str:
-    """Sorted keys, no spaces, UTF-8: the exact text that is hashed.
-
-    Fields added after the first release are left out while unset, so the hashes of
-    records written before them still verify. A lone surrogate (not UTF-8) is written
-    as its JSON escape.
-    """
-    data = normalized(run).model_dump(mode="json")
-    for system in data["systems"]:
-        for key in _LATER_FIELDS:
-            if system.get(key) is None:
-                system.pop(key, None)
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def chain_hash(prev_hash: str, run: RunRecord) -> str:
-    """``sha256(prev_hash + canonical JSON of the run)`` as hex."""
-    return hashlib.sha256((prev_hash + canonical_json(run)).encode("utf-8")).hexdigest()
-
-
 # --------------------------------------------------------------------------- schema
 
 
@@ -290,7 +151,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(String(32))
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
-        value = _utc(value)
+        value = utc(value)
         if value is None or dialect.name == "postgresql":
             return value
         return value.isoformat(timespec="microseconds")
@@ -300,7 +161,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return _utc(value)
+        return utc(value)
 
 
 _ESCAPED = "\ufdd0"
@@ -317,7 +178,7 @@ class SafeText(TypeDecorator[str]):
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
         if value is None:
             return None
-        if value.startswith(_ESCAPED) or "\x00" in value or _SURROGATE.search(value):
+        if value.startswith(_ESCAPED) or "\x00" in value or SURROGATE.search(value):
             return _ESCAPED + value.encode("unicode_escape").decode("ascii")
         return value
 
@@ -865,79 +726,8 @@ def _check_link(row: Any, record: RunRecord, prev: str, expected_seq: int) -> st
         return f"{name} does not follow the run before it: a run was removed, replaced or its hash altered"
     if chain_hash(prev, record) == row.hash:
         return ""
-    slots = _unsure_slots(record)
-    tries = math.prod(len(candidates) for *_, candidates in slots)
-    if slots and tries > _LEGACY_TRIES:
-        return (
-            f"{name} cannot be verified: it was recorded by restoredrill 0.1, whose SQLite store "
-            f"kept {len(slots)} whole-number check values without their type (int or float), "
-            f"and {tries} readings are too many to try"
-        )
-    if slots and _legacy_match(prev, record, slots, row.hash):
-        return ""
-    return f"{name} was altered: its record no longer matches its hash"
-
-
-class _UnsureInt(int):
-    """A number a 0.1 SQLite store returned as an integer: recorded as an int, or as a
-    whole-number float (141312.0, -0.0) that the column's numeric affinity converted."""
-
-    def candidates(self) -> list[Any]:
-        return [int(self), float(self)] + ([-0.0] if self == 0 else [])
-
-
-class _UnsureFloat(float):
-    """A number a 0.1 SQLite store returned as a REAL: a float, or an int beyond 64 bits."""
-
-    def candidates(self) -> list[Any]:
-        return [float(self), int(self)]
-
-
-def _unsure(value: Any) -> Any:
-    """Mark a number read back from a 0.1 SQLite JSON column whose type it may have lost."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return _UnsureInt(value)
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 2**63:
-        return _UnsureFloat(value)
-    return value
-
-
-def _unsure_slots(record: RunRecord) -> list[tuple[CheckResult, str, list[Any]]]:
-    return [
-        (check, field, value.candidates())
-        for system in record.systems
-        for check in system.checks
-        for field in ("expected", "observed")
-        if isinstance(value := getattr(check, field), _UnsureInt | _UnsureFloat)
-    ]
-
-
-def _legacy_match(
-    prev: str, record: RunRecord, slots: list[tuple[CheckResult, str, list[Any]]], want: str
-) -> bool:
-    """Whether some reading of the unsure numbers (each an int or a float) gives ``want``.
-
-    The canonical text is made once with a placeholder per number; each reading then
-    only joins the pieces and hashes them.
-    """
-    token = secrets.token_hex(8)
-    saved = [getattr(check, field) for check, field, _ in slots]
-    try:
-        for i, (check, field, _) in enumerate(slots):
-            setattr(check, field, f"{token}-{i}")
-        pieces = re.split(f'"{token}-(\\d+)"', canonical_json(record))
-    finally:
-        for (check, field, _), value in zip(slots, saved, strict=True):
-            setattr(check, field, value)
-    texts, order = pieces[0::2], [int(i) for i in pieces[1::2]]
-    literals = [[json.dumps(c) for c in slots[i][2]] for i in order]
-    for reading in product(*literals):
-        body = texts[0] + "".join(lit + text for lit, text in zip(reading, texts[1:], strict=True))
-        if hashlib.sha256((prev + body).encode("utf-8")).hexdigest() == want:
-            return True
-    return False
+    why = legacy_mismatch(prev, record, row.hash)
+    return "" if why is None else f"{name} {why}"
 
 
 def _delivery_rows(run_id: str | None, deliveries: Iterable[Any]) -> list[dict[str, Any]]:
@@ -1104,7 +894,7 @@ def _check(row: Mapping[str, Any], legacy_sqlite: bool) -> CheckResult:
         if text is not None:
             data[field] = json.loads(text)
         else:
-            data[field] = _unsure(row[field]) if legacy_sqlite else row[field]
+            data[field] = unsure(row[field]) if legacy_sqlite else row[field]
     return CheckResult.model_validate(data)
 
 

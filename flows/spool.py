@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .evidence import AlreadyRecorded, EvidenceError, EvidenceStore, canonical_json, normalized
+from .canonical import canonical_json, normalized
+from .evidence import AlreadyRecorded, EvidenceError, EvidenceStore
 from .results import RunRecord
 
 FORMAT = "restoredrill-spool/1"

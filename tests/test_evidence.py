@@ -17,11 +17,11 @@ from pg import pg_server, pg_url  # noqa: F401 - fixtures
 from sqlalchemy import create_engine, text
 
 from restoredrill.checks.base import CheckResult, Status
+from restoredrill.flows.canonical import canonical_json
 from restoredrill.flows.evidence import (
     EvidenceError,
     EvidenceStore,
     RunNotFound,
-    canonical_json,
     default_url,
     normalize_url,
 )

@@ -22,13 +22,8 @@ from pg import pg_server, pg_url  # noqa: F401 - fixtures
 from sqlalchemy import create_engine, text
 
 from restoredrill.checks.base import CheckResult, Status
-from restoredrill.flows.evidence import (
-    EvidenceStore,
-    canonical_json,
-    dump_value,
-    json_value,
-    normalize_url,
-)
+from restoredrill.flows.canonical import canonical_json, dump_value, json_value
+from restoredrill.flows.evidence import EvidenceStore, normalize_url
 from restoredrill.flows.results import RunRecord, StepTiming, SystemResult, Verdict
 
 DATA = Path(__file__).parent / "data"
@@ -50,14 +45,16 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text(chars, max_size=4) | st.integers() | st.booleans(), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.text(chars, max_size=4) | st.integers() | st.booleans(), inner, max_size=3
+        )
+    ),
     max_leaves=8,
 )
-checks = st.lists(
-    st.tuples(st.text(chars, max_size=6), values, values), min_size=1, max_size=4
-)
+checks = st.lists(st.tuples(st.text(chars, max_size=6), values, values), min_size=1, max_size=4)
 limits = st.none() | st.dictionaries(st.text(max_size=6), scalars, max_size=3)
 
 
@@ -114,8 +111,16 @@ def raw(url: str, sql: str, **params: Any) -> None:
 def test_json_value_defines_what_json_lacks() -> None:
     assert typed(json_value(141312.0)) == ("float", "141312.0")
     assert typed(json_value(-0.0)) == ("float", "-0.0")
-    assert [json_value(x) for x in (math.nan, math.inf, -math.inf)] == ["NaN", "Infinity", "-Infinity"]
-    assert json_value({1: (1, 2), False: None, None: {3}}) == {"1": [1, 2], "false": None, "null": [3]}
+    assert [json_value(x) for x in (math.nan, math.inf, -math.inf)] == [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+    ]
+    assert json_value({1: (1, 2), False: None, None: {3}}) == {
+        "1": [1, 2],
+        "false": None,
+        "null": [3],
+    }
     assert json_value("\ud83d\ude00") == "😀" and json_value("\ud800") == "\ud800"
     assert dump_value(2**70 + 1) == "1180591620717411303425"
     assert dump_value("a\x00\ud800") == '"a\\u0000\\ud800"'
@@ -151,7 +156,11 @@ def test_an_edited_value_is_always_detected(store_url: str) -> None:
     with EvidenceStore(store_url) as store:
 
         @settings(SETTINGS, max_examples=25)
-        @given(found=checks, which=st.integers(min_value=0), field=st.sampled_from(["expected", "observed"]))
+        @given(
+            found=checks,
+            which=st.integers(min_value=0),
+            field=st.sampled_from(["expected", "observed"]),
+        )
         @example(found=[("", 141312.0, 141312.0)], which=0, field="observed")
         def check(found: list[tuple[str, Any, Any]], which: int, field: str) -> None:
             run = a_run(f"r{next(numbers)}", found)
