@@ -72,7 +72,7 @@ def json_value(value: Any) -> Any:
             return float(value)
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, str):
-        return _paired(str(value))
+        return _paired(str.__str__(value))  # a str enum's value, not its name
     if isinstance(value, Mapping):
         return {_json_key(k): json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -216,7 +216,8 @@ def import_files(store: EvidenceStore, paths: Iterable[Path]) -> ImportReport:
         try:
             items.append(read(path))
         except SpoolError as exc:
-            report.kept.append((path, str(exc)))
+            if path.exists():  # else another run imported it meanwhile
+                report.kept.append((path, str(exc)))
     for item in sorted(items, key=lambda s: (s.record.started_at, s.record.run_id)):
         run_id = item.record.run_id
         try:
@@ -231,7 +232,7 @@ def import_files(store: EvidenceStore, paths: Iterable[Path]) -> ImportReport:
         else:
             report.imported.append(run_id)
         try:
-            item.path.unlink()
+            item.path.unlink(missing_ok=True)
         except OSError as exc:
             report.kept.append((item.path, f"imported, but cannot remove it: {exc.strerror}"))
     return report
