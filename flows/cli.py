@@ -127,9 +127,10 @@ def run(
     """Verify a site now: restore, start, check, time, record, tear down.
 
     Exit codes: 0 every system passed, 1 a system did not pass, 2 bad input or the run
-    could not start, 3 the run finished but its evidence could not be recorded: the
-    record was spooled to the file the message names, and the next run that can write
-    the store appends it (or `restoredrill evidence import --site SITE --spool`).
+    could not start, 3 the run finished but its evidence could not be recorded (also
+    when a system did not pass: the verdicts are in the output): the record was spooled
+    to the file the message names, and the next run that can write the store appends
+    it (or `restoredrill evidence import --site SITE --spool`).
     """
     loaded = _load(site)
     dispatch = None

@@ -122,6 +122,7 @@ def test_json_value_defines_what_json_lacks() -> None:
         "null": [3],
     }
     assert json_value("\ud83d\ude00") == "😀" and json_value("\ud800") == "\ud800"
+    assert json_value([Status.PASS, Verdict.FAIL]) == ["pass", "fail"]  # enum values
     assert dump_value(2**70 + 1) == "1180591620717411303425"
     assert dump_value("a\x00\ud800") == '"a\\u0000\\ud800"'
 
