@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from localservers import Hooks
 from pg import pg_server, pg_url  # noqa: F401 - fixtures
 
 from restoredrill.flows.evidence import EvidenceStore, default_url
@@ -44,7 +45,9 @@ def web_backup(tmp_path_factory, docker_client) -> Path:
     return out
 
 
-def write_site(folder: Path, backup: Path, mode: str, evidence: str | None) -> Path:
+def write_site(
+    folder: Path, backup: Path, mode: str, evidence: str | None, extra: str = ""
+) -> Path:
     """One system: restore the busybox tarball, serve HTTP, check a whole-number float."""
     n = SUBNETS[mode]
     site = folder / "site.yaml"
@@ -52,6 +55,7 @@ def write_site(folder: Path, backup: Path, mode: str, evidence: str | None) -> P
         f"site: c-evidence-{mode}\n"
         f"sandbox: {{subnets: [10.170.{n}.0/24]}}\n"
         + (f"evidence: {evidence}\n" if evidence else "")
+        + extra
         + f"""systems:
   - name: web
     backup: {{kind: rootfs_tar, path: {backup}}}
@@ -77,7 +81,8 @@ def restoredrill(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess
         [sys.executable, "-m", "restoredrill.flows.cli", *args],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", "NO_COLOR": "1", "COLUMNS": "200",
-             **env},
+             # a loaded machine can take longer than Prefect's 20 s to start its server
+             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", **env},
     )  # fmt: skip
 
 
@@ -117,7 +122,9 @@ def chain(url: str) -> list[str]:
         return [r.run_id for r in reversed(store.runs(None))]
 
 
-def first_run(site: Path, env: dict[str, str], as_json: bool) -> tuple[str, Path]:
+def first_run(
+    site: Path, env: dict[str, str], as_json: bool, verdict: str = "pass"
+) -> tuple[str, Path]:
     """The run whose evidence cannot be written: its output, exit 3, the spool file."""
     proc = restoredrill("run", str(site), *(["--json"] if as_json else []), env=env)
     assert proc.returncode == 3, proc.stdout + proc.stderr
@@ -126,7 +133,7 @@ def first_run(site: Path, env: dict[str, str], as_json: bool) -> tuple[str, Path
     assert "the run's evidence was not recorded" in message
     if as_json:
         record = json.loads(proc.stdout)
-        assert record["systems"][0]["verdict"] == "pass"
+        assert record["systems"][0]["verdict"] == verdict
         checks = record["systems"][0]["checks"]
         assert [c["observed"] for c in checks if c["expected"] == 141312.0] == [141312.0]
         assert record["evidence"]["recorded"] is False
@@ -140,10 +147,10 @@ def first_run(site: Path, env: dict[str, str], as_json: bool) -> tuple[str, Path
     return run_id, spooled
 
 
-def second_run(site: Path, env: dict[str, str], spooled_id: str) -> str:
+def second_run(site: Path, env: dict[str, str], spooled_id: str, code: int = 0) -> str:
     """The next run, against the repaired store: it appends the spooled run, then itself."""
     proc = restoredrill("run", str(site), "--json", env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == code, proc.stdout + proc.stderr
     assert "appended 1 run(s) spooled earlier to" in proc.stderr and spooled_id in proc.stderr
     record = json.loads(proc.stdout)
     assert record["evidence"] == {"store": record["evidence"]["store"], "recorded": True,
@@ -196,16 +203,34 @@ def test_locked_database(tmp_path: Path, web_backup: Path, home: dict[str, str])
     assert chain(url) == [run_id, second]
 
 
-def test_damaged_database(tmp_path: Path, web_backup: Path, home: dict[str, str]) -> None:
-    site = write_site(tmp_path, web_backup, "damaged", None)
+def test_damaged_database(
+    tmp_path: Path, web_backup: Path, home: dict[str, str], webhook: tuple[Hooks, int]
+) -> None:
+    """Also: a system fails, so the alert goes out, and 3 wins over 1; the next run knows
+    the spooled run's verdict (fail → fail: no second alert)."""
+    hooks, port = webhook
+    wrong = "      - {kind: http, port: 8080, path: /data.json, json: {name: somebody-else}}\n"
+    site = write_site(
+        tmp_path,
+        web_backup,
+        "damaged",
+        None,
+        f"alerts: [{{url: 'json://127.0.0.1:{port}/hook'}}]\n",
+    )
+    site.write_text(site.read_text().replace("    rto: 5m\n", wrong + "    rto: 5m\n"))
     damaged = default_path(site)
     damaged.parent.mkdir()
     damaged.write_bytes(b"\x00garbage, not SQLite\n" * 500)
-    run_id, spooled = first_run(site, home, as_json=True)
+    run_id, spooled = first_run(site, home, as_json=True, verdict="fail")
     assert spooled.parent == tmp_path / ".restoredrill" / "spool"
+    assert len(hooks.posts) == 1 and "web FAIL" in hooks.posts[0][1]["title"]
+    assert json.loads(spooled.read_text())["deliveries"][0]["ok"] is True
     damaged.rename(damaged.with_name("evidence.db.damaged"))  # as the error message says
-    second = second_run(site, home, run_id)
+    second = second_run(site, home, run_id, code=1)
     assert chain(f"sqlite:///{damaged}") == [run_id, second]
+    assert len(hooks.posts) == 1
+    with EvidenceStore.reader(f"sqlite:///{damaged}") as store:
+        assert store.deliveries(run_id)[0]["ok"] is True  # imported with its run
 
 
 def test_unreachable_postgresql(
