@@ -1,7 +1,11 @@
 """The ``restoredrill`` command line (Typer + Rich).
 
 Exit codes: 0 everything passed, 1 a system did not pass, 2 bad input or the run
-could not start (inventory, engine, evidence database).
+could not start (inventory, engine, evidence URL), 3 the run finished but its evidence
+could not be recorded (database read-only, locked, damaged or unreachable): the table,
+``--json`` and the alerts still give every verdict, the record was spooled to a file the
+message names, and the next run that can write the store appends it to the chain (or
+``restoredrill evidence import --spool``). 3 takes precedence over 1.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ emulate_app = typer.Typer(help="Run field-device emulators on their own (for HMI
 app.add_typer(emulate_app, name="emulate")
 stack_app = typer.Typer(help="The image of docker-compose.yml's server and workers, built offline.")
 app.add_typer(stack_app, name="stack")
-evidence_app = typer.Typer(help="The evidence store: check its hash chain.")
+evidence_app = typer.Typer(help="The evidence store: check its hash chain, import spooled runs.")
 app.add_typer(evidence_app, name="evidence")
 
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
@@ -120,7 +124,14 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Verify a site now: restore, start, check, time, record, tear down."""
+    """Verify a site now: restore, start, check, time, record, tear down.
+
+    Exit codes: 0 every system passed, 1 a system did not pass, 2 bad input or the run
+    could not start, 3 the run finished but its evidence could not be recorded (also
+    when a system did not pass: the verdicts are in the output): the record was spooled
+    to the file the message names, and the next run that can write the store appends
+    it (or `restoredrill evidence import --site SITE --spool`).
+    """
     loaded = _load(site)
     dispatch = None
     if on_workers:
@@ -135,15 +146,17 @@ def run(
     for name in system or []:
         if name not in names:
             raise bad_input(f"{site}: no system named {name!r} (known: {', '.join(names)})")
-    store = _open_store(loaded.site.evidence, site)
+    _check_evidence(loaded)
     _check_alerts(loaded)
     from restoredrill.twins.base import TwinError
 
     from . import verify
     from .evidence import EvidenceError
     from .report import live_progress, render
+    from .spool import EvidenceSpooled
 
     quiet_console_logs(verbose)
+    spooled = None
     try:
         if as_json or not console.is_terminal:
             record = verify.run_site(str(site), system, concurrency, trigger, dispatch=dispatch)
@@ -155,18 +168,37 @@ def run(
     except KeyboardInterrupt:
         err.print("interrupted: the run's twins and networks were removed")
         raise typer.Exit(130) from None
+    except EvidenceSpooled as exc:
+        record, spooled = exc.record, exc
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
-    deliveries = store.deliveries(record.run_id)
+    deliveries = spooled.deliveries if spooled else _recorded_deliveries(loaded, record.run_id)
+    shown = _shown_store(loaded)
     if as_json:
-        out = record.model_dump(mode="json") | {"alerts": deliveries}
+        evidence = {"store": shown, "recorded": spooled is None, "spooled_to": None, "error": None}
+        if spooled:
+            evidence |= {"spooled_to": spooled.path, "error": spooled.message}
+        out = record.model_dump(mode="json") | {"alerts": deliveries, "evidence": evidence}
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
     else:
         render(console, record, all_checks)
         for d in deliveries:
             ok = "[green]sent[/]" if d.get("ok") else f"[red]failed[/] ({d.get('reason')})"
             console.print(f"alert to {d.get('target')}: {ok}", highlight=False)
-        console.print(f"evidence: {store.shown}", highlight=False)
+        if spooled is None:
+            console.print(f"evidence: {shown}", highlight=False)
+    if spooled is not None:
+        err.print("[bold red]error: the run's evidence was not recorded:[/]", highlight=False)
+        err.print(spooled.message, highlight=False, markup=False, soft_wrap=True)
+        if spooled.path:
+            err.print(
+                f"It is appended to the chain by the next run that can write {shown}, or by "
+                f"`restoredrill evidence import --site {site} --spool`.",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(3)
     raise typer.Exit(0 if record.verdict.ok else 1)
 
 
@@ -284,9 +316,13 @@ def history(
 
     from restoredrill.durations import format_duration
 
+    from .evidence import EvidenceError
     from .report import STYLE
 
-    records = store.runs(limit=limit, system=system)
+    try:
+        records = store.runs(limit=limit, system=system)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
         return
@@ -331,13 +367,60 @@ def evidence_verify(
     evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
 ) -> None:
     """Recompute the hash chain of every recorded run; exit 1 if anything was altered."""
+    from .evidence import EvidenceError
+
     store = _open_store(evidence, site, read_only=True)
-    report = store.verify()
+    try:
+        report = store.verify()
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
     if report.ok:
         console.print(f"evidence intact: {report.runs} runs, chain head {report.head}")
         return
     err.print(f"[bold red]evidence altered:[/] {report.problem}")
     raise typer.Exit(1)
+
+
+@evidence_app.command("import")
+def evidence_import(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="spool files (.json) to import", show_default=False)
+    ] = None,
+    spooled: Annotated[
+        bool,
+        typer.Option("--spool", help="import every run spooled for the site (or the store)"),
+    ] = False,
+    site: Annotated[Path | None, typer.Option("--site")] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+) -> None:
+    """Append runs whose evidence could not be recorded (spool files) to the chain, oldest
+    first; a run already in it is not added twice. Exit 1 if a file was kept."""
+    from . import spool
+    from .evidence import EvidenceError
+
+    if not files and not spooled:
+        raise bad_input("give the spool FILEs to import, or --spool (with --site SITE)")
+    store = _open_store(evidence, site)
+    paths = list(files or [])
+    if spooled:
+        paths += [p for p in spool.pending(site, store.shown) if p not in paths]
+    try:
+        report = spool.import_files(store, paths)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    for run_id in report.imported:
+        console.print(f"imported run {run_id}", highlight=False)
+    for run_id in report.already:
+        console.print(
+            f"run {run_id} was already in the chain: its spool file removed", highlight=False
+        )
+    for path, why in report.kept:
+        err.print(f"kept {path}: {why}", highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"{len(report.imported)} run(s) imported into {store.shown}, {len(report.kept)} file(s) kept",
+        highlight=False,
+    )
+    raise typer.Exit(1 if report.kept else 0)
 
 
 @emulate_app.command("plc")
@@ -460,27 +543,103 @@ def _check_alerts(loaded) -> None:  # noqa: ANN001
 
 
 def _open_store(url: str | None, site: Path | None, read_only: bool = False):  # noqa: ANN202
+    """The store of ``--evidence``, else of ``--site``, else $RESTOREDRILL_EVIDENCE, else the
+    one last used here (``read_only``: nothing is written to it)."""
     from .evidence import EvidenceError, EvidenceStore, default_url
 
-    if url is None and site is not None:
-        url = _load(site).site.evidence if site.exists() else None
-        url = url or default_url(site)
-    url = url or os.environ.get("RESTOREDRILL_EVIDENCE")
-    if url is None and LAST_EVIDENCE.is_file():
-        url = LAST_EVIDENCE.read_text().strip()
-    if url is None:
-        raise bad_input("which evidence? give --site SITE or --evidence URL")
     try:
-        store = EvidenceStore(url)
+        if url is None and site is not None:
+            url = _load(site).site.evidence if site.exists() else None
+            url = url or default_url(site)
+        url = url or os.environ.get("RESTOREDRILL_EVIDENCE") or _recall()
+        if url is None:
+            raise bad_input("which evidence? give --site SITE or --evidence URL")
+        store = EvidenceStore.reader(url) if read_only else EvidenceStore(url)
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
     if not read_only:
-        try:
-            LAST_EVIDENCE.parent.mkdir(parents=True, exist_ok=True)
-            LAST_EVIDENCE.write_text(url)
-        except OSError:
-            pass
+        _remember(site, url)
     return store
+
+
+def _check_evidence(loaded) -> None:  # noqa: ANN001
+    """Before a run: a wrong evidence URL is bad input; a store that cannot be written now
+    only warns (if it still cannot at the end, the run's record is spooled)."""
+    from .evidence import EvidenceConfigError, EvidenceError, EvidenceStore, default_url
+
+    try:
+        EvidenceStore(loaded.site.evidence or default_url(loaded.path)).close()
+    except EvidenceConfigError as exc:
+        raise bad_input(str(exc)) from None
+    except EvidenceError as exc:
+        err.print(f"[bold yellow]warning:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(
+            "The run goes on: if its evidence still cannot be recorded at the end, the record "
+            "is spooled to a local file (exit code 3).",
+            highlight=False,
+        )
+    _remember(loaded.path, None)
+
+
+def _shown_store(loaded) -> str:  # noqa: ANN001
+    from .evidence import shown_url
+
+    return shown_url(loaded.site.evidence, loaded.path)
+
+
+def _recorded_deliveries(loaded, run_id: str) -> list[dict]:  # noqa: ANN001
+    from .evidence import EvidenceError, EvidenceStore, default_url
+
+    try:
+        with EvidenceStore(loaded.site.evidence or default_url(loaded.path)) as store:
+            return store.deliveries(run_id)
+    except EvidenceError:
+        return []
+
+
+def _remember(site: Path | None, url: str | None) -> None:
+    """Keep which store was used last, without its password: the site file if there is
+    one (its ``evidence:`` names the store), else the URL without the password."""
+    from .evidence import without_password
+
+    if site is not None:
+        data = {"site": str(Path(site).resolve())}
+    elif url is not None and (plain := without_password(url)) is not None:
+        data = {"url": plain}
+    else:
+        return
+    with contextlib.suppress(OSError):
+        LAST_EVIDENCE.parent.mkdir(parents=True, exist_ok=True)
+        LAST_EVIDENCE.unlink(missing_ok=True)
+        fd = os.open(LAST_EVIDENCE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+
+
+def _recall() -> str | None:
+    """The URL of the store used last (see _remember); a URL an older version kept with
+    its password is used once and rewritten without it."""
+    from .evidence import default_url
+
+    try:
+        text = LAST_EVIDENCE.read_text().strip()
+    except OSError:
+        return None
+    if not text.startswith("{"):
+        _remember(None, text)
+        return text or None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if data.get("site"):
+        site = Path(data["site"])
+        if not site.is_file():
+            raise bad_input(
+                f"the site used last, {site}, is gone: give --site SITE or --evidence URL"
+            )
+        return _load(site).site.evidence or default_url(site)
+    return data.get("url")
 
 
 def main() -> None:

@@ -6,14 +6,18 @@ whole RunRecord)``. :meth:`EvidenceStore.verify` rebuilds every record from the 
 deleted or re-ordered row shows as the first run whose record no longer matches.
 A one-row ``chain_head`` table, locked by every writer, keeps concurrent writers from
 forking the chain and shows when the newest runs were removed.
+
+The canonical form and its hash are in flows/canonical.py. A check's values are stored
+as its JSON text (``expected_json``, ``observed_json``); rows written by 0.1 keep theirs in
+JSON columns, read for verification with :func:`canonical.unsure`. Text columns that hold
+what a system or check reported (:class:`SafeText`) take any string, NUL included.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +44,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -51,6 +56,7 @@ from sqlalchemy.types import TypeDecorator
 from restoredrill.checks.base import CheckResult
 from restoredrill.twins.sources.base import BackupRef
 
+from .canonical import SURROGATE, chain_hash, dump_value, legacy_mismatch, normalized, unsure, utc
 from .results import RunRecord, StepTiming, SystemResult, Verdict
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,6 +70,10 @@ class EvidenceError(Exception):
     """The evidence database cannot be used; the message names it (password masked) and says what to do."""
 
 
+class EvidenceConfigError(EvidenceError):
+    """The evidence URL itself is wrong (not a URL, unsupported database, driver missing)."""
+
+
 class RunNotFound(EvidenceError, KeyError):
     """No run with that id in the store."""
 
@@ -71,12 +81,21 @@ class RunNotFound(EvidenceError, KeyError):
         return str(self.args[0])
 
 
+class AlreadyRecorded(EvidenceError):
+    """A run with that id is already in the chain (records are append-only)."""
+
+
 # --------------------------------------------------------------------------- URLs
+
+
+def default_path(site_path: str | Path) -> Path:
+    """``<site dir>/.restoredrill/evidence.db`` (nothing is created)."""
+    return Path(site_path).resolve().parent / ".restoredrill" / "evidence.db"
 
 
 def default_url(site_path: str | Path) -> str:
     """``sqlite:///<site dir>/.restoredrill/evidence.db``; creates the directory."""
-    folder = Path(site_path).resolve().parent / ".restoredrill"
+    folder = default_path(site_path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -103,52 +122,18 @@ def mask_url(url: str) -> str:
         return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
-# --------------------------------------------------------------------------- canonical form
+def shown_url(url: str | None, site_path: str | Path) -> str:
+    """The masked URL of a site's store: ``url`` (its ``evidence:``) or the default."""
+    return mask_url(normalize_url(url or f"sqlite:///{default_path(site_path)}"))
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Aware UTC; naive times are taken as UTC."""
-    if value is None:
+def without_password(url: str) -> str | None:
+    """The URL with no password in it (libpq then finds it in PGPASSWORD or ~/.pgpass);
+    None if it cannot be parsed."""
+    try:
+        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
+    except Exception:  # noqa: BLE001 - not a URL: nothing safe to keep
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _utc_all(model: BaseModel) -> None:
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, datetime):
-            setattr(model, name, _utc(value))
-        elif isinstance(value, BaseModel):
-            _utc_all(value)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    _utc_all(item)
-
-
-def normalized(run: RunRecord) -> RunRecord:
-    """The record as the store keeps it: JSON values, times in UTC (what ``load`` returns)."""
-    copy = RunRecord.model_validate_json(run.model_dump_json())
-    _utc_all(copy)
-    return copy
-
-
-def canonical_json(run: RunRecord) -> str:
-    """Sorted keys, no spaces, UTF-8: the exact text that is hashed.
-
-    Fields added after the first release are left out while unset, so the hashes of
-    records written before them still verify.
-    """
-    data = json.loads(normalized(run).model_dump_json())
-    for system in data["systems"]:
-        if system.get("worker") is None:
-            system.pop("worker", None)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def chain_hash(prev_hash: str, run: RunRecord) -> str:
-    """``sha256(prev_hash + canonical JSON of the run)`` as hex."""
-    return hashlib.sha256((prev_hash + canonical_json(run)).encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- schema
@@ -166,7 +151,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(String(32))
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
-        value = _utc(value)
+        value = utc(value)
         if value is None or dialect.name == "postgresql":
             return value
         return value.isoformat(timespec="microseconds")
@@ -176,7 +161,44 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return _utc(value)
+        return utc(value)
+
+
+_ESCAPED = "\ufdd0"
+"""Marks text stored escaped (a Unicode noncharacter: no real text starts with it)."""
+
+
+class SafeText(TypeDecorator[str]):
+    """Text any database can hold, read back exactly: a string with NUL (PostgreSQL
+    refuses it) or a lone surrogate (not UTF-8) is stored as ``\\ufdd0`` + its escapes."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(_ESCAPED) or "\x00" in value or SURROGATE.search(value):
+            return _ESCAPED + value.encode("unicode_escape").decode("ascii")
+        return value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        if value is not None and value.startswith(_ESCAPED):
+            return value[1:].encode("ascii").decode("unicode_escape")
+        return value
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON value as the text of :func:`dump_value`: exact, whatever the database."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else dump_value(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
 
 
 metadata = MetaData()
@@ -215,7 +237,7 @@ results_t = Table(
     Column("position", Integer, nullable=False),
     Column("system", String(200), nullable=False, index=True),
     Column("verdict", String(32), nullable=False),
-    Column("reason", Text, nullable=False),
+    Column("reason", SafeText, nullable=False),
     Column("labels", JSON, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
@@ -225,9 +247,10 @@ results_t = Table(
     Column("backup_age_s", Float),
     Column("near_miss", Boolean, nullable=False),
     Column("worker", String(200)),
+    Column("limits", JSONText),
     Column("backup_source", String(100)),
-    Column("backup_id", Text),
-    Column("backup_location", Text),
+    Column("backup_id", SafeText),
+    Column("backup_location", SafeText),
     Column("backup_size_bytes", BigInteger),
     Column("backup_sha256", String(64)),
     Column("backup_created_at", UTCDateTime),
@@ -243,7 +266,7 @@ steps_t = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("duration_s", Float, nullable=False),
     Column("ok", Boolean, nullable=False),
-    Column("message", Text, nullable=False),
+    Column("message", SafeText, nullable=False),
 )
 
 checks_t = Table(
@@ -252,13 +275,15 @@ checks_t = Table(
     Column("id", Integer, primary_key=True),
     Column("result_pk", ForeignKey("system_results.id"), nullable=False, index=True),
     Column("position", Integer, nullable=False),
-    Column("name", Text, nullable=False),
+    Column("name", SafeText, nullable=False),
     Column("kind", String(100), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("expected", JSON),
+    Column("expected", JSON),  # 0.1 only: SQLite gave these numeric affinity
     Column("observed", JSON),
     Column("duration_s", Float, nullable=False),
-    Column("message", Text, nullable=False),
+    Column("message", SafeText, nullable=False),
+    Column("expected_json", Text),  # dump_value() text; NULL in rows written by 0.1
+    Column("observed_json", Text),
 )
 
 deliveries_t = Table(
@@ -270,7 +295,7 @@ deliveries_t = Table(
     Column("target", Text, nullable=False),
     Column("systems", JSON, nullable=False),
     Column("ok", Boolean, nullable=False),
-    Column("reason", Text, nullable=False),
+    Column("reason", SafeText, nullable=False),
 )
 """Alert deliveries (target already masked). Outside the hash chain: they follow the run."""
 
@@ -318,13 +343,25 @@ class HistoryRow:
 # --------------------------------------------------------------------------- store
 
 
-def _add_missing_columns(conn: Any) -> None:
-    """Columns added since a store was created (nullable, so old rows stay valid)."""
-    from sqlalchemy import inspect as sa_inspect
+_ADDED = {
+    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT"},
+    "check_results": {"expected_json": "TEXT", "observed_json": "TEXT"},
+}
+"""Columns added since the first release (nullable, so old rows stay valid)."""
 
-    have = {c["name"] for c in sa_inspect(conn).get_columns("system_results")}
-    if "worker" not in have:
-        conn.exec_driver_sql("ALTER TABLE system_results ADD COLUMN worker VARCHAR(200)")
+
+def _add_missing_columns(conn: Connection) -> None:
+    for table, columns in _ADDED.items():
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        for name, ddl in columns.items():
+            if name not in have:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+
+
+def _columns(conn: Connection, table: Table) -> list[Column[Any]]:
+    """The columns of ``table`` this database has (a store opened read-only may predate some)."""
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    return [c for c in table.c if c.name in have]
 
 
 class EvidenceStore:
@@ -334,6 +371,7 @@ class EvidenceStore:
         """Open (and unless ``create=False``, e.g. for a read-only auditor, set up) the store."""
         self.url = normalize_url(url)
         self.shown = mask_url(self.url)
+        self.lock_timeout = 60.0
         self.engine = self._engine(connect_timeout)
         if not create:
             return
@@ -343,25 +381,40 @@ class EvidenceStore:
             if conn.execute(select(chain_head.c.id)).first() is None:
                 conn.execute(insert(chain_head).values(id=1, seq=0, hash=GENESIS))
 
+    @classmethod
+    def reader(cls, url: str) -> EvidenceStore:
+        """Open a store only to read it: nothing is written to a store that exists (it may
+        be read-only, or predate columns added since); an empty one is set up as usual."""
+        store = cls(url, create=False)
+        with store._errors("open it"), store._read() as conn:
+            exists = inspect(conn).has_table("chain_head")
+        if exists:
+            return store
+        store.close()
+        return cls(url)
+
     # ----------------------------------------------------------------- plumbing
 
     def _engine(self, connect_timeout: int) -> Engine:
         try:
             parsed = make_url(self.url)
         except ArgumentError:
-            raise EvidenceError(
+            raise EvidenceConfigError(
                 f"evidence database {self.shown!r} is not a database URL "
                 "(use sqlite:///path/to/evidence.db or postgresql://user@host/database)"
             ) from None
         backend = parsed.get_backend_name()
         if backend not in {"sqlite", "postgresql"}:
-            raise EvidenceError(
+            raise EvidenceConfigError(
                 f"evidence database {self.shown}: {backend!r} is not supported "
                 "(use sqlite:///path/to/evidence.db or postgresql://user@host/database)"
             )
         try:
             if backend == "sqlite":
-                engine = create_engine(parsed, connect_args={"timeout": 60})
+                # ?timeout=SECONDS in the URL: how long a write waits for another's lock
+                if "timeout" in parsed.query:
+                    self.lock_timeout = float(parsed.query["timeout"])
+                engine = create_engine(parsed, connect_args={"timeout": self.lock_timeout})
                 event.listen(engine, "connect", _sqlite_connect)
                 event.listen(engine, "begin", _sqlite_begin)
             else:
@@ -369,9 +422,14 @@ class EvidenceStore:
                     parsed, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout}
                 )
         except (NoSuchModuleError, ImportError) as exc:
-            raise EvidenceError(
+            raise EvidenceConfigError(
                 f"evidence database {self.shown}: its driver is not installed ({exc}); "
                 "for PostgreSQL install restoredrill[postgres] (psycopg 3)"
+            ) from None
+        except ValueError:
+            raise EvidenceConfigError(
+                f"evidence database {self.shown}: timeout={parsed.query['timeout']!r} is not "
+                "a number of seconds"
             ) from None
         return engine
 
@@ -404,11 +462,25 @@ class EvidenceStore:
         orig = exc.orig if isinstance(exc, DBAPIError) else exc
         reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
         if self.engine.dialect.name == "sqlite":
-            path = make_url(self.url).database or ""
-            hint = (
-                f"check that {Path(path).parent or '.'} exists and this user can write there "
-                "and to the database file, or set `evidence:` in the site file to another URL"
-            )
+            path = Path(make_url(self.url).database or "")
+            if "not a database" in reason or "malformed" in reason:
+                return (
+                    f"evidence database {self.shown}: {path} is damaged or is not an SQLite "
+                    f"database ({reason}); move it aside (a new chain then starts there) and "
+                    "restore the last good copy, or point `evidence:` in the site file (or "
+                    "--evidence) at another database"
+                )
+            if "locked" in reason:
+                hint = (
+                    f"another program held a lock on {path} for more than "
+                    f"{self.lock_timeout:g} s; find it (e.g. `fuser {path}`) and end it, "
+                    "or add ?timeout=SECONDS to the URL to wait longer"
+                )
+            else:
+                hint = (
+                    f"check that {path.parent} exists and this user can write there "
+                    "and to the database file, or set `evidence:` in the site file to another URL"
+                )
         elif (isinstance(exc, DBAPIError) and exc.connection_invalidated) or "connect" in reason:
             hint = (
                 "check that the PostgreSQL server is running and reachable, and that the URL's "
@@ -420,9 +492,11 @@ class EvidenceStore:
 
     # ----------------------------------------------------------------- writing
 
-    def record(self, run: RunRecord) -> str:
-        """Append ``run`` atomically to the chain; return its hash."""
+    def record(self, run: RunRecord, deliveries: Iterable[Any] = ()) -> str:
+        """Append ``run`` atomically to the chain, with its alert ``deliveries`` (targets
+        already masked); return its hash."""
         run = normalized(run)
+        rows = _delivery_rows(run.run_id, deliveries)
         with self._errors(f"record run {run.run_id}"), self._write() as conn:
             if conn.dialect.name == "postgresql":
                 head = conn.execute(
@@ -434,7 +508,7 @@ class EvidenceStore:
                 head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
             taken = conn.execute(select(runs_t.c.id).where(runs_t.c.run_id == run.run_id)).first()
             if taken is not None:
-                raise EvidenceError(
+                raise AlreadyRecorded(
                     f"evidence database {self.shown}: run {run.run_id} is already recorded "
                     "(records are append-only; use a new run id)"
                 )
@@ -461,23 +535,13 @@ class EvidenceStore:
             conn.execute(
                 update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=digest)
             )
+            if rows:
+                conn.execute(insert(deliveries_t), rows)
         return digest
 
     def record_deliveries(self, run_id: str | None, deliveries: Iterable[Any]) -> None:
         """Keep the alert delivery report of a run (targets must already be masked)."""
-        rows = []
-        for d in deliveries:
-            data = d.as_dict() if hasattr(d, "as_dict") else dict(d)
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "recorded_at": datetime.now(UTC),
-                    "target": data["target"],
-                    "systems": list(data.get("systems", [])),
-                    "ok": bool(data["ok"]),
-                    "reason": data.get("reason", ""),
-                }
-            )
+        rows = _delivery_rows(run_id, deliveries)
         if rows:
             with self._errors("record alert deliveries"), self._write() as conn:
                 conn.execute(insert(deliveries_t), rows)
@@ -521,7 +585,14 @@ class EvidenceStore:
     ) -> list[HistoryRow]:
         """One row per system per run, newest first."""
         query = (
-            select(runs_t.c.run_id, runs_t.c.site, runs_t.c.started_at, runs_t.c.trigger, results_t)
+            select(
+                runs_t.c.run_id,
+                runs_t.c.site,
+                runs_t.c.started_at,
+                runs_t.c.trigger,
+                *(results_t.c[n] for n in ("system", "verdict", "reason", "recovery_time_s")),
+                *(results_t.c[n] for n in ("rto_s", "backup_age_s", "rpo_s", "backup_id")),
+            )
             .join(results_t, results_t.c.run_pk == runs_t.c.id)
             .order_by(runs_t.c.seq.desc(), results_t.c.position)
             .limit(limit)
@@ -554,7 +625,7 @@ class EvidenceStore:
     ) -> SystemResult | None:
         """The newest recorded result of ``system`` (optionally not from run ``exclude_run``)."""
         query = (
-            select(results_t)
+            select(results_t.c.id)
             .join(runs_t, results_t.c.run_pk == runs_t.c.id)
             .where(results_t.c.system == system)
             .order_by(runs_t.c.seq.desc(), results_t.c.position.desc())
@@ -565,8 +636,13 @@ class EvidenceStore:
         if exclude_run is not None:
             query = query.where(runs_t.c.run_id != exclude_run)
         with self._errors(f"read the last result of {system}"), self._read() as conn:
-            row = conn.execute(query).first()
-            return None if row is None else _results(conn, [row])[row.id]
+            found = conn.execute(query).scalar()
+            if found is None:
+                return None
+            row = conn.execute(
+                select(*_columns(conn, results_t)).where(results_t.c.id == found)
+            ).one()
+            return _results(conn, [row])[row.id]
 
     def previous_verdicts(self, run: RunRecord) -> dict[str, Verdict | None]:
         """Each system's verdict before ``run`` (works before or after ``run`` is recorded)."""
@@ -595,7 +671,7 @@ class EvidenceStore:
                 )
                 if not rows:
                     break
-                for row, record in zip(rows, _records(conn, rows), strict=True):
+                for row, record in zip(rows, _records(conn, rows, unsure=True), strict=True):
                     problem = _check_link(row, record, prev, expected_seq)
                     if problem:
                         return ChainReport(False, count, head.hash, row.run_id, row.seq, problem)
@@ -648,9 +724,27 @@ def _check_link(row: Any, record: RunRecord, prev: str, expected_seq: int) -> st
         return f"run {gone} was removed: the chain goes on at {name}"
     if row.prev_hash != prev:
         return f"{name} does not follow the run before it: a run was removed, replaced or its hash altered"
-    if chain_hash(prev, record) != row.hash:
-        return f"{name} was altered: its record no longer matches its hash"
-    return ""
+    if chain_hash(prev, record) == row.hash:
+        return ""
+    why = legacy_mismatch(prev, record, row.hash)
+    return "" if why is None else f"{name} {why}"
+
+
+def _delivery_rows(run_id: str | None, deliveries: Iterable[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for d in deliveries:
+        data = d.as_dict() if hasattr(d, "as_dict") else dict(d)
+        rows.append(
+            {
+                "run_id": run_id,
+                "recorded_at": datetime.now(UTC),
+                "target": data["target"],
+                "systems": list(data.get("systems", [])),
+                "ok": bool(data["ok"]),
+                "reason": data.get("reason", ""),
+            }
+        )
+    return rows
 
 
 def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult) -> None:
@@ -671,6 +765,7 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
             backup_age_s=r.backup_age_s,
             near_miss=r.near_miss,
             worker=r.worker,
+            limits=r.limits,
             backup_source=b.source if b else None,
             backup_id=b.backup_id if b else None,
             backup_location=b.location if b else None,
@@ -691,24 +786,35 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
         conn.execute(
             insert(checks_t),
             [
-                {"result_pk": result_pk, "position": i, **c.model_dump(mode="json")}
+                {
+                    "result_pk": result_pk,
+                    "position": i,
+                    "name": c.name,
+                    "kind": c.kind,
+                    "status": c.status.value,
+                    "expected_json": dump_value(c.expected),
+                    "observed_json": dump_value(c.observed),
+                    "duration_s": c.duration_s,
+                    "message": c.message,
+                }
                 for i, c in enumerate(r.checks)
             ],
         )
 
 
-def _records(conn: Connection, run_rows: Sequence[Any]) -> list[RunRecord]:
-    """Rebuild RunRecords from run rows and their child rows."""
+def _records(conn: Connection, run_rows: Sequence[Any], unsure: bool = False) -> list[RunRecord]:
+    """Rebuild RunRecords from run rows and their child rows (``unsure``: mark the numbers
+    of 0.1 SQLite rows whose type may be lost, for :meth:`EvidenceStore.verify`)."""
     if not run_rows:
         return []
     result_rows = list(
         conn.execute(
-            select(results_t)
+            select(*_columns(conn, results_t))
             .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
             .order_by(results_t.c.run_pk, results_t.c.position)
         )
     )
-    results = _results(conn, result_rows)
+    results = _results(conn, result_rows, unsure)
     by_run: dict[int, list[SystemResult]] = {}
     for row in result_rows:
         by_run.setdefault(row.run_pk, []).append(results[row.id])
@@ -728,11 +834,14 @@ def _records(conn: Connection, run_rows: Sequence[Any]) -> list[RunRecord]:
     ]
 
 
-def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
+def _results(
+    conn: Connection, rows: Sequence[Any], unsure: bool = False
+) -> dict[int, SystemResult]:
     """SystemResults (with steps and checks) keyed by row id."""
     ids = [r.id for r in rows]
-    steps = _children(conn, steps_t, ids, StepTiming)
-    checks = _children(conn, checks_t, ids, CheckResult)
+    steps = _children(conn, steps_t, ids, _step)
+    legacy = unsure and conn.dialect.name == "sqlite"
+    checks = _children(conn, checks_t, ids, lambda row: _check(row, legacy))
     return {
         r.id: SystemResult(
             system=r.system,
@@ -747,6 +856,7 @@ def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
             backup_age_s=r.backup_age_s,
             near_miss=r.near_miss,
             worker=r.worker,
+            limits=r._mapping.get("limits"),
             backup=_backup(r),
             steps=steps.get(r.id, []),
             checks=checks.get(r.id, []),
@@ -755,21 +865,37 @@ def _results(conn: Connection, rows: Sequence[Any]) -> dict[int, SystemResult]:
     }
 
 
-def _children(conn: Connection, table: Table, ids: list[int], model: type[M]) -> dict[int, list[M]]:
+def _children(
+    conn: Connection, table: Table, ids: list[int], build: Callable[[Mapping[str, Any]], M]
+) -> dict[int, list[M]]:
     """A child table's rows (steps, checks) as models, in order, keyed by result row id."""
     found: dict[int, list[M]] = {}
     if not ids:
         return found
     query = (
-        select(table)
+        select(*_columns(conn, table))
         .where(table.c.result_pk.in_(ids))
         .order_by(table.c.result_pk, table.c.position)
     )
     for row in conn.execute(query).mappings():
-        found.setdefault(row["result_pk"], []).append(
-            model.model_validate({k: row[k] for k in model.model_fields})
-        )
+        found.setdefault(row["result_pk"], []).append(build(row))
     return found
+
+
+def _step(row: Mapping[str, Any]) -> StepTiming:
+    return StepTiming.model_validate({k: row[k] for k in StepTiming.model_fields})
+
+
+def _check(row: Mapping[str, Any], legacy_sqlite: bool) -> CheckResult:
+    """A check row: values from their JSON text, or from the JSON columns of a 0.1 row."""
+    data = {k: row[k] for k in ("name", "kind", "status", "duration_s", "message")}
+    for field in ("expected", "observed"):
+        text = row.get(f"{field}_json")
+        if text is not None:
+            data[field] = json.loads(text)
+        else:
+            data[field] = unsure(row[field]) if legacy_sqlite else row[field]
+    return CheckResult.model_validate(data)
 
 
 def _backup(r: Any) -> BackupRef | None:

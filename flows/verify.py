@@ -15,9 +15,9 @@ from prefect.cache_policies import NO_CACHE
 
 from restoredrill.twins.base import Sandbox, backend
 
-from . import lifecycle
+from . import lifecycle, spool
 from .alerts import AlertConfig, Delivery, plan_alerts, send
-from .evidence import EvidenceError, EvidenceStore, default_url, mask_url
+from .evidence import EvidenceError, EvidenceStore, default_url, shown_url
 from .inventory import LoadedSite, Site, load_site, waves
 from .lifecycle import StepFailed, SystemJob, run_step
 from .progress import emit
@@ -215,27 +215,34 @@ def verify_site(
 
 @task(name="record-evidence-and-alert", cache_policy=NO_CACHE, persist_result=False)
 def record_and_alert(loaded: LoadedSite, record: RunRecord) -> list[Delivery]:
-    """Append the run to the evidence chain, then alert on changes of state.
+    """Append the site's runs spooled earlier, then this run, to the evidence chain, and
+    alert on changes of state.
 
-    If the evidence cannot be written, the record is saved as JSON beside the site
-    file (nothing is lost) and the error is raised; alerts still go out first.
+    If the store cannot take the run (read-only, locked, damaged, unreachable), the alerts
+    still go out, the record is spooled (flows/spool.py) and EvidenceSpooled says where.
     """
     config = AlertConfig.from_site(loaded.site, loaded.base_dir)
-    url = loaded.site.evidence or default_url(loaded.path)
+    store, previous, problem = None, {}, None
     try:
-        store = EvidenceStore(url)
+        store = EvidenceStore(loaded.site.evidence or default_url(loaded.path))
+        spool.import_pending(store, loaded.path)
         previous = store.previous_verdicts(record)
-    except EvidenceError:
-        store, previous = None, {}
+    except EvidenceError as exc:
+        problem = exc
     deliveries = send(plan_alerts(record, previous, config))
-    if store is None:
-        fallback = loaded.base_dir / f"restoredrill-{record.run_id}.json"
-        fallback.write_text(record.model_dump_json(indent=2))
-        raise EvidenceError(f"evidence database {mask_url(url)} unusable; run saved to {fallback}")
-    with store:
-        store.record(record)
-        store.record_deliveries(record.run_id, deliveries)
-    return deliveries
+    try:
+        if store is not None and problem is None:
+            store.record(record, deliveries)
+            return deliveries
+    except EvidenceError as exc:
+        problem = exc
+    finally:
+        if store is not None:
+            store.close()
+    shown = shown_url(loaded.site.evidence, loaded.path)
+    raise spool.spool_run(
+        record, deliveries, site_path=loaded.path, evidence=shown, problem=problem
+    )
 
 
 def run_site(

@@ -17,11 +17,11 @@ from pg import pg_server, pg_url  # noqa: F401 - fixtures
 from sqlalchemy import create_engine, text
 
 from restoredrill.checks.base import CheckResult, Status
+from restoredrill.flows.canonical import canonical_json
 from restoredrill.flows.evidence import (
     EvidenceError,
     EvidenceStore,
     RunNotFound,
-    canonical_json,
     default_url,
     normalize_url,
 )
@@ -185,9 +185,12 @@ def _three(url: str) -> EvidenceStore:
 @pytest.mark.parametrize(
     ("sql", "run_id", "words"),
     [
-        ("UPDATE check_results SET observed = '200' WHERE name = 'last sample' AND result_pk IN "
+        ("UPDATE check_results SET observed_json = '200' WHERE name = 'last sample' AND result_pk IN "
          "(SELECT s.id FROM system_results s JOIN runs r ON r.id = s.run_pk WHERE r.run_id = 'r2')",
          "r2", "altered"),
+        ("UPDATE check_results SET observed_json = NULL, observed = '200' WHERE name = 'last sample' "
+         "AND result_pk IN (SELECT s.id FROM system_results s JOIN runs r ON r.id = s.run_pk "
+         "WHERE r.run_id = 'r2')", "r2", "altered"),
         ("UPDATE system_results SET verdict = 'pass' WHERE system = 'historian' AND run_pk = "
          "(SELECT id FROM runs WHERE run_id = 'r2')", "r2", "altered"),
         ("UPDATE runs SET verdict = 'pass' WHERE run_id = 'r2'", "r2", "altered"),
@@ -199,7 +202,7 @@ def _three(url: str) -> EvidenceStore:
          "r3", "altered"),
         ("UPDATE runs SET hash = prev_hash WHERE run_id = 'r1'", "r1", "altered"),
     ],
-    ids=["check-observed", "system-verdict", "run-verdict", "step-time", "check-deleted", "hash"],
+    ids=["check-observed", "check-as-0.1-row", "system-verdict", "run-verdict", "step-time", "check-deleted", "hash"],
 )  # fmt: skip
 def test_verify_names_the_altered_run(store_url: str, sql: str, run_id: str, words: str) -> None:
     with _three(store_url) as store:

@@ -212,9 +212,12 @@ def test_evidence_database_not_writable(plant: Path, tmp_path: Path) -> None:
     site.write_text(
         site.read_text().replace(f"sqlite:///{plant}/ro-evidence.db", f"sqlite:///{blocker}/e.db")
     )
-    proc = restoredrill("run", str(site))
-    assert proc.returncode == 2
+    proc = restoredrill("run", str(site), "--system", "db")
+    assert proc.returncode == 3  # the run went on; its record was spooled
     assert "e.db" in proc.stderr and "Traceback" not in proc.stderr
+    assert "db" in proc.stdout and "pass" in proc.stdout
+    spooled = list((plant / ".restoredrill" / "spool").glob("*.json"))
+    assert any(f"the run was spooled to {p}" in " ".join(proc.stderr.split()) for p in spooled)
 
 
 def test_schema_command_prints_the_checked_in_schema() -> None:
