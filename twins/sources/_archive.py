@@ -25,6 +25,7 @@ import lzma
 import os
 import tarfile
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,38 +209,51 @@ class Sink(Protocol):
     def release(self, offset: int) -> None:
         """Bytes before ``offset`` (the end of a checked member) may go on."""
 
+    def end(self, offset: int) -> None:
+        """The archive ends at ``offset`` (its end marker included)."""
+
 
 class _Counted(io.RawIOBase):
     """The decompressed stream, charged to the budget and handed to the sink; keeps the
-    most recent bytes (to check the tar end-of-archive marker, which ``tarfile`` does
-    not verify)."""
+    most recent chunks (to check the tar end-of-archive marker, which ``tarfile`` does
+    not verify; it reads at most ``CHUNK`` ahead)."""
 
-    KEEP = 256 * 1024
+    KEEP = 2 * CHUNK
 
     def __init__(self, stream: IO[bytes], budget: Budget, sink: Sink | None) -> None:
         self._stream = stream
         self._budget = budget
         self._sink = sink
         self.count = 0
-        self.tail = bytearray()
+        self._recent: deque[bytes] = deque()
+        self._recent_size = 0
 
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size if size is not None and size >= 0 else CHUNK)
+        if data:
+            self._budget.charge(len(data))
+            self.count += len(data)
+            self._recent.append(data)
+            self._recent_size += len(data)
+            while self._recent_size - len(self._recent[0]) >= self.KEEP:
+                self._recent_size -= len(self._recent.popleft())
+            if self._sink is not None:
+                self._sink.feed(data)
+        return data
+
     def readinto(self, buf: Any) -> int:
-        data = self._stream.read(len(buf))
-        n = len(data)
-        if not n:
-            return 0
-        self._budget.charge(n)
-        buf[:n] = data
-        self.count += n
-        self.tail += data
-        if len(self.tail) > 2 * self.KEEP:
-            del self.tail[: -self.KEEP]
-        if self._sink is not None:
-            self._sink.feed(data)
-        return n
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def since(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from stream ``offset`` on, if still kept."""
+        tail = b"".join(self._recent)
+        start = len(tail) - (self.count - offset)
+        return tail[start : start + size] if start >= 0 else b""
 
 
 class _Header(tarfile.TarInfo):
@@ -412,13 +426,13 @@ def scan_tar(
         if not members.count:
             raise BackupError(f"{path}: not a {_what(compression)} (no members)")
         tar_end = tar.offset
+        if sink is not None:
+            sink.end(tar_end + 2 * tarfile.BLOCKSIZE)
         # tarfile stops quietly at a cut-off or garbled header: demand the two zero
         # blocks that end every tar (Go's archive/tar, GNU tar and tarfile write them).
         while counted.count < tar_end + 2 * tarfile.BLOCKSIZE and counted.read(tarfile.BLOCKSIZE):
             pass
-        start = len(counted.tail) - (counted.count - tar_end)
-        marker = bytes(counted.tail[start : start + 2 * tarfile.BLOCKSIZE]) if start >= 0 else b""
-        _check_marker(path, marker, members.last)
+        _check_marker(path, counted.since(tar_end, 2 * tarfile.BLOCKSIZE), members.last)
         while counted.read(CHUNK):  # the rest: checks the compressed stream's end and checksum
             pass
         return members.scan(compression, raw.hexdigest(), raw.count, tar_end)

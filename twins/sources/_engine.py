@@ -119,6 +119,7 @@ def _guarded(chunks: Iterator[bytes], budget: Budget | None) -> Iterator[bytes]:
         for data in chunks:
             if budget is not None:
                 budget.check()
+                budget.sent += len(data)
             yield data
         if budget is not None:
             budget.check()
@@ -158,7 +159,9 @@ def _explain(exc: Exception) -> str:
 
 
 class Gate:
-    """Hands bytes on in order, in chunks, but only up to the offset released so far."""
+    """Hands bytes on in order, in chunks, but only up to the offset released so far;
+    holds the rest (a header not yet checked, the archive's end) and drops what lies
+    past the archive's end."""
 
     def __init__(self, put: Callable[[bytes], None], chunk: int = CHUNK) -> None:
         self._put = put
@@ -166,9 +169,15 @@ class Gate:
         self._held = bytearray()
         self._start = 0  # stream offset of _held[0]
         self._open = 0
+        self._end: int | None = None
         self._out = bytearray()
 
     def feed(self, data: bytes) -> None:
+        if self._end is not None:
+            room = self._end - (self._start + len(self._held))
+            if room <= 0:
+                return
+            data = data[:room]
         self._held += data
         self._flush()
 
@@ -176,11 +185,17 @@ class Gate:
         self._open = max(self._open, offset)
         self._flush()
 
-    def finish(self, offset: int) -> None:
-        """Release up to ``offset``, send it all, drop what lies beyond."""
-        self._open = max(self._open, offset)
+    def end(self, offset: int) -> None:
+        """The archive ends at ``offset``: nothing past it is kept or sent."""
+        self._end = offset
+        excess = self._start + len(self._held) - offset
+        if excess > 0:
+            del self._held[len(self._held) - excess :]
+
+    def finish(self) -> None:
+        """Everything up to the end goes on now (the whole archive passed)."""
+        self._open = max(self._open, self._start + len(self._held))
         self._flush(force=True)
-        self._held.clear()
 
     def _flush(self, force: bool = False) -> None:
         n = min(len(self._held), self._open - self._start)

@@ -40,7 +40,7 @@ nowhere near, unless it is mostly zeros: then its system states its size)."""
 RATIO_FLOOR = 64 << 20
 """Any archive may unpack this much, whatever its ratio (tiny archives of padding)."""
 RESERVE = 256 << 20
-"""Kept free on every filesystem a restore writes to."""
+"""Kept free on every filesystem a restore writes to (at most 5% of a small one)."""
 KNOB = "run.limits.restore"
 
 
@@ -52,6 +52,7 @@ class RestoreCancelled(BackupError):
 class _Space:
     path: Path
     free: int
+    reserve: int
     factor: float
     what: str
 
@@ -75,6 +76,8 @@ class Budget:
         """Sizes the backup's own headers stated so far."""
         self.unpacked = 0
         """Bytes unpacked (decompressed) so far."""
+        self.sent = 0
+        """Bytes handed to the engine so far."""
         self._ratio: tuple[int, str] | None = None  # (compressed size, compression)
         self._claim: tuple[int, int, str] | None = None  # (stated size, bound, source)
         self._spaces: list[_Space] = []
@@ -102,8 +105,9 @@ class Budget:
         if path is None:
             return
         with contextlib.suppress(OSError):
-            free = shutil.disk_usage(path).free
-            self._spaces.append(_Space(Path(path), free, factor, what))
+            usage = shutil.disk_usage(path)
+            reserve = min(RESERVE, usage.total // 20)
+            self._spaces.append(_Space(Path(path), usage.free, reserve, factor, what))
 
     def stated(self, size: int, source: str) -> None:
         """The backup states (``source``: "its zstd frame header", …) that it unpacks to
@@ -157,11 +161,11 @@ class Budget:
     def _fits(self, total: int) -> None:
         for space in self._spaces:
             need = int(total * space.factor)
-            if need + RESERVE > space.free:
+            if need + space.reserve > space.free:
                 raise BackupError(
                     f"{self.backup}: does not fit: needs {format_size(need)} in {space.path} "
-                    f"({space.what}), only {format_size(space.free)} free there "
-                    f"(and {format_size(RESERVE)} is kept spare); free space there first"
+                    f"({space.what}), {format_size(space.free)} is free there "
+                    f"and {format_size(space.reserve)} of it is kept spare; free space there"
                 )
 
     def _over(self, size: int, detail: str) -> str:

@@ -14,7 +14,6 @@ from typing import Literal
 
 from ..base import Restored
 from ._archive import (
-    END_OF_ARCHIVE,
     FileSourceSpec,
     TarScan,
     check_digest,
@@ -78,7 +77,7 @@ def import_rootfs_file(
                 f"{path}: this is a docker save archive, not a root filesystem "
                 "(use kind: image_archive)"
             )
-        gate.finish(scan.tar_end + len(END_OF_ARCHIVE))
+        gate.finish()
         return scan
 
     pipe = Pipe(produce, budget)
