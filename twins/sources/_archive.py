@@ -45,6 +45,8 @@ _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
     (b"BZh", "bzip2"),
 )
+_TAR_BUFFER = 64 << 10
+"""tarfile's stream buffer: it copies the whole buffer per header, so not too large."""
 MAX_EXTENDED = 1 << 20
 """Largest pax or GNU long-name header accepted (``tarfile`` reads one whole)."""
 MAX_NAMES = 100_000
@@ -414,7 +416,7 @@ def scan_tar(
     with _opened(path, budget, digest) as (stream, raw, compression), _reasons(path, compression):
         counted = _Counted(stream, budget, sink)
         try:
-            tar = tarfile.open(fileobj=counted, mode="r|", tarinfo=_Header, bufsize=CHUNK)  # noqa: SIM115
+            tar = tarfile.open(fileobj=counted, mode="r|", tarinfo=_Header, bufsize=_TAR_BUFFER)  # noqa: SIM115
         except tarfile.ReadError as exc:
             _decompression_error(exc)
             if counted.count == 0:

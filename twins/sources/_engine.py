@@ -17,6 +17,7 @@ import contextlib
 import json
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -159,27 +160,28 @@ def _explain(exc: Exception) -> str:
 
 
 class Gate:
-    """Hands bytes on in order, in chunks, but only up to the offset released so far;
-    holds the rest (a header not yet checked, the archive's end) and drops what lies
-    past the archive's end."""
+    """Hands bytes on in order, but only up to the offset released so far; holds the
+    rest (a header not yet checked, the archive's end) and drops what lies past the
+    archive's end. Pieces are passed on as they came (small ones joined), not copied."""
 
     def __init__(self, put: Callable[[bytes], None], chunk: int = CHUNK) -> None:
         self._put = put
         self._chunk = chunk
-        self._held = bytearray()
-        self._start = 0  # stream offset of _held[0]
+        self._held: deque[bytes] = deque()
+        self._start = 0  # stream offset of the first held byte
+        self._size = 0  # bytes held
         self._open = 0
         self._end: int | None = None
-        self._out = bytearray()
+        self._out: list[bytes] = []
+        self._out_size = 0
 
     def feed(self, data: bytes) -> None:
         if self._end is not None:
-            room = self._end - (self._start + len(self._held))
-            if room <= 0:
-                return
-            data = data[:room]
-        self._held += data
-        self._flush()
+            data = data[: max(0, self._end - (self._start + self._size))]
+        if data:
+            self._held.append(data)
+            self._size += len(data)
+            self._flush()
 
     def release(self, offset: int) -> None:
         self._open = max(self._open, offset)
@@ -188,24 +190,35 @@ class Gate:
     def end(self, offset: int) -> None:
         """The archive ends at ``offset``: nothing past it is kept or sent."""
         self._end = offset
-        excess = self._start + len(self._held) - offset
-        if excess > 0:
-            del self._held[len(self._held) - excess :]
+        while self._held and self._start + self._size > offset:
+            last = self._held.pop()
+            self._size -= len(last)
+            keep = offset - (self._start + self._size)
+            if keep > 0:
+                self._held.append(last[:keep])
+                self._size += keep
 
     def finish(self) -> None:
-        """Everything up to the end goes on now (the whole archive passed)."""
-        self._open = max(self._open, self._start + len(self._held))
+        """Everything held goes on now (the whole archive passed)."""
+        self._open = max(self._open, self._start + self._size)
         self._flush(force=True)
 
     def _flush(self, force: bool = False) -> None:
-        n = min(len(self._held), self._open - self._start)
-        if n > 0:
-            self._out += self._held[:n]
-            del self._held[:n]
+        while self._held and self._open > self._start:
+            piece = self._held[0]
+            n = min(len(piece), self._open - self._start)
+            if n == len(piece):
+                self._held.popleft()
+            else:
+                self._held[0] = piece[n:]
+                piece = piece[:n]
             self._start += n
-        if len(self._out) >= self._chunk or (force and self._out):
-            self._put(bytes(self._out))
-            self._out.clear()
+            self._size -= n
+            self._out.append(piece)
+            self._out_size += n
+        if self._out and (self._out_size >= self._chunk // 8 or force):
+            self._put(self._out[0] if len(self._out) == 1 else b"".join(self._out))
+            self._out, self._out_size = [], 0
 
 
 class _Stopped(Exception):
