@@ -263,6 +263,33 @@ def test_stated_zstd_content_size_is_refused_before_reading(docker_client, tmp_p
     assert "the restore limit (limits.restore)" in str(err.value)
     assert "run.limits.restore: 256m" in str(err.value)
     assert ctx.budgets[0].unpacked == 0 and ctx.budgets[0].sent == 0
+    plain = plain_tar(tmp_path / "plain.tar", [("big.bin", bytes(3 << 20))])
+    spec = ImageArchiveSpec(path=str(plain))
+    ctx = RestoreContext(docker=None, workdir=tmp_path / "work", image_tag="unused", limit=1 << 20)
+    with pytest.raises(BackupError, match="it is an uncompressed tar of 3.0MiB"):
+        spec.restore(spec.locate(tmp_path), ctx)  # no engine: refused before anything else
+
+
+def test_rootfs_cut_at_a_member_boundary_fails_during_the_import(docker_client, tmp_path, tags):
+    """A tar cut right after a member reads as a complete archive to Docker (Go's tar
+    stops quietly there): the end is held back until the whole archive passed."""
+    whole = plain_tar(
+        tmp_path / "whole.tar",
+        [("etc/motd", os.urandom(300_000)), ("etc/hostname", os.urandom(200_000))],
+    )
+    with tarfile.open(whole) as tar:
+        last = tar.getmembers()[-1]
+    end = last.offset_data + last.size + (-last.size % tarfile.BLOCKSIZE)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:end])  # no end-of-archive marker
+    spec = RootfsTarSpec(path=str(cut))
+    tag = tags("cut")
+    ctx = context(docker_client, tmp_path, tag, Watched)
+    with pytest.raises(BackupError, match="without its end-of-archive marker") as err:
+        spec.restore(spec.locate(tmp_path), ctx)
+    assert str(err.value).startswith(f"{cut}: truncated: ")
+    assert ctx.budgets[0].sent > 0  # it was found during the import …
+    assert not images(docker_client, tag)  # … and the import left nothing
 
 
 # -- the restore limit, per site and per system -------------------------------------------

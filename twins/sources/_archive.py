@@ -35,6 +35,8 @@ from typing import IO, Any, BinaryIO, Protocol
 
 from pydantic import Field, model_validator
 
+from restoredrill.sizes import format_size
+
 from .base import BackupError, BackupRef, SourceSpecBase, newest_match, sha256_file
 from .budget import Budget
 
@@ -150,7 +152,7 @@ def _stated(fh: BinaryIO, compression: str, size: int, budget: Budget) -> None:
     it for a plain tar) and the first zstd frame's content size (at least that much)."""
     budget.compressed(size, compression)
     if compression == "none":
-        budget.stated(size, "its size")
+        budget.stated(size, f"it is an uncompressed tar of {format_size(size)}")
     elif compression == "zstd":
         head = fh.read(18)  # the largest frame header
         fh.seek(0)
@@ -159,7 +161,7 @@ def _stated(fh: BinaryIO, compression: str, size: int, budget: Budget) -> None:
         except Exception:  # noqa: BLE001 - a bad header is reported when it is read
             content = None
         if content:
-            budget.stated(content, "its zstd frame header")
+            budget.stated(content, f"its zstd frame header states {format_size(content)}")
 
 
 @contextmanager

@@ -109,18 +109,19 @@ class Budget:
             reserve = min(RESERVE, usage.total // 20)
             self._spaces.append(_Space(Path(path), usage.free, reserve, factor, what))
 
-    def stated(self, size: int, source: str) -> None:
-        """The backup states (``source``: "its zstd frame header", …) that it unpacks to
-        at least ``size``: refuse it now if that cannot be allowed or cannot fit."""
+    def stated(self, size: int, detail: str) -> None:
+        """The backup states that it unpacks to at least ``size`` (``detail`` says where:
+        "its zstd frame header states 12GiB"): refuse it now if that cannot be allowed
+        or cannot fit."""
         self.check()
         if size > self.bound:
-            raise BackupError(self._over(size, f"{source} states {format_size(size)}"))
+            raise BackupError(self._over(size, detail))
         self._fits(size)
 
     def claims(self, size: int, source: str) -> None:
         """The backup states exactly what it unpacks to (``source``: restic's snapshot
         size): refuse it now if that is too much, and hold it to that (with a margin)."""
-        self.stated(size, source)
+        self.stated(size, f"{source} is {format_size(size)}")
         self._claim = (size, size + max(size // 10, 64 << 20), source)
 
     # -- while it streams --------------------------------------------------------------
