@@ -72,6 +72,8 @@ class SystemJob:
         self.progress = SystemProgress(system.name, rto_s=system.rto.total_seconds())
         self._limit = system.rto.total_seconds() * watchdog_factor
         self._timer: threading.Timer | None = None
+        self.cancel = threading.Event()
+        """Set by the watchdog: a restore in progress stops between chunks."""
 
     # --- watchdog -------------------------------------------------------------------
     def arm_watchdog(self) -> None:
@@ -86,6 +88,7 @@ class SystemJob:
 
     def _expire(self) -> None:
         self.expired_in = self.current
+        self.cancel.set()
         if self.twin is not None:  # unblock a step waiting on the twin
             with contextlib.suppress(Exception):  # teardown will try again
                 self.sandbox.remove(self.twin)
@@ -155,11 +158,15 @@ def restore(job: SystemJob) -> None:
     assert job.ref is not None
     job.t_restore = time.perf_counter()
     job.workdir = Path(tempfile.mkdtemp(prefix=f"restoredrill-{job.run_id}-{job.system.name}-"))
+    own = job.system.run.limits
     ctx = RestoreContext(
         docker=job.docker,
         workdir=job.workdir,
         image_tag=f"restoredrill-run/{job.system.name}:{job.run_id}",
         labels=labels(job),
+        limit=job.loaded.site.limits(job.system.name).restore,
+        ratio_guard=own is None or own.restore is None,  # its own limit vouches for its size
+        cancel=job.cancel,
     )
     job.restored = job.system.backup.restore(job.ref, ctx)
 

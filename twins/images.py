@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .base import TwinError
-from .sources._archive import import_stream, label_changes
+from .sources._archive import label_changes
+from .sources._engine import import_stream
 from .sources.base import BackupError
 from .sources.rootfs_tar import import_rootfs_file
 

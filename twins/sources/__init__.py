@@ -2,8 +2,9 @@
 
 Each module exports ``Spec`` (a ``SourceSpecBase`` with ``kind: Literal[...]``);
 ``SourceSpec`` is their discriminated union for the inventory model. The modules
-import only pydantic and the standard library at import time (zstandard and the
-docker client are used lazily), so importing this package is cheap.
+import only pydantic and the standard library at import time (zstd and the docker
+client are used lazily), so importing this package is cheap. Every restore runs under
+a ``Budget`` (``budget.py``): bounded, streaming, and stopped by ``RestoreContext.cancel``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 from pydantic import Field
 
 from .base import BackupError, BackupRef, RestoreContext, SourceSpecBase
+from .budget import Budget, RestoreCancelled
 from .image_archive import Spec as ImageArchiveSpec
 from .restic import Spec as ResticSpec
 from .rootfs_tar import Spec as RootfsTarSpec
@@ -33,7 +35,9 @@ __all__ = [
     "KINDS",
     "BackupError",
     "BackupRef",
+    "Budget",
     "ImageArchiveSpec",
+    "RestoreCancelled",
     "ResticSpec",
     "RestoreContext",
     "RootfsTarSpec",

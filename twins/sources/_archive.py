@@ -1,6 +1,19 @@
-"""Shared by the file sources: find the file, detect compression by magic bytes,
-read a tar archive to its end (so a truncated or corrupt backup fails before it is
-restored), and stream its decompressed bytes to the engine."""
+"""Shared by the file sources: find the file, detect compression by magic bytes, and
+read it as a tar archive under a :class:`~.budget.Budget`.
+
+- ``scan_tar`` streams the archive to its end (hashing the file, decompressing it,
+  checking every header against the budget before its data is read, demanding the
+  end-of-archive marker and the compressed stream's own end), and can hand on the
+  bytes it read as it goes (``sink``): one read both validates a backup and feeds it
+  to the engine.
+- ``walk_tar`` reads only the headers of an uncompressed tar (it seeks over the data).
+- ``stream_tar`` yields a surveyed archive's decompressed bytes up to its end marker.
+
+Memory stays flat whatever the archive holds: decompression is bounded per read,
+``tarfile`` forgets each header once it is checked, only small JSON members are kept
+(at most ``KEEP_TOTAL`` in all) and extended headers larger than ``MAX_EXTENDED`` are
+refused.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +22,23 @@ import gzip
 import hashlib
 import io
 import lzma
+import os
 import tarfile
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 from pydantic import Field, model_validator
 
-from ..base import TwinError
+from restoredrill.sizes import format_size
+
 from .base import BackupError, BackupRef, SourceSpecBase, newest_match, sha256_file
+from .budget import Budget
 
 CHUNK = 1 << 20
 _MAGIC = (
@@ -30,6 +47,21 @@ _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
     (b"BZh", "bzip2"),
 )
+_TAR_BUFFER = 64 << 10
+"""tarfile's stream buffer: it copies the whole buffer per header, so not too large."""
+MAX_EXTENDED = 1 << 20
+"""Largest pax or GNU long-name header accepted (``tarfile`` reads one whole)."""
+MAX_NAMES = 100_000
+"""Most member names a scan remembers (an image archive has a few per layer)."""
+KEEP_TOTAL = 64 << 20
+"""Most bytes of small JSON members a scan keeps in memory."""
+_EXTENDED = {
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+}
 
 
 class FileSourceSpec(SourceSpecBase):
@@ -71,8 +103,18 @@ def detect_compression(path: Path) -> str:
     return next((name for magic, name in _MAGIC if head.startswith(magic)), "none")
 
 
+def _zstd() -> Any:
+    """``compression.zstd`` (Python 3.14+) or its backport: bounded reads, and an
+    EOFError for a cut-off frame (``zstandard``'s reader returns short data silently)."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return zstd
+
+
 class _Hashing(io.RawIOBase):
-    """Reads a file while hashing and counting what was read."""
+    """Reads a file while counting (and, if asked, hashing) what was read."""
 
     def __init__(self, fh: BinaryIO, digest: bool = True) -> None:
         self._fh = fh
@@ -84,79 +126,61 @@ class _Hashing(io.RawIOBase):
         return True
 
     def readinto(self, buf: Any) -> int:
-        n = self._fh.readinto(buf)
-        if n and self._hashing:
-            self.digest.update(memoryview(buf)[:n])
+        n = self._fh.readinto(buf) or 0
+        if n:
             self.count += n
-        return n or 0
-
-
-class _Zstd(io.RawIOBase):
-    """zstd decompression over all frames; raises EOFError if a frame is cut off
-    (``zstandard``'s own stream reader returns short data silently)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        import zstandard
-
-        self._new = zstandard.ZstdDecompressor().decompressobj
-        self._d = self._new()
-        self._raw = raw
-        self._buf = b""
-        self._pos = 0
-        self._in_frame = False
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, out: Any) -> int:
-        while self._pos >= len(self._buf):
-            if self._done:
-                return 0
-            data = self._raw.read(CHUNK)
-            if not data:
-                if self._in_frame:
-                    raise EOFError("zstd stream ended before the end of its frame")
-                self._done = True
-                return 0
-            parts = []
-            while data:
-                self._in_frame = True
-                parts.append(self._d.decompress(data))
-                if self._d.eof:
-                    data, self._d, self._in_frame = self._d.unused_data, self._new(), False
-                else:
-                    data = b""
-            self._buf, self._pos = b"".join(parts), 0
-        n = min(len(out), len(self._buf) - self._pos)
-        out[:n] = self._buf[self._pos : self._pos + n]
-        self._pos += n
+            if self._hashing:
+                self.digest.update(memoryview(buf)[:n])
         return n
+
+    def finish(self) -> None:
+        """Read (and hash) the rest of the file."""
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
+            pass
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest() if self._hashing else ""
 
 
 def _corrupt_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [zlib.error, gzip.BadGzipFile, lzma.LZMAError]
-    try:
-        import zstandard
+    return (zlib.error, gzip.BadGzipFile, lzma.LZMAError, _zstd().ZstdError)
 
-        errors.append(zstandard.ZstdError)
-    except ImportError:  # pragma: no cover - zstandard is a dependency
-        pass
-    return tuple(errors)
+
+def _stated(fh: BinaryIO, compression: str, size: int, budget: Budget) -> None:
+    """What the file states before it is read: its size (the ratio guard's base; all of
+    it for a plain tar) and the first zstd frame's content size (at least that much)."""
+    budget.compressed(size, compression)
+    if compression == "none":
+        budget.stated(size, f"it is an uncompressed tar of {format_size(size)}")
+    elif compression == "zstd":
+        head = fh.read(18)  # the largest frame header
+        fh.seek(0)
+        try:
+            content = _zstd().get_frame_info(head).decompressed_size
+        except Exception:  # noqa: BLE001 - a bad header is reported when it is read
+            content = None
+        if content:
+            budget.stated(content, f"its zstd frame header states {format_size(content)}")
 
 
 @contextmanager
-def _opened(path: Path, digest: bool = True) -> Iterator[tuple[IO[bytes], _Hashing, str]]:
-    """The decompressed stream of ``path``, its hashing raw reader, and the compression."""
+def _opened(
+    path: Path, budget: Budget | None, digest: bool = True
+) -> Iterator[tuple[IO[bytes], _Hashing, str]]:
+    """The decompressed stream of ``path``, its raw reader, and the compression; what
+    the file states up front is checked against ``budget`` first."""
     compression = detect_compression(path)
     with path.open("rb") as fh:
+        if budget is not None:
+            _stated(fh, compression, os.fstat(fh.fileno()).st_size, budget)
         raw = _Hashing(fh, digest)
         buffered = io.BufferedReader(raw, CHUNK)
         stream: IO[bytes]
         if compression == "gzip":
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")
         elif compression == "zstd":
-            stream = io.BufferedReader(_Zstd(buffered), CHUNK)
+            stream = _zstd().ZstdFile(buffered)
         elif compression == "xz":
             stream = lzma.LZMAFile(buffered)  # noqa: SIM115 - closed with fh
         elif compression == "bzip2":
@@ -181,29 +205,77 @@ def _reasons(path: Path, compression: str) -> Iterator[None]:
         raise BackupError(f"{path}: unreadable: {exc}") from None
 
 
-class _Tail(io.RawIOBase):
-    """Counts the decompressed bytes and keeps the most recent ones (to check the
-    tar end-of-archive marker, which ``tarfile`` does not verify)."""
+class Sink(Protocol):
+    """Where ``scan_tar`` hands on the decompressed bytes it read."""
 
-    KEEP = 256 * 1024
+    def feed(self, data: bytes) -> None: ...
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def release(self, offset: int) -> None:
+        """Bytes before ``offset`` (the end of a checked member) may go on."""
+
+    def end(self, offset: int) -> None:
+        """The archive ends at ``offset`` (its end marker included)."""
+
+
+class _Counted(io.RawIOBase):
+    """The decompressed stream, charged to the budget and handed to the sink; keeps the
+    most recent chunks (to check the tar end-of-archive marker, which ``tarfile`` does
+    not verify; it reads at most ``CHUNK`` ahead)."""
+
+    KEEP = 2 * CHUNK
+
+    def __init__(self, stream: IO[bytes], budget: Budget, sink: Sink | None) -> None:
         self._stream = stream
+        self._budget = budget
+        self._sink = sink
         self.count = 0
-        self.tail = bytearray()
+        self._recent: deque[bytes] = deque()
+        self._recent_size = 0
 
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size if size is not None and size >= 0 else CHUNK)
+        if data:
+            self._budget.charge(len(data))
+            self.count += len(data)
+            self._recent.append(data)
+            self._recent_size += len(data)
+            while self._recent_size - len(self._recent[0]) >= self.KEEP:
+                self._recent_size -= len(self._recent.popleft())
+            if self._sink is not None:
+                self._sink.feed(data)
+        return data
+
     def readinto(self, buf: Any) -> int:
-        data = self._stream.read(len(buf))
-        n = len(data)
-        buf[:n] = data
-        self.count += n
-        self.tail += data
-        if len(self.tail) > 2 * self.KEEP:
-            del self.tail[: -self.KEEP]
-        return n
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def since(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from stream ``offset`` on, if still kept."""
+        tail = b"".join(self._recent)
+        start = len(tail) - (self.count - offset)
+        return tail[start : start + size] if start >= 0 else b""
+
+
+class _Header(tarfile.TarInfo):
+    """A tar header that refuses an extended header too large to be real (``tarfile``
+    would read it into memory whole)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _EXTENDED and info.size > MAX_EXTENDED:
+            raise _Oversized(
+                f"an extended header of {info.size} bytes ({info.name!r}); real ones are small"
+            )
+        return info
+
+
+class _Oversized(Exception):
+    pass
 
 
 def _decompression_error(exc: tarfile.ReadError) -> None:
@@ -224,8 +296,11 @@ class TarScan:
     tar_end: int
     """Offset in the decompressed tar just past the last member (where the end marker starts)."""
     names: list[str] = field(default_factory=list)
+    """Member names ``record`` asked for (at most ``MAX_NAMES``; see ``names_complete``)."""
     files: dict[str, bytes] = field(default_factory=dict)
     """Contents of the small members ``keep`` asked for."""
+    members: int = 0
+    names_complete: bool = True
 
 
 def _norm(name: str) -> str:
@@ -234,92 +309,250 @@ def _norm(name: str) -> str:
     return name.lstrip("/")
 
 
-def scan_tar(
-    path: Path,
-    keep: Callable[[str, int], bool] = lambda name, size: False,
-    ref: BackupRef | None = None,
-) -> TarScan:
-    """Read ``path`` (a tar, maybe compressed) to its end; raise BackupError if it is
-    missing, empty, not a tar, corrupt or truncated. Keeps members ``keep(name, size)`` wants.
+def _everything(name: str) -> bool:
+    return True
 
-    With the ``ref`` that locate() hashed, the file must be unchanged since (size and
-    modification time; sha256 again only if those moved), so it is not hashed twice.
-    """
-    path = Path(path)
+
+class _Members:
+    """Goes through a tar's members once: checks each header against the budget,
+    remembers names and keeps small JSON members."""
+
+    def __init__(
+        self,
+        path: Path,
+        keep: Callable[[str, int], bool],
+        record: Callable[[str], bool],
+        budget: Budget,
+    ) -> None:
+        self.path = path
+        self._keep = keep
+        self._record = record
+        self._budget = budget
+        self.names: list[str] = []
+        self.files: dict[str, bytes] = {}
+        self.count = 0
+        self.names_complete = True
+        self.last: str | None = None
+        self._kept = 0
+
+    def read(self, tar: tarfile.TarFile, sink: Sink | None = None) -> None:
+        while (member := tar.next()) is not None:
+            tar.members.clear()  # tarfile keeps every header it read otherwise
+            self.count += 1
+            self.last = member.name
+            name = _norm(member.name)
+            self._budget.expect(member.size, f"member {name!r}")
+            if self._record(name):
+                if len(self.names) < MAX_NAMES:
+                    self.names.append(name)
+                else:
+                    self.names_complete = False
+            if member.isfile() and self._keep(name, member.size):
+                self._take(tar, member, name)
+            if sink is not None:
+                sink.release(tar.offset)
+
+    def _take(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> None:
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        head = extracted.read(1)
+        if head not in (b"{", b"["):
+            return  # not JSON (a small layer, say): skipped, not kept
+        self._kept += member.size
+        if self._kept > KEEP_TOTAL:
+            raise BackupError(
+                f"{self.path}: more than {KEEP_TOTAL >> 20} MiB of JSON members; "
+                "not a backup this tool reads"
+            )
+        self.files[name] = head + extracted.read()
+
+    def scan(self, compression: str, sha256: str, raw_size: int, tar_end: int) -> TarScan:
+        return TarScan(
+            self.path,
+            compression,
+            sha256,
+            raw_size,
+            tar_end,
+            self.names,
+            self.files,
+            self.count,
+            self.names_complete,
+        )
+
+
+def check_file(path: Path) -> None:
+    """Raise BackupError unless ``path`` is a non-empty regular file."""
     if not path.exists():
         raise BackupError(f"{path}: backup file not found")
     if not path.is_file():
         raise BackupError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise BackupError(f"{path}: empty file")
-    names: list[str] = []
-    files: dict[str, bytes] = {}
+
+
+def _what(compression: str) -> str:
+    return "tar archive" if compression == "none" else f"{compression} data holding a tar archive"
+
+
+def scan_tar(
+    path: Path,
+    keep: Callable[[str, int], bool] = lambda name, size: False,
+    ref: BackupRef | None = None,
+    budget: Budget | None = None,
+    sink: Sink | None = None,
+    record: Callable[[str], bool] = _everything,
+) -> TarScan:
+    """Read ``path`` (a tar, maybe compressed) to its end; raise BackupError if it is
+    missing, empty, not a tar, corrupt, truncated, or over the ``budget``. Keeps members
+    ``keep(name, size)`` wants (if they are JSON), remembers names ``record`` wants, and
+    hands every decompressed byte to ``sink`` as it goes.
+
+    With the ``ref`` that locate() hashed, the file must be unchanged since (size and
+    modification time; sha256 again only if those moved), so it is not hashed twice.
+    """
+    path = Path(path)
+    check_file(path)
+    budget = budget or Budget(str(path))
+    members = _Members(path, keep, record, budget)
     digest = not _unchanged(ref, path)
-    with _opened(path, digest) as (stream, raw, compression), _reasons(path, compression):
-        counted = _Tail(stream)
-        reader = io.BufferedReader(counted, tarfile.RECORDSIZE)
-        what = (
-            "tar archive" if compression == "none" else f"{compression} data holding a tar archive"
-        )
+    with _opened(path, budget, digest) as (stream, raw, compression), _reasons(path, compression):
+        counted = _Counted(stream, budget, sink)
         try:
-            tar = tarfile.open(fileobj=reader, mode="r|")  # noqa: SIM115 - nothing to close
+            tar = tarfile.open(fileobj=counted, mode="r|", tarinfo=_Header, bufsize=_TAR_BUFFER)  # noqa: SIM115
         except tarfile.ReadError as exc:
             _decompression_error(exc)
             if counted.count == 0:
                 raise BackupError(f"{path}: empty {compression} stream") from None
-            raise BackupError(f"{path}: not a {what} ({exc})") from None
-        last = None
-        try:
-            for member in tar:
-                last = member.name
-                name = _norm(member.name)
-                names.append(name)
-                if member.isfile() and keep(name, member.size):
-                    extracted = tar.extractfile(member)
-                    assert extracted is not None
-                    files[name] = extracted.read()
-        except tarfile.ReadError as exc:
-            _decompression_error(exc)
-            raise BackupError(f"{path}: truncated: tar data ends inside {last!r} ({exc})") from None
-        if not names:
-            raise BackupError(f"{path}: not a {what} (no members)")
+            raise BackupError(f"{path}: not a {_what(compression)} ({exc})") from None
+        except _Oversized as exc:
+            raise BackupError(f"{path}: corrupt tar: {exc}") from None
+        _read_members(members, tar, sink)
+        if not members.count:
+            raise BackupError(f"{path}: not a {_what(compression)} (no members)")
         tar_end = tar.offset
+        if sink is not None:
+            sink.end(tar_end + 2 * tarfile.BLOCKSIZE)
         # tarfile stops quietly at a cut-off or garbled header: demand the two zero
         # blocks that end every tar (Go's archive/tar, GNU tar and tarfile write them).
-        while counted.count < tar_end + 2 * tarfile.BLOCKSIZE and reader.read(tarfile.BLOCKSIZE):
+        while counted.count < tar_end + 2 * tarfile.BLOCKSIZE and counted.read(tarfile.BLOCKSIZE):
             pass
-        start = len(counted.tail) - (counted.count - tar_end)
-        marker = bytes(counted.tail[start : start + 2 * tarfile.BLOCKSIZE]) if start >= 0 else b""
-        if len(marker) < 2 * tarfile.BLOCKSIZE:
-            raise BackupError(
-                f"{path}: truncated: tar archive ends after {last!r} without its end-of-archive marker"
-            )
-        if marker.strip(b"\0"):
-            raise BackupError(f"{path}: corrupt tar: unreadable header after {last!r}")
-        while reader.read(CHUNK):  # the rest: checks the compressed stream's end and checksum
+        _check_marker(path, counted.since(tar_end, 2 * tarfile.BLOCKSIZE), members.last)
+        while counted.read(CHUNK):  # the rest: checks the compressed stream's end and checksum
             pass
-        return TarScan(
-            path,
-            compression,
-            raw.digest.hexdigest() if digest else "",
-            raw.count,
-            tar_end,
-            names,
-            files,
+        return members.scan(compression, raw.hexdigest(), raw.count, tar_end)
+
+
+def _read_members(members: _Members, tar: tarfile.TarFile, sink: Sink | None) -> None:
+    try:
+        members.read(tar, sink)
+    except tarfile.ReadError as exc:
+        _decompression_error(exc)
+        raise BackupError(
+            f"{members.path}: truncated: tar data ends inside {members.last!r} ({exc})"
+        ) from None
+    except _Oversized as exc:
+        raise BackupError(f"{members.path}: corrupt tar: {exc}") from None
+
+
+def _check_marker(path: Path, marker: bytes, last: str | None) -> None:
+    if len(marker) < 2 * tarfile.BLOCKSIZE:
+        raise BackupError(
+            f"{path}: truncated: tar archive ends after {last!r} without its end-of-archive marker"
         )
+    if marker.strip(b"\0"):
+        raise BackupError(f"{path}: corrupt tar: unreadable header after {last!r}")
 
 
-def stream_tar(scan: TarScan, limit: int | None = None, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The decompressed bytes of a scanned archive, up to ``limit`` if given."""
-    with _opened(scan.path) as (stream, _raw, compression), _reasons(scan.path, compression):
+def walk_tar(
+    path: Path,
+    keep: Callable[[str, int], bool] = lambda name, size: False,
+    budget: Budget | None = None,
+    record: Callable[[str], bool] = _everything,
+) -> TarScan:
+    """``scan_tar`` for an uncompressed tar, reading only its headers (and the members
+    ``keep`` wants): ``tarfile`` seeks over the data. Nothing is hashed."""
+    path = Path(path)
+    check_file(path)
+    budget = budget or Budget(str(path))
+    members = _Members(path, keep, record, budget)
+    with path.open("rb") as fh:
+        size = path.stat().st_size
+        _stated(fh, "none", size, budget)
+        try:
+            tar = tarfile.open(fileobj=fh, mode="r:", tarinfo=_Header)  # noqa: SIM115
+        except tarfile.ReadError as exc:
+            raise BackupError(f"{path}: not a tar archive ({exc})") from None
+        except _Oversized as exc:
+            raise BackupError(f"{path}: corrupt tar: {exc}") from None
+        _read_members(members, tar, None)
+        if not members.count:
+            raise BackupError(f"{path}: not a tar archive (no members)")
+        tar_end = tar.offset
+        fh.seek(tar_end)
+        _check_marker(path, fh.read(2 * tarfile.BLOCKSIZE), members.last)
+        return members.scan("none", "", size, tar_end)
+
+
+def survey_tar(
+    path: Path,
+    keep: Callable[[str, int], bool],
+    ref: BackupRef | None,
+    budget: Budget,
+    record: Callable[[str], bool] = _everything,
+) -> TarScan:
+    """What must be known of an archive before any of it is sent on: its headers (for
+    an uncompressed tar by seeking over the data), kept members and size, checked
+    against the budget; a compressed one is read to its end (and hashed if needed)."""
+    check_file(Path(path))
+    if detect_compression(Path(path)) == "none":
+        return walk_tar(path, keep, budget, record)
+    scan = scan_tar(path, keep, ref, budget, record=record)
+    if ref is not None:
+        check_digest(ref, scan)
+    return scan
+
+
+def stream_tar(
+    scan: TarScan,
+    limit: int | None = None,
+    budget: Budget | None = None,
+    ref: BackupRef | None = None,
+    chunk: int = CHUNK,
+) -> Iterator[bytes]:
+    """The decompressed bytes of a surveyed archive, up to ``limit`` if given, stopping
+    between chunks once the budget's restore is cancelled (the survey checked the
+    sizes). If the survey did not hash the file and ``ref`` has a digest that may be
+    stale, this read hashes the file to its end and raises before its last chunk goes
+    on if it is not the file located."""
+    digest = ref is not None and not scan.sha256 and not _unchanged(ref, scan.path)
+    with (
+        _opened(scan.path, None, digest) as (stream, raw, compression),
+        _reasons(scan.path, compression),
+    ):
         left = limit
+        held = b""
         while left is None or left > 0:
+            if budget is not None:
+                budget.check()
             data = stream.read(chunk if left is None else min(chunk, left))
             if not data:
                 break
             if left is not None:
                 left -= len(data)
-            yield data
+            if held:
+                yield held
+            held = data
+        if left:
+            raise BackupError(
+                f"{scan.path}: changed while it was restored: it ends {left} bytes early"
+            )
+        if digest:
+            assert ref is not None
+            raw.finish()
+            scan.sha256 = raw.hexdigest()
+            check_digest(ref, scan)
+        if held:
+            yield held
 
 
 def tar_member(name: str, data: bytes, mtime: float | None = None) -> bytes:
@@ -352,44 +585,6 @@ def check_digest(ref: BackupRef, scan: TarScan) -> None:
         raise BackupError(
             f"{scan.path}: changed since it was located (sha256 {ref.sha256[:12]}… is now {scan.sha256[:12]}…)"
         )
-
-
-def import_stream(
-    client: Any, chunks: Iterator[bytes], tag: str, changes: list[str], what: str
-) -> str:
-    """``docker import`` a tar stream as ``tag``; return the image id."""
-    import json
-
-    repository, _, version = (
-        tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
-    )
-    try:
-        out = client.api.import_image(
-            src=chunks, repository=repository, tag=version, changes=changes, stream_src=True
-        )
-    except (BackupError, TwinError):  # raised by ``chunks`` itself
-        raise
-    except Exception as exc:  # docker.errors.APIError and friends: the engine refused it
-        raise BackupError(f"{what}: docker import failed: {_explain(exc)}") from None
-    image_id = None
-    for line in str(out).splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if msg.get("error") or msg.get("errorDetail"):
-            raise BackupError(
-                f"{what}: docker import failed: {msg.get('error') or msg['errorDetail']}"
-            )
-        if str(msg.get("status", "")).startswith("sha256:"):
-            image_id = msg["status"]
-    if not image_id:
-        raise BackupError(f"{what}: docker import returned no image ({str(out)[:200]})")
-    return image_id
-
-
-def _explain(exc: Exception) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
 
 
 def label_changes(labels: dict[str, str]) -> list[str]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from .budget import Budget
 
 
 class BackupError(Exception):
@@ -29,12 +33,26 @@ class BackupRef(BaseModel):
 
 @dataclass
 class RestoreContext:
-    """What a restore may use: the engine, a scratch directory, names and labels."""
+    """What a restore may use: the engine, a scratch directory, names and labels, how
+    much it may unpack, and the event that stops it (set by the watchdog)."""
 
     docker: Any
     workdir: Path
     image_tag: str
     labels: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    """Most bytes the restore may unpack (``limits.restore``); None: the built-in 16g."""
+    ratio_guard: bool = True
+    """Refuse archives that expand like a decompression bomb (off when the system's own
+    ``run.limits.restore`` vouches for its backup's size)."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set by the watchdog: the restore stops between chunks and removes what it made."""
+
+    def budget(self, backup: str) -> Budget:
+        """The bound of restoring ``backup`` (named in every refusal)."""
+        from .budget import Budget
+
+        return Budget(backup, self.limit, ratio_guard=self.ratio_guard, cancel=self.cancel)
 
 
 class SourceSpecBase(BaseModel):

@@ -1,11 +1,14 @@
 """A ``docker save`` archive (.tar, .tar.gz, .tar.zst, …), loaded as the run's own image.
 
-The archive is read to its end first (a truncated or corrupt backup fails before
-anything reaches the engine). It is then streamed, decompressed, to ``docker load``
-with its ``manifest.json`` replaced so that the engine tags the image only as the
-run's ``image_tag``: the archive's own tags (``plant/hmi:2.3``) never move an
-existing local tag, and teardown removes everything the restore created. The
-image config gets the run's labels, so leftovers of a crashed run are found by label.
+Before anything reaches the engine the archive is surveyed under the restore's budget:
+an uncompressed one by its headers alone, a compressed one read to its end (a
+truncated, corrupt or oversized backup fails there), and its ``manifest.json`` is
+checked (no absolute or ``../`` paths, every layer present). The archive is then
+streamed, decompressed, to ``docker load`` with its ``manifest.json`` replaced so that
+the engine tags the image only as the run's ``image_tag``: the archive's own tags
+(``plant/hmi:2.3``) never move an existing local tag, and teardown removes everything
+the restore created. The image config gets the run's labels, so leftovers of a
+crashed run are found by label.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -23,13 +26,13 @@ from ._archive import (
     END_OF_ARCHIVE,
     FileSourceSpec,
     TarScan,
-    _explain,
-    check_digest,
-    scan_tar,
     stream_tar,
+    survey_tar,
     tar_member,
 )
+from ._engine import load_stream
 from .base import BackupError, BackupRef, RestoreContext
+from .budget import Budget, docker_root
 
 _SMALL = 4 << 20
 
@@ -43,16 +46,20 @@ class Spec(FileSourceSpec):
     )
 
     def restore(self, ref: BackupRef, ctx: RestoreContext) -> Restored:
-        scan = scan_tar(Path(ref.location), keep=_keep, ref=ref)
-        check_digest(ref, scan)
+        path = Path(ref.location)
+        budget = ctx.budget(str(path))
+        budget.space(docker_root(ctx.docker), "Docker's data root: docker load unpacks it twice", 2)
+        scan = survey_tar(path, _keep, ref, budget)
         manifest = _manifest(scan)
         entry = _select(scan, manifest, self.image)
-        config_name = _norm_path(entry["Config"])
+        present = set(scan.names)
+        config_name = _member(scan, entry["Config"], present)
         try:
             config = json.loads(scan.files[config_name])
-        except (KeyError, ValueError) as exc:
+            assert isinstance(config, dict)
+        except (KeyError, ValueError, AssertionError) as exc:
             raise BackupError(
-                f"{scan.path}: unreadable image config {config_name!r} ({exc})"
+                f"{scan.path}: unreadable image config {config_name!r} ({exc or 'not an object'})"
             ) from None
         run_config = config.get("config") or {}
         labels = {**(run_config.get("Labels") or {}), **ctx.labels}
@@ -60,18 +67,16 @@ class Spec(FileSourceSpec):
         new_config = json.dumps(config, separators=(",", ":")).encode()
         new_config_name = hashlib.sha256(new_config).hexdigest() + ".json"
         new_manifest = json.dumps(
-            [{**entry, "Config": new_config_name, "RepoTags": [ctx.image_tag]}]
+            [
+                {
+                    "Config": new_config_name,
+                    "RepoTags": [ctx.image_tag],
+                    "Layers": [_member(scan, layer, present) for layer in entry["Layers"]],
+                }
+            ]
         ).encode()
-        try:
-            loaded = ctx.docker.images.load(
-                _load_stream(scan, new_config_name, new_config, new_manifest)
-            )
-        except BackupError:
-            raise
-        except Exception as exc:  # docker.errors.ImageLoadError / APIError
-            raise BackupError(f"{scan.path}: docker load failed: {_explain(exc)}") from None
-        if not any(ctx.image_tag in (image.tags or ()) for image in loaded):
-            raise BackupError(f"{scan.path}: docker load did not produce {ctx.image_tag}")
+        chunks = _load_stream(scan, new_config_name, new_config, new_manifest, budget, ref)
+        load_stream(ctx.docker, chunks, ctx.image_tag, str(scan.path), budget)
         return Restored(image=ctx.image_tag, created_images=(ctx.image_tag,))
 
 
@@ -82,18 +87,41 @@ def _keep(name: str, size: int) -> bool:
     )
 
 
-def _norm_path(name: str) -> str:
-    return str(PurePosixPath(name)).lstrip("/").removeprefix("./")
+def _member(scan: TarScan, name: Any, present: set[str] | None = None) -> str:
+    """The archive member a manifest entry names; BackupError naming the entry if it
+    points outside the archive (absolute, ``..``) or is missing from it."""
+    if not isinstance(name, str) or not name.strip():
+        raise BackupError(f"{scan.path}: manifest.json names {name!r}, which is not a path")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise BackupError(
+            f"{scan.path}: manifest.json names {name!r}, a path outside the archive "
+            "(absolute or with ..); a docker save archive only names its own members"
+        )
+    member = str(path).removeprefix("./")
+    if member not in (present if present is not None else set(scan.names)):
+        raise BackupError(f"{scan.path}: incomplete archive: {name!r} is missing")
+    return member
 
 
 def _manifest(scan: TarScan) -> list[dict]:
     raw = scan.files.get("manifest.json")
     if raw is None:
         raise BackupError(f"{scan.path}: not a docker save archive: no manifest.json")
+    if not scan.names_complete:
+        raise BackupError(
+            f"{scan.path}: not a docker save archive: more than {len(scan.names)} members"
+        )
     try:
         manifest = json.loads(raw)
         assert isinstance(manifest, list) and manifest
-        assert all(isinstance(e, dict) and "Config" in e and "Layers" in e for e in manifest)
+        assert all(
+            isinstance(e, dict)
+            and "Config" in e
+            and isinstance(e.get("Layers"), list)
+            and all(isinstance(t, str) for t in e.get("RepoTags") or ())
+            for e in manifest
+        )
     except (ValueError, AssertionError):
         raise BackupError(
             f"{scan.path}: not a docker save archive: unreadable manifest.json"
@@ -101,8 +129,7 @@ def _manifest(scan: TarScan) -> list[dict]:
     present = set(scan.names)
     for entry in manifest:
         for member in [entry["Config"], *entry["Layers"]]:
-            if _norm_path(member) not in present:
-                raise BackupError(f"{scan.path}: incomplete archive: {member!r} is missing")
+            _member(scan, member, present)
     return manifest
 
 
@@ -129,11 +156,16 @@ def _select(scan: TarScan, manifest: list[dict], image: str | None) -> dict:
 
 
 def _load_stream(
-    scan: TarScan, config_name: str, config: bytes, manifest: bytes
+    scan: TarScan,
+    config_name: str,
+    config: bytes,
+    manifest: bytes,
+    budget: Budget,
+    ref: BackupRef,
 ) -> Iterator[bytes]:
     """The archive up to its end marker, then the new config and manifest.json (the
     engine unpacks the whole tar before reading the manifest; a later member wins)."""
-    yield from stream_tar(scan, limit=scan.tar_end)
+    yield from stream_tar(scan, limit=scan.tar_end, budget=budget, ref=ref)
     yield tar_member(config_name, config)
     yield tar_member("manifest.json", manifest)
     yield END_OF_ARCHIVE

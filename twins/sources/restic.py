@@ -4,29 +4,43 @@
 twin that runs ``run.image``); ``restore: rootfs`` imports the tree as the run's image.
 The password reaches restic only through its environment, never its command line,
 and restic runs with ``--no-lock --no-cache``: a drill never writes to the repository.
+
+The restore is bounded: the snapshot's size (``restic stats``) is known before it
+starts, so a snapshot over the restore limit, or one that cannot fit in the scratch
+directory, is refused up front; while restic runs, the restored tree is measured and
+restic is stopped (its whole process group) when it outgrows that size, when the
+watchdog cancels the restore, or when it retries reading a file of a local repository
+(a missing or unreadable pack does not come back).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..base import Restored
-from ._archive import import_stream, label_changes
+from ._archive import label_changes
+from ._engine import import_stream
 from .base import BackupError, BackupRef, RestoreContext, SourceSpecBase
+from .budget import Budget, docker_root
 
 _REMOTE = re.compile(r"^(local|sftp|rest|s3|b2|azure|gs|swift|rclone):")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_RETRY = re.compile(r"Load\(<(\w+)/(\w+)>.*?returned error, retrying after [^:]*: (.*)")
+_POLL = 0.1
 
 
 class Spec(SourceSpecBase):
@@ -71,19 +85,11 @@ class Spec(SourceSpecBase):
         self._base_dir = Path(base_dir)
         repo = self._repository()
         snap = self._find(repo)
-        size = None
-        try:
-            stats = json.loads(
-                self._restic(repo, "stats", "--json", "--mode", "restore-size", snap["id"])
-            )
-            size = int(stats["total_size"])
-        except (BackupError, ValueError, KeyError, TypeError):
-            pass  # size is a nicety; locating succeeded
         return BackupRef(
             source=self.kind,
             backup_id=snap.get("short_id") or snap["id"][:8],
             location=f"{repo}#{snap['id']}",
-            size_bytes=size,
+            size_bytes=self._size(repo, snap["id"]),
             created_at=_time(snap["time"]),
         )
 
@@ -91,28 +97,114 @@ class Spec(SourceSpecBase):
         repo, _, snap_id = ref.location.rpartition("#")
         if not repo or not snap_id:
             raise BackupError(f"{ref.location}: not a restic location (REPOSITORY#SNAPSHOT_ID)")
+        what = f"{repo} snapshot {ref.backup_id}"
+        budget = ctx.budget(what)
         snap = self._find(repo, snap_id)
         workdir = Path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        budget.space(workdir, "the restored files")
+        if self.restore_as == "rootfs":
+            budget.space(docker_root(ctx.docker), "Docker's data root")
+        size = ref.size_bytes if ref.size_bytes is not None else self._size(repo, snap["id"])
+        if size is not None:
+            budget.claims(size, "restic's snapshot size")
         target = Path(tempfile.mkdtemp(prefix=f"restic-{ref.backup_id}-", dir=workdir))
         try:
-            self._restic(repo, "restore", snap["id"], "--target", str(target))
+            self._restore(repo, snap["id"], target, budget, what)
             tree = _tree(target, snap.get("paths") or [])
             if self.restore_as == "data":
                 return Restored(directory=tree)
             labels = {**ctx.labels, "restoredrill.source": self.kind}
             import_stream(
-                ctx.docker,
-                _tar_tree(tree),
-                ctx.image_tag,
-                label_changes(labels),
-                f"{repo} snapshot {ref.backup_id}",
+                ctx.docker, _tar_tree(tree), ctx.image_tag, label_changes(labels), what, budget
             )
             shutil.rmtree(target, ignore_errors=True)
             return Restored(image=ctx.image_tag, created_images=(ctx.image_tag,))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
+
+    def _size(self, repo: str, snap_id: str) -> int | None:
+        """The snapshot's restore size (``restic stats``), if restic tells it."""
+        try:
+            stats = json.loads(
+                self._restic(repo, "stats", "--json", "--mode", "restore-size", snap_id)
+            )
+            return int(stats["total_size"])
+        except (BackupError, ValueError, KeyError, TypeError):
+            return None  # size is a nicety; locating succeeded
+
+    def _restore(self, repo: str, snap_id: str, target: Path, budget: Budget, what: str) -> None:
+        """``restic restore`` into ``target``, watched: see the module's docstring."""
+        env = self._env()
+        command = ["restic", "--no-lock", "--no-cache", "--quiet", "-r", repo]
+        command += ["restore", snap_id, "--target", str(target)]
+        fd, log = tempfile.mkstemp(prefix="restic-stderr-", dir=target.parent)
+        os.close(fd)
+        try:  # restic appends to its own open file; this side reads it (two offsets)
+            with open(log, "ab") as out, open(log, "rb") as err:
+                try:
+                    proc = subprocess.Popen(
+                        command,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=out,
+                        start_new_session=True,  # its own process group: killed whole
+                    )
+                except FileNotFoundError:
+                    raise BackupError(
+                        "restic is not installed (Debian: apt-get install restic)"
+                    ) from None
+                try:
+                    code = self._watch(
+                        proc, repo, target, budget, err, env["RESTIC_PASSWORD"], what
+                    )
+                finally:
+                    if proc.poll() is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                if code != 0:
+                    raise BackupError(f"{what}: {_reason(_text(err), env['RESTIC_PASSWORD'])}")
+        finally:
+            os.unlink(log)
+        budget.reached(_tree_size(target, budget.bound))
+
+    def _watch(
+        self,
+        proc: subprocess.Popen[bytes],
+        repo: str,
+        target: Path,
+        budget: Budget,
+        err: IO[bytes],
+        password: str,
+        what: str,
+    ) -> int:
+        """Wait for restic, stopping it (by raising) on cancel, timeout, a tree over the
+        budget, or a retried read of a local repository; return its exit code."""
+        deadline = time.monotonic() + self.timeout
+        measure_at = 0.0
+        local = not _REMOTE.match(repo) or repo.startswith("local:")
+        while True:
+            try:
+                return proc.wait(timeout=_POLL)
+            except subprocess.TimeoutExpired:
+                pass
+            budget.check()
+            now = time.monotonic()
+            if now > deadline:
+                raise BackupError(f"{what}: restic restore took longer than {self.timeout:.0f}s")
+            if local and (retry := _RETRY.search(_text(err))):
+                kind, name, error = retry.groups()
+                raise BackupError(
+                    f"{what}: restic cannot read {kind} file {name} of the repository "
+                    f"({_reason(error, password).removeprefix('restic failed: ')}); "
+                    "the repository is damaged: run `restic check` on it"
+                )
+            if now >= measure_at:
+                budget.reached(_tree_size(target, budget.bound))
+                measure_at = time.monotonic() + max(0.5, 10 * (time.monotonic() - now))
 
     # -- restic -------------------------------------------------------------------
 
@@ -205,6 +297,33 @@ def _reason(stderr: str, password: str) -> str:
         return "snapshot not found (" + text.splitlines()[-1] + ")"
     lines = [line.removeprefix("Fatal: ") for line in text.splitlines() if line.strip()]
     return "restic failed: " + ("; ".join(lines[-3:]) or "no message")
+
+
+def _text(err: IO[bytes], tail: int = 64 << 10) -> str:
+    """The last ``tail`` bytes restic wrote to the file ``err`` reads."""
+    size = err.seek(0, os.SEEK_END)
+    err.seek(max(0, size - tail))
+    return err.read().decode(errors="replace")
+
+
+def _tree_size(root: Path, stop: int) -> int:
+    """Bytes of the regular files under ``root`` (counting stops past ``stop``)."""
+    total = 0
+    todo = [root]
+    while todo and total <= stop:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue  # removed or not readable yet
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
 
 
 def _tree(target: Path, paths: list[str]) -> Path:
