@@ -100,19 +100,40 @@ def kvm_problem() -> str | None:
     with tempfile.TemporaryDirectory(prefix="restoredrill-kvm-") as tmp:
         debug = Path(tmp) / "bios.log"
         command = [
-            QEMU, "-accel", "kvm", "-machine", "pc", "-nodefaults", "-display", "none",
-            "-m", "64", "-no-user-config", "-debugcon", f"file:{debug}",
-            "-global", "isa-debugcon.iobase=0x402", "-qmp", "stdio",
+            QEMU,
+            "-accel",
+            "kvm",
+            "-machine",
+            "pc",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-m",
+            "64",
+            "-no-user-config",
+            "-debugcon",
+            f"file:{debug}",
+            "-global",
+            "isa-debugcon.iobase=0x402",
+            "-qmp",
+            "stdio",
         ]
         proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         try:
             for _ in range(50):
                 time.sleep(0.1)
                 text = debug.read_text(errors="replace") if debug.exists() else ""
-                if proc.poll() is not None or "No bootable device" in text or "Booting from" in text:
+                if (
+                    proc.poll() is not None
+                    or "No bootable device" in text
+                    or "Booting from" in text
+                ):
                     break
             reached = "No bootable device" in text or "Booting from" in text
         finally:
@@ -190,32 +211,59 @@ def command_line(
     if spec.disk_bus == "sata" and len(disks) > 6:
         raise VMError(f"{name}: a SATA controller takes at most 6 disks ({len(disks)} given)")
     args = [
-        QEMU, "-name", f"{name},process=qemu-{name}"[:60], "-no-user-config", "-nodefaults",
-        "-machine", spec.machine, "-accel", accel, "-smp", str(spec.cpus),
-        "-m", f"{max(1, spec.memory >> 20)}M", "-display", "none", "-vga", "std",
-        "-boot", "strict=on",
-        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        "-chardev", f"socket,id=console,path={folder}/console.sock,server=on,wait=off,"
+        QEMU,
+        "-name",
+        f"{name},process=qemu-{name}"[:60],
+        "-no-user-config",
+        "-nodefaults",
+        "-machine",
+        spec.machine,
+        "-accel",
+        accel,
+        "-smp",
+        str(spec.cpus),
+        "-m",
+        f"{max(1, spec.memory >> 20)}M",
+        "-display",
+        "none",
+        "-vga",
+        "std",
+        "-boot",
+        "strict=on",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-chardev",
+        f"socket,id=console,path={folder}/console.sock,server=on,wait=off,"
         f"logfile={folder}/serial.log",
-        "-serial", "chardev:console",
-        "-qmp", f"unix:{folder}/qmp.sock,server=on,wait=off",
-        "-chardev", f"socket,id=qga,path={folder}/qga.sock,server=on,wait=off",
-        "-device", "virtio-serial-pci,id=vser",
-        "-device", "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0",
-        "-pidfile", f"{folder}/qemu.pid",
+        "-serial",
+        "chardev:console",
+        "-qmp",
+        f"unix:{folder}/qmp.sock,server=on,wait=off",
+        "-chardev",
+        f"socket,id=qga,path={folder}/qga.sock,server=on,wait=off",
+        "-device",
+        "virtio-serial-pci,id=vser",
+        "-device",
+        "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0",
+        "-pidfile",
+        f"{folder}/qemu.pid",
     ]
     if spec.firmware == "uefi":
         code, _ = firmware_files("uefi") or (OVMF_CODE, OVMF_VARS)
         args += [
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={folder}/uefi-vars.fd",
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={folder}/uefi-vars.fd",
         ]
     args += _disk_devices(spec, disks)
     if tap:
         mac = spec.mac or default_mac(name)
         args += [
-            "-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
-            "-device", f"{NIC_MODELS[spec.nic]},netdev=net0,mac={mac},romfile=",
+            "-netdev",
+            f"tap,id=net0,ifname={tap},script=no,downscript=no",
+            "-device",
+            f"{NIC_MODELS[spec.nic]},netdev=net0,mac={mac},romfile=",
         ]
     else:
         args += ["-nic", "none"]
@@ -333,7 +381,9 @@ class GuestAgent:
         while True:
             reply = conn.receive(deadline)
             if "error" in reply:
-                raise VMError(f"guest agent {command}: {reply['error'].get('desc', reply['error'])}")
+                raise VMError(
+                    f"guest agent {command}: {reply['error'].get('desc', reply['error'])}"
+                )
             if "return" in reply:
                 return reply["return"]
 
@@ -354,8 +404,10 @@ class GuestAgent:
         conn = self._session(timeout)
         try:
             pid = self._call(
-                conn, "guest-exec",
-                {"path": argv[0], "arg": argv[1:], "capture-output": True}, deadline,
+                conn,
+                "guest-exec",
+                {"path": argv[0], "arg": argv[1:], "capture-output": True},
+                deadline,
             )["pid"]
             while True:
                 status = self._call(conn, "guest-exec-status", {"pid": pid}, deadline)
@@ -454,6 +506,10 @@ class QemuVM:
     folder: Path
     launcher: Any = field(default_factory=LocalLauncher)
     owns_folder: bool = True
+    address: str | None = None
+    """The production address the guest configures (checks connect to it)."""
+    evidence_dir: Path | None = None
+    """Where checks keep screenshots (default: ``folder/evidence``)."""
     accel: str = ""
     argv: list[str] = field(default_factory=list)
     started_at: float = 0.0
@@ -469,8 +525,13 @@ class QemuVM:
         if firmware:
             shutil.copyfile(firmware[1], self.folder / "uefi-vars.fd")
         qfolder = self.launcher.qemu_folder(self.folder)
+        disks = [Disk(self._as_qemu_sees(d.path, qfolder), d.format) for d in self.disks]
         self.argv = command_line(
-            self.spec, self.disks, qfolder, accel=self.accel, name=self.name,
+            self.spec,
+            disks,
+            qfolder,
+            accel=self.accel,
+            name=self.name,
             tap=self.launcher.tap(),
         )
         self.started_at = time.monotonic()
@@ -481,6 +542,12 @@ class QemuVM:
             self.stop()
             raise
         return self
+
+    def _as_qemu_sees(self, path: str, qfolder: str) -> str:
+        try:
+            return f"{qfolder}/{Path(path).resolve().relative_to(self.folder.resolve())}"
+        except ValueError:
+            return path
 
     def _claim(self, within: float) -> None:
         """Hold the supervisor's lifeline (QEMU ends when this process does)."""
@@ -503,9 +570,11 @@ class QemuVM:
     # --- state ---------------------------------------------------------------------------
 
     def is_running(self) -> bool:
-        return self._running is not None and self._running.is_running() and not (
-            self.folder / "exit-code"
-        ).exists()
+        return (
+            self._running is not None
+            and self._running.is_running()
+            and not (self.folder / "exit-code").exists()
+        )
 
     def log_tail(self, lines: int = 8) -> str:
         """QEMU's own recent messages (its errors), or the supervisor's."""
@@ -569,6 +638,17 @@ class QemuVM:
 
     def agent_exec(self, command: Sequence[str] | str, timeout: float = 30.0) -> ExecOutput:
         return self.agent.exec(command, timeout)
+
+    def exec(self, command: Sequence[str] | str, timeout: float | None = None) -> ExecOutput:
+        """A command in the guest, through its agent (a check's ``Target.exec``)."""
+        return self.agent.exec(command, 30.0 if timeout is None else timeout)
+
+    @property
+    def testinfra_url(self) -> str | None:
+        return None  # host checks reach a VM over ssh:// or winrm:// at its address (phase 2)
+
+    def screens_dir(self) -> Path:
+        return self.evidence_dir or self.folder / "evidence"
 
     # --- teardown ------------------------------------------------------------------------
 

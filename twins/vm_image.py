@@ -48,7 +48,14 @@ PACKAGES = (
 )
 """Debian packages of the root filesystem (the kernel is unpacked separately)."""
 BOOT_MODULES = (
-    "ahci", "ata_piix", "sd_mod", "virtio_blk", "virtio_scsi", "virtio_pci", "crc32c_generic", "ext4"
+    "ahci",
+    "ata_piix",
+    "sd_mod",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_pci",
+    "crc32c_generic",
+    "ext4",
 )
 """Loaded by the initramfs: one disk driver per bus QEMU offers, and the root's filesystem."""
 KEEP_MODULES = (
@@ -231,7 +238,9 @@ def ensure_image(
     return out
 
 
-def build(out: Path, config: GuestConfig, *, mirror: str | None = None, timeout: float = 1800) -> Path:
+def build(
+    out: Path, config: GuestConfig, *, mirror: str | None = None, timeout: float = 1800
+) -> Path:
     """Build the disk image ``out`` (raw) from Debian's packages; see the module docs."""
     _need_tools()
     with tempfile.TemporaryDirectory(prefix="restoredrill-vmimage-") as tmp:
@@ -267,7 +276,8 @@ def _need_tools() -> None:
         missing.append("syslinux-common")
     if missing:
         raise ImageError(
-            "cannot build the VM image: install " + " ".join(sorted(set(missing)))
+            "cannot build the VM image: install "
+            + " ".join(sorted(set(missing)))
             + " (apt-get install …)"
         )
 
@@ -289,13 +299,18 @@ def _run(command: list[str], what: str, timeout: float = 600, **kw: object) -> s
 def _debootstrap(root: Path, work: Path, mirror: str | None, timeout: float) -> None:
     """Debian minbase with PACKAGES, and the kernel's .deb downloaded beside it."""
     hook = (
-        f'cd {work} && k=$(apt-cache depends linux-image-amd64 '
+        f"cd {work} && k=$(apt-cache depends linux-image-amd64 "
         '| sed -n "s/.*Depends: \\(linux-image-[0-9].*\\)/\\1/p" | head -1) '
         '&& apt-get download "$k"'
     )
     command = [
-        "mmdebstrap", "--variant=minbase", "--quiet", "--include=" + ",".join(PACKAGES),
-        f"--customize-hook={hook}", "bookworm", str(root),
+        "mmdebstrap",
+        "--variant=minbase",
+        "--quiet",
+        "--include=" + ",".join(PACKAGES),
+        f"--customize-hook={hook}",
+        "bookworm",
+        str(root),
     ]
     _run(command + ([mirror] if mirror else []), "mmdebstrap of the root filesystem", timeout)
 
@@ -369,12 +384,18 @@ def _configure(root: Path, config: GuestConfig) -> None:
     (root / "etc/restoredrill/rcS").chmod(0o755)
     (root / "etc/dropbear").mkdir(exist_ok=True)
     _run(
-        ["chroot", str(root), "dropbearkey", "-t", "ed25519", "-f",
-         "/etc/dropbear/dropbear_ed25519_host_key"],
+        [
+            "chroot",
+            str(root),
+            "dropbearkey",
+            "-t",
+            "ed25519",
+            "-f",
+            "/etc/dropbear/dropbear_ed25519_host_key",
+        ],
         "dropbear host key",
     )
-    _run(["chroot", str(root), "chpasswd"], "root password",
-         input=f"root:{config.root_password}\n")
+    _run(["chroot", str(root), "chpasswd"], "root password", input=f"root:{config.root_password}\n")
 
 
 def _initramfs(root: Path, version: str) -> bytes:
@@ -423,8 +444,21 @@ def _boot_partition(work: Path, vmlinuz: Path, initrd: bytes, root: Path) -> Pat
     """FAT16 with the kernel, initramfs, syslinux (BIOS) and systemd-boot (UEFI)."""
     image = work / "boot.img"
     (work / "initrd.img").write_bytes(initrd)
-    _run(["mkfs.fat", "-C", "-F", "16", "-n", "BOOT", "-h", "2048", str(image),
-          str(BOOT_MIB * 1024)], "mkfs.fat")
+    _run(
+        [
+            "mkfs.fat",
+            "-C",
+            "-F",
+            "16",
+            "-n",
+            "BOOT",
+            "-h",
+            "2048",
+            str(image),
+            str(BOOT_MIB * 1024),
+        ],
+        "mkfs.fat",
+    )
     (work / "syslinux.cfg").write_text(
         "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT linux\nLABEL linux\n"
         f"  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND {CMDLINE}\n"
@@ -451,8 +485,14 @@ def _boot_partition(work: Path, vmlinuz: Path, initrd: bytes, root: Path) -> Pat
 
 def _clean(root: Path) -> None:
     """Drop what a booted appliance does not need (documentation, locales, apt's cache)."""
-    for rel in ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info",
-                "var/cache/apt", "var/lib/apt/lists"):
+    for rel in (
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+        "usr/share/info",
+        "var/cache/apt",
+        "var/lib/apt/lists",
+    ):
         shutil.rmtree(root / rel, ignore_errors=True)
         (root / rel).mkdir(parents=True, exist_ok=True)
 
@@ -461,8 +501,10 @@ def _root_partition(work: Path, root: Path) -> Path:
     image = work / "root.img"
     used = sum(f.lstat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
     mib = int(used * 1.25) // (1 << 20) + 64
-    _run(["mkfs.ext4", "-q", "-L", ROOT_LABEL, "-d", str(root), str(image), f"{mib}M"],
-         "mkfs.ext4 -d")
+    _run(
+        ["mkfs.ext4", "-q", "-L", ROOT_LABEL, "-d", str(root), str(image), f"{mib}M"],
+        "mkfs.ext4 -d",
+    )
     return image
 
 

@@ -61,8 +61,13 @@ def main(argv: list[str]) -> int:
         bridge(options[options.index("--tap") + 1])
     if "--drop-caps" in options:
         command = [
-            "setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
-            "--no-new-privs", "--", *command,
+            "setpriv",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+            *command,
         ]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = os.path.join(folder, "lifeline.sock")

@@ -31,7 +31,14 @@ from restoredrill.durations import Duration
 from ..base import Restored
 from .base import BackupError, BackupRef, RestoreContext, SourceSpecBase, newest_match, sha256_file
 
-FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vhd", "vhdx": "vhdx", "vdi": "vdi"}
+FORMATS = {
+    "raw": "raw",
+    "qcow2": "qcow2",
+    "vmdk": "vmdk",
+    "vpc": "vhd",
+    "vhdx": "vhdx",
+    "vdi": "vdi",
+}
 """qemu-img's format names -> the names users know (``vpc`` is Microsoft's VHD)."""
 CHECKABLE = {"qcow2", "vmdk", "vhdx", "vdi"}
 """Formats ``qemu-img check`` can verify."""
@@ -52,7 +59,9 @@ class DiskLocation(BaseModel):
     @model_validator(mode="after")
     def _one_location(self) -> DiskLocation:
         if bool(self.path) == bool(self.directory):
-            raise ValueError("give either `path` or `directory` (with `pattern`), not both or neither")
+            raise ValueError(
+                "give either `path` or `directory` (with `pattern`), not both or neither"
+            )
         return self
 
 
@@ -103,7 +112,9 @@ class Spec(SourceSpecBase):
             if not self.disks:
                 raise ValueError("`disks:` lists no disk")
         elif bool(self.path) == bool(self.directory):
-            raise ValueError("give either `path` or `directory` (with `pattern`), not both or neither")
+            raise ValueError(
+                "give either `path` or `directory` (with `pattern`), not both or neither"
+            )
         return self
 
     def locations(self) -> list[DiskLocation]:
@@ -150,7 +161,9 @@ class Spec(SourceSpecBase):
         for path in paths:
             fmt = detect(path, 60.0)
             images.append(
-                DiskImage(path, fmt, 0, path.stat().st_size, "", ref.created_at or datetime.now(UTC))
+                DiskImage(
+                    path, fmt, 0, path.stat().st_size, "", ref.created_at or datetime.now(UTC)
+                )
             )
         overlays = tuple(
             create_overlay(image.path, image.format, Path(ctx.workdir) / f"disk{i}.qcow2")
@@ -162,7 +175,9 @@ class Spec(SourceSpecBase):
 # --- qemu-img ----------------------------------------------------------------------------------
 
 
-def _qemu_img(args: list[str], path: Path, timeout: float, what: str) -> subprocess.CompletedProcess:
+def _qemu_img(
+    args: list[str], path: Path, timeout: float, what: str
+) -> subprocess.CompletedProcess:
     if not shutil.which(QEMU_IMG):
         raise BackupError(f"{path}: cannot read disk images: install qemu-utils (qemu-img)")
     try:
@@ -274,7 +289,9 @@ def create_overlay(backing: Path, fmt: str, overlay: Path, timeout: float = 60.0
     overlay.parent.mkdir(parents=True, exist_ok=True)
     done = _qemu_img(
         ["create", "-q", "-f", "qcow2", "-b", str(backing.resolve()), "-F", fmt, str(overlay)],
-        backing, timeout, "create",
+        backing,
+        timeout,
+        "create",
     )
     if done.returncode != 0:
         raise BackupError(f"{backing}: cannot create an overlay over it: {_said(done)}")
