@@ -509,6 +509,8 @@ class QemuVM:
     address: str | None = None
     """The production address the guest configures (checks connect to it)."""
     evidence_dir: Path | None = None
+    extra_args: Sequence[str] = ()
+    """More QEMU arguments, appended as given (e.g. ``-S`` to hold the CPUs at reset)."""
     """Where checks keep screenshots (default: ``folder/evidence``)."""
     accel: str = ""
     argv: list[str] = field(default_factory=list)
@@ -533,7 +535,7 @@ class QemuVM:
             accel=self.accel,
             name=self.name,
             tap=self.launcher.tap(),
-        )
+        ) + list(self.extra_args)
         self.started_at = time.monotonic()
         self._running = self.launcher.start(self.folder, self.argv, self.name)
         try:

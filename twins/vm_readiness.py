@@ -21,7 +21,7 @@ class ConsoleProbe(BaseModel):
 
     kind: Literal["console"] = "console"
     pattern: str = Field(description='a regular expression, e.g. "login:"')
-    timeout: Duration = Field("5m", description="give up after this long")
+    timeout: Duration = Field("5m", validate_default=True, description="give up after this long")
 
 
 class ConsoleTwin(Protocol):

@@ -11,12 +11,16 @@ Usage: ``vm_supervisor.py FOLDER [--tap TAP] [--drop-caps] -- qemu-system-x86_64
 3. Start QEMU (``--drop-caps``: through ``setpriv`` with every capability dropped and
    ``no_new_privs``); its output goes to ``FOLDER/qemu.log``, its exit code to
    ``FOLDER/exit-code``.
+4. If the owner went away (rather than QEMU ending), empty ``FOLDER``: the overlays,
+   sockets and logs of a run that died are not left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,7 +82,7 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(folder, "qemu.log"), "ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     signal.signal(signal.SIGTERM, lambda *_: (stop(proc), sys.exit(143)))
-    owner = None
+    owner, orphaned = None, False
     deadline = time.monotonic() + ACCEPT_WITHIN
     while proc.poll() is None:
         watch = [owner or listener]
@@ -86,13 +90,31 @@ def main(argv: list[str]) -> int:
         if owner is None and ready:
             owner, _ = listener.accept()
         elif owner is None and time.monotonic() > deadline:
-            break  # nobody claimed this VM
+            orphaned = True  # nobody claimed this VM
+            break
         elif owner is not None and ready and not owner.recv(64):
-            break  # the owner went away
+            orphaned = True  # the owner went away
+            break
     code = stop(proc)
-    with open(os.path.join(folder, "exit-code"), "w") as fh:
-        fh.write(f"{code}\n")
+    if orphaned:
+        wipe(folder)
+    else:
+        with open(os.path.join(folder, "exit-code"), "w") as fh:
+            fh.write(f"{code}\n")
     return 0
+
+
+def wipe(folder: str) -> None:
+    """Remove everything in ``folder`` (it may be a bind mount: the folder itself stays)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    with contextlib.suppress(OSError):  # a bind mount (in a container) stays
+        os.rmdir(folder)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ class Spec(SourceSpecBase):
     format: Literal["raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi"] | None = Field(
         None, description="the expected format; detected by qemu-img and checked against this"
     )
-    check_timeout: Duration = Field("10m", description="longest `qemu-img check` per disk")
+    check_timeout: Duration = Field(
+        "10m", validate_default=True, description="longest `qemu-img check` per disk"
+    )
 
     @model_validator(mode="after")
     def _locations(self) -> Spec:
