@@ -6,7 +6,8 @@
 ```
 
 The screen is dumped (QMP ``screendump``, PNG) every ``interval`` seconds until every
-``text`` is read on it (tesseract OCR, case and spacing ignored) or ``timeout``
+``text`` is read on it (tesseract OCR; case and spacing ignored, and ``similarity``
+forgives a misread glyph such as V read as U) or ``timeout``
 passes. A screen that is all one colour never passes (a black or blue screen is no
 proof of life), and a screen that stays pixel-identical for ``unchanged_for`` seconds
 without the expected text ends the wait early: a hung boot. The last screenshot is
@@ -15,6 +16,7 @@ kept with its sha256; the result names each expected text and what OCR read.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import shutil
@@ -43,6 +45,9 @@ class ScreenshotCheck(CheckSpecBase):
     )
     interval: float = Field(2.0, gt=0, description="seconds between screenshots")
     lang: str = Field("eng", description="tesseract language(s), e.g. eng or eng+deu")
+    similarity: float = Field(
+        0.85, gt=0, le=1, description="how closely OCR must read each text (1: exactly)"
+    )
 
     def default_name(self) -> str:
         return "screenshot" + (f" shows {', '.join(map(repr, self.text))}" if self.text else "")
@@ -54,6 +59,23 @@ Spec = ScreenshotCheck
 def normalise(text: str) -> str:
     """Lower case, runs of whitespace as one space: how expected and read text are compared."""
     return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def closest(expected: str, text: str) -> tuple[float, str]:
+    """The passage of ``text`` that reads most like ``expected``, and how alike (0..1).
+
+    OCR of a console font confuses V and U, 0 and O: an exact match would cry wolf.
+    """
+    want, seen = normalise(expected), normalise(text)
+    if want in seen:
+        return 1.0, want
+    best, passage, n = 0.0, "", len(want)
+    for i in range(max(1, len(seen) - n + 1)):
+        window = seen[i : i + n]
+        ratio = difflib.SequenceMatcher(None, want, window, autojunk=False).ratio()
+        if ratio > best:
+            best, passage = ratio, window
+    return best, passage
 
 
 def uniform_colour(path: Path) -> str | None:
@@ -87,7 +109,8 @@ def ocr(path: Path, lang: str = "eng", timeout: float = 60.0) -> str:
         grey = image.convert("L")
     if ImageStat.Stat(grey).mean[0] < 128:
         grey = ImageOps.invert(grey)
-    grey = grey.resize((grey.width * 2, grey.height * 2), Image.Resampling.LANCZOS)
+    grey = grey.point(lambda v: 255 if v > 128 else 0)  # crisp glyphs read best, tripled
+    grey = grey.resize((grey.width * 3, grey.height * 3), Image.Resampling.LANCZOS)
     with tempfile.TemporaryDirectory(prefix="restoredrill-ocr-") as tmp:
         prepared = Path(tmp) / "screen.png"
         grey.save(prepared)
@@ -111,12 +134,13 @@ def _look(vm: VMTarget, spec: Spec, shot: Path) -> dict[str, Any]:
     vm.screendump(shot)
     colour = uniform_colour(shot)
     text = "" if colour else ocr(shot, spec.lang)
-    seen = normalise(text)
+    found = {t: closest(t, text) for t in spec.text}
     return {
         "path": shot,
         "colour": colour,
         "text": text,
-        "missing": [t for t in spec.text if normalise(t) not in seen],
+        "found": {t: passage for t, (ratio, passage) in found.items() if ratio >= spec.similarity},
+        "missing": [t for t, (ratio, _) in found.items() if ratio < spec.similarity],
         "pixels": pixels_digest(shot),
     }
 
@@ -159,6 +183,7 @@ def _result(spec: Spec, ok: bool, look: dict[str, Any], started: float, why: str
     observed = {
         "screen": screen,
         "text": read[:400],
+        "found": look["found"],
         "missing": look["missing"],
         "screenshot": str(path),
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
