@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import uuid
 
@@ -75,6 +76,12 @@ def container(client, net, address: str, command: list[str], run: str, name: str
     net.connect(c, ipv4_address=address)
     c.start()
     return c
+
+
+def docker0_address() -> str:
+    """This host's own address on Docker's default bridge (a host address a twin might try)."""
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show", "docker0"], capture_output=True)
+    return json.loads(out.stdout or "[]")[0]["addr_info"][0]["local"]
 
 
 class HostListener:
@@ -179,7 +186,7 @@ def test_vm_takes_its_production_address_reads_the_plc_and_is_isolated(
 
             # the VM's own root tries every way out: the sandbox gateway, the host's docker0
             # address, the stand-in production network; only the PLC twin answers
-            bridge = client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+            bridge = docker0_address()
             gateway = SUBNET.replace(".0/24", ".1")
             vm.agent_exec(f"ip route add default via {gateway}")
             targets = [
