@@ -9,11 +9,17 @@ new sandbox: internal, and the host holds no address on them (inhibit_ipv4).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from vmfixtures import PLC_ADDRESS, PROD_SUBNET, SUBNET, VM_ADDRESS
@@ -215,3 +221,70 @@ def test_vm_takes_its_production_address_reads_the_plc_and_is_isolated(
         for obj in made:
             if hasattr(obj, "connect"):
                 obj.remove()
+
+
+OWNER = """
+import sys, time, docker
+from pathlib import Path
+from restoredrill.twins.qemu import Disk, QemuVM
+from restoredrill.twins.vm_container import ContainerLauncher
+from restoredrill.twins.vm_spec import VMSpec
+folder, raw, net, run, image = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+launcher = ContainerLauncher(docker.from_env(), net, "10.203.7.30", run, image,
+                             read_only=[raw], memory=256 << 20, labels={"restoredrill.test": "g-vm"})
+vm = QemuVM("ownedvm", VMSpec(memory="256m", cpus=1, accel="tcg"),
+            [Disk(str(folder / "disk0.qcow2"))], folder, launcher=launcher)
+vm.start()
+print(launcher.container_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_vm_container_stops_when_its_owner_is_killed_and_is_reaped(
+    docker_client, base_image, vm_raw, tmp_path
+):
+    from restoredrill.twins.docker import reap_stale
+
+    client = docker_client
+    run = f"gvm{uuid.uuid4().hex[:6]}"
+    sandbox = network(client, f"g-vm-owner-{run}", "10.203.7.0/24", run)
+    folder = tmp_path / "scratch"
+    create_overlay(vm_raw, "raw", folder / "disk0.qcow2")
+    args = [str(folder), str(vm_raw), sandbox.name, run, ensure_runner_image(client)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        container_id = proc.stdout.readline().strip()
+        assert container_id, proc.stderr.read()
+        assert client.api.inspect_container(container_id)["State"]["Running"]
+        assert any(b"ownedvm," in c for c in qemu_cmdlines())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while client.api.inspect_container(container_id)["State"]["Running"]:
+            assert time.monotonic() < deadline, "the VM container outlived its owner"
+            time.sleep(0.2)
+        assert not any(b"ownedvm," in c for c in qemu_cmdlines())
+        assert list(folder.iterdir()) == []  # overlay, sockets and console log removed
+        removed = reap_stale(client, runs=[run])
+        assert any(r.startswith("container restoredrill-vm-ownedvm-") for r in removed), removed
+        assert not client.api.containers(all=True, filters={"id": container_id})
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in client.api.containers(all=True, filters={"label": f"restoredrill.run={run}"}):
+            client.api.remove_container(c["Id"], force=True)
+        with contextlib.suppress(Exception):
+            sandbox.remove()
+
+
+def qemu_cmdlines() -> list[bytes]:
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            out.append(cmdline.read_bytes().replace(b"\0", b" "))
+    return [c for c in out if c.startswith(b"qemu-system")]

@@ -141,7 +141,14 @@ def qemu_img_info(path: Path) -> dict:
 
 def test_command_line_buses_nics_mac_firmware(tmp_path):
     disks = [Disk("/vm/disk0.qcow2"), Disk("/vm/disk1.qcow2")]
-    argv = command_line(VMSpec(), disks, "/vm", accel="tcg", name="hmi", tap="tap0")
+    argv = command_line(
+        VMSpec(),
+        disks,
+        "/vm",
+        accel="tcg",
+        name="hmi",
+        netdev="tap,ifname=tap0,script=no,downscript=no",
+    )
     text = " ".join(argv)
     assert "-device ahci,id=sata" in text
     assert "ide-hd,drive=disk0,bus=sata.0,bootindex=0" in text
@@ -150,7 +157,16 @@ def test_command_line_buses_nics_mac_firmware(tmp_path):
     assert "ifname=tap0,script=no,downscript=no" in text
     assert "if=pflash" not in text and "-accel tcg" in text
     spec = VMSpec(disk_bus="virtio", nic="virtio", mac="52:54:00:12:34:56", firmware="uefi")
-    text = " ".join(command_line(spec, disks[:1], "/vm", accel="kvm", name="hmi", tap="tap0"))
+    text = " ".join(
+        command_line(
+            spec,
+            disks[:1],
+            "/vm",
+            accel="kvm",
+            name="hmi",
+            netdev="tap,ifname=tap0,script=no,downscript=no",
+        )
+    )
     assert "virtio-blk-pci,drive=disk0,bootindex=0" in text
     assert "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56" in text
     assert "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd" in text

@@ -203,9 +203,11 @@ def command_line(
     *,
     accel: str,
     name: str,
-    tap: str | None = None,
+    netdev: str | None = None,
 ) -> list[str]:
-    """The full ``qemu-system-x86_64`` argv; ``folder`` is the scratch folder as QEMU sees it."""
+    """The full ``qemu-system-x86_64`` argv; ``folder`` is the scratch folder as QEMU sees it,
+    ``netdev`` the NIC's backend (e.g. ``tap,ifname=tap0,script=no,downscript=no``; none:
+    the VM has no NIC)."""
     if not disks:
         raise VMError(f"{name}: no disk to boot")
     if spec.disk_bus == "sata" and len(disks) > 6:
@@ -257,11 +259,11 @@ def command_line(
             f"if=pflash,format=raw,unit=1,file={folder}/uefi-vars.fd",
         ]
     args += _disk_devices(spec, disks)
-    if tap:
+    if netdev:
         mac = spec.mac or default_mac(name)
         args += [
             "-netdev",
-            f"tap,id=net0,ifname={tap},script=no,downscript=no",
+            f"{netdev},id=net0",
             "-device",
             f"{NIC_MODELS[spec.nic]},netdev=net0,mac={mac},romfile=",
         ]
@@ -452,7 +454,7 @@ class Launcher(Protocol):
 
     def qemu_folder(self, folder: Path) -> str: ...
 
-    def tap(self) -> str | None: ...
+    def netdev(self) -> str | None: ...
 
     def start(self, folder: Path, argv: list[str], name: str) -> Running: ...
 
@@ -471,14 +473,18 @@ class _Process:
             self.proc.wait(10)
 
 
+@dataclass
 class LocalLauncher:
-    """QEMU as a child of this process, without a network (tests, benchmarks, console-only)."""
+    """QEMU as a child of this process (tests, benchmarks): no NIC, or ``netdev`` (e.g.
+    ``user,restrict=on``: a NIC that reaches nothing). Sandboxed VMs use the container."""
+
+    nic: str | None = None
 
     def qemu_folder(self, folder: Path) -> str:
         return str(folder)
 
-    def tap(self) -> str | None:
-        return None
+    def netdev(self) -> str | None:
+        return self.nic
 
     def start(self, folder: Path, argv: list[str], name: str) -> Running:
         command = [sys.executable, str(SUPERVISOR), str(folder), "--", *argv]
@@ -534,16 +540,31 @@ class QemuVM:
             qfolder,
             accel=self.accel,
             name=self.name,
-            tap=self.launcher.tap(),
+            netdev=self.launcher.netdev(),
         ) + list(self.extra_args)
         self.started_at = time.monotonic()
         self._running = self.launcher.start(self.folder, self.argv, self.name)
         try:
             self._claim(connect_within)
+            self._await_qmp(connect_within)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _await_qmp(self, within: float) -> None:
+        """Return once QEMU answers on QMP (it started); VMError with its messages if not."""
+        deadline = time.monotonic() + within
+        while True:
+            if (self.folder / "qmp.sock").exists():
+                try:
+                    self.qmp("query-status")
+                    return
+                except VMError:
+                    pass
+            if not self.is_running() or time.monotonic() > deadline:
+                raise VMError(f"{self.name}: QEMU did not start: {self.log_tail()}")
+            time.sleep(0.05)
 
     def _as_qemu_sees(self, path: str, qfolder: str) -> str:
         try:

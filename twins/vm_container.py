@@ -146,8 +146,8 @@ class ContainerLauncher:
     def qemu_folder(self, folder: Path) -> str:
         return FOLDER
 
-    def tap(self) -> str | None:
-        return TAP
+    def netdev(self) -> str | None:
+        return f"tap,ifname={TAP},script=no,downscript=no"
 
     def start(self, folder: Path, argv: list[str], name: str) -> Running:
         api = self.client.api
