@@ -112,6 +112,8 @@ def test_uefi_virtio_vhdx_boots(vm_formats, tmp_path):
         vm.wait_console(r"testvm login:", BOOT)
         out = vm.agent_exec("ls /sys/firmware/efi >/dev/null && echo uefi; ls /sys/block")
         assert out.stdout.split()[0] == "uefi" and "vda" in out.stdout.split()
+        with pytest.raises(VMError, match=r"lack virtio drivers: try vm.disk_bus: sata or ide"):
+            vm.wait_console("never shown", 1)
     assert not qemu_using(folder) and not folder.exists()
 
 

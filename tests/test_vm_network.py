@@ -44,6 +44,11 @@ while True:
             tid, _, _, unit, fc, addr, n = struct.unpack(">HHHBBHH", q)
             c.sendall(struct.pack(">HHHBBBH", tid, 0, 5, unit, fc, 2, 4242 + addr))
 """
+SSH_BANNER = r"""
+import socket, sys
+with socket.create_connection((sys.argv[1], 22), timeout=10) as s:
+    print(s.recv(64).decode().strip())
+"""
 PROBE = r"""
 import json, socket, sys
 out = {}
@@ -189,6 +194,14 @@ def test_vm_takes_its_production_address_reads_the_plc_and_is_isolated(
                 remove=True,
             )
             assert json.loads(out) == {"plc": PLC_ADDRESS, "register": 0, "value": 4242}
+            banner = client.containers.run(
+                IMAGE,
+                ["python3", "-c", SSH_BANNER, VM_ADDRESS],
+                network=sandbox.name,
+                labels={**TEST, "restoredrill.run": run},
+                remove=True,
+            )
+            assert banner.decode().startswith("SSH-2.0-dropbear"), banner
 
             # the VM's own root tries every way out: the sandbox gateway, the host's docker0
             # address, the stand-in production network; only the PLC twin answers

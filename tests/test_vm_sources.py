@@ -201,3 +201,19 @@ def test_bad_requests_name_the_fix(monkeypatch, tmp_path, vm_raw):
             qemu.choose_accel("kvm", "hmi")
         assert qemu.choose_accel("auto") == "tcg"
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_demo_disk_images_vmdk_and_broken_vhdx(vm_raw, tmp_path):
+    from vmfixtures import CONFIG
+
+    from restoredrill.twins.vm_demo import demo_disk_images
+
+    good, broken = demo_disk_images(tmp_path, CONFIG)
+    assert (good.parent.name, detect(good)) == ("hmi-vm", "vmdk")
+    assert (broken.parent.name, detect(broken)) == ("hmi-vm-broken", "vhdx")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        [good.name, broken.name]
+    )
+    stamps = good.stat().st_mtime_ns, broken.stat().st_mtime_ns
+    assert demo_disk_images(tmp_path, CONFIG) == (good, broken)  # made once, reused
+    assert (good.stat().st_mtime_ns, broken.stat().st_mtime_ns) == stamps

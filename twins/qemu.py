@@ -632,10 +632,18 @@ class QemuVM:
                 )
             if time.monotonic() >= deadline:
                 raise VMError(
-                    f"{self.name}: the console did not show {pattern!r} within {timeout:g}s; "
-                    f"console's last lines:\n{self.console_tail()}"
+                    f"{self.name}: the console did not show {pattern!r} within {timeout:g}s"
+                    f"{self._bus_hint()}; console's last lines:\n{self.console_tail()}"
                 )
             time.sleep(poll)
+
+    def _bus_hint(self) -> str:
+        if self.spec.disk_bus in ("virtio", "scsi"):
+            return (
+                f" (hint: an image of a physical machine may lack {self.spec.disk_bus} "
+                "drivers: try vm.disk_bus: sata or ide)"
+            )
+        return ""
 
     # --- QMP and agent -------------------------------------------------------------------
 
