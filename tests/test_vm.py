@@ -20,7 +20,7 @@ from vmfixtures import qemu_using, sha256
 from restoredrill.checks import agent, screenshot
 from restoredrill.checks.base import OPEN_GUARD, Status
 from restoredrill.twins import vm_image
-from restoredrill.twins.qemu import Disk, QemuVM, VMError
+from restoredrill.twins.qemu import Disk, LocalLauncher, QemuVM, VMError
 from restoredrill.twins.sources.disk_image import create_overlay, detect
 from restoredrill.twins.vm_readiness import ConsoleProbe, wait_console
 from restoredrill.twins.vm_spec import VMSpec
@@ -31,10 +31,19 @@ BOOT = 420.0
 """Seconds a TCG boot may take on a loaded 2-core machine (it takes 10-60 s)."""
 
 
-def boot(name: str, backing: Path, folder: Path, **spec) -> QemuVM:
+def boot(name: str, backing: Path, folder: Path, nic: str | None = None, **spec) -> QemuVM:
+    """A VM over a fresh overlay; with ``nic`` (a model) its backend reaches nothing."""
     overlay = create_overlay(backing, detect(backing), folder / "disk0.qcow2")
-    vm_spec = VMSpec(memory="384m", cpus=1, accel="tcg", **spec)
-    return QemuVM(name, vm_spec, [Disk(str(overlay))], folder, evidence_dir=folder.parent / "ev")
+    vm_spec = VMSpec(memory="384m", cpus=1, accel="tcg", nic=nic or "e1000", **spec)
+    launcher = LocalLauncher("user,restrict=on" if nic else None)
+    return QemuVM(
+        name, vm_spec, [Disk(str(overlay))], folder, launcher, evidence_dir=folder.parent / "ev"
+    )
+
+
+NIC_FACTS = (
+    "basename $(readlink /sys/class/net/eth0/device/driver); cat /sys/class/net/eth0/address"
+)
 
 
 def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats, tmp_path):
@@ -42,7 +51,7 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
     shutil.copy(vm_formats["vmdk"], backup)
     before = sha256(backup)
     folder = tmp_path / "scratch"
-    vm = boot("hmi", backup, folder)
+    vm = boot("hmi", backup, folder, nic="rtl8139", mac="52:54:00:00:81:39")
     with vm.start():
         assert vm.accel == "tcg"
         waited = wait_console(vm, ConsoleProbe(pattern=r"testvm login:", timeout=f"{BOOT:g}s"))
@@ -106,12 +115,21 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
 
 def test_uefi_virtio_vhdx_boots(vm_formats, tmp_path):
     folder = tmp_path / "scratch"
-    vm = boot("efi", vm_formats["vhdx"], folder, firmware="uefi", disk_bus="virtio")
+    vm = boot(
+        "efi",
+        vm_formats["vhdx"],
+        folder,
+        nic="virtio",
+        firmware="uefi",
+        disk_bus="virtio",
+        mac="52:54:00:00:10:af",
+    )
     with vm.start():
         assert "if=pflash" in " ".join(vm.argv)
         vm.wait_console(r"testvm login:", BOOT)
         out = vm.agent_exec("ls /sys/firmware/efi >/dev/null && echo uefi; ls /sys/block")
         assert out.stdout.split()[0] == "uefi" and "vda" in out.stdout.split()
+        assert vm.agent_exec(NIC_FACTS).stdout.split() == ["virtio_net", "52:54:00:00:10:af"]
         with pytest.raises(VMError, match=r"lack virtio drivers: try vm.disk_bus: sata or ide"):
             vm.wait_console("never shown", 1)
     assert not qemu_using(folder) and not folder.exists()

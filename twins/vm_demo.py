@@ -29,7 +29,8 @@ def demo_disk_images(backups: Path, config: GuestConfig = DEMO) -> tuple[Path, P
     if not good.is_file():
         _convert(raw, "vmdk", good)
     if not broken.is_file():
-        cut = broken.with_suffix(".raw.part")
+        broken.parent.mkdir(parents=True, exist_ok=True)
+        cut = broken.with_name(broken.stem + "-raw.tmp")
         try:
             _convert(break_boot(raw, cut), "vhdx", broken)
         finally:
