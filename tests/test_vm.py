@@ -108,9 +108,11 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
         with pytest.raises(VMError, match=r"did not show 'never shown' within 2s; console's last"):
             vm.wait_console("never shown", 2)
         assert qemu_using(folder)
+        kept = vm.save_console(tmp_path / "ev" / "hmi-console.log")
     assert not qemu_using(folder)
     assert not folder.exists()  # overlay, sockets and console log went with the VM
     assert sha256(backup) == before
+    assert "testvm login:" in kept.read_text() and "\x1b" not in kept.read_text()
 
 
 def test_uefi_virtio_vhdx_boots(vm_formats, tmp_path):

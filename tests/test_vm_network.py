@@ -47,7 +47,7 @@ while True:
 SSH_BANNER = r"""
 import socket, sys
 with socket.create_connection((sys.argv[1], 22), timeout=10) as s:
-    print(s.recv(64).decode().strip())
+    print(s.recv(256).split(b"\r\n")[0].decode())
 """
 PROBE = r"""
 import json, socket, sys

@@ -612,6 +612,12 @@ class QemuVM:
         path = self.folder / "serial.log"
         return console_text(path.read_bytes()) if path.is_file() else ""
 
+    def save_console(self, dest: Path) -> Path:
+        """Copy the serial console's log to ``dest`` (evidence kept with the run), as text."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(self.console())
+        return dest
+
     def console_tail(self, lines: int = 20) -> str:
         text = [s for s in self.console().splitlines() if s.strip()]
         return "\n".join(text[-lines:]) or "(the console printed nothing)"
