@@ -217,3 +217,18 @@ def test_demo_disk_images_vmdk_and_broken_vhdx(vm_raw, tmp_path):
     stamps = good.stat().st_mtime_ns, broken.stat().st_mtime_ns
     assert demo_disk_images(tmp_path, CONFIG) == (good, broken)  # made once, reused
     assert (good.stat().st_mtime_ns, broken.stat().st_mtime_ns) == stamps
+
+
+def test_qemu_refusing_its_command_line_is_an_error_with_its_message(vm_raw, tmp_path):
+    folder = tmp_path / "scratch"
+    overlay = create_overlay(vm_raw, "raw", folder / "disk0.qcow2")
+    vm = QemuVM(
+        "odd",
+        VMSpec(memory="256m", accel="tcg"),
+        [Disk(str(overlay))],
+        folder,
+        extra_args=["-device", "no-such-device"],
+    )
+    with pytest.raises(VMError, match="odd: QEMU did not start: .*'no-such-device' is not a valid"):
+        vm.start()
+    assert not folder.exists()

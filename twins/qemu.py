@@ -291,7 +291,10 @@ class _JsonLines:
 
     def send(self, message: dict[str, Any] | bytes) -> None:
         data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise VMError(f"{self.what}: connection lost ({exc.strerror or exc})") from None
 
     def receive(self, deadline: float) -> dict[str, Any]:
         while b"\n" not in self.buf:
@@ -299,7 +302,12 @@ class _JsonLines:
             if left <= 0:
                 raise TimeoutError
             self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise VMError(f"{self.what}: connection lost ({exc.strerror or exc})") from None
             if not chunk:
                 raise VMError(f"{self.what}: connection closed")
             self.buf += chunk

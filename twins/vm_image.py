@@ -22,6 +22,7 @@ once per fingerprint (this module + the guest's configuration) into a cache fold
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -232,9 +233,12 @@ def ensure_image(
     if out.is_file():
         return out
     folder.mkdir(parents=True, exist_ok=True)
-    part = out.with_suffix(".part")
-    build(part, config, mirror=mirror)
-    part.replace(out)
+    with (folder / f".{out.stem}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same image
+        if not out.is_file():
+            part = out.with_suffix(".part")
+            build(part, config, mirror=mirror)
+            part.replace(out)
     return out
 
 
