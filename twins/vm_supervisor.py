@@ -117,5 +117,17 @@ def wipe(folder: str) -> None:
         os.rmdir(folder)
 
 
+def run(argv: list[str]) -> int:
+    """``main``, with a failure also written to ``FOLDER/supervisor.log`` (for the owner)."""
+    try:
+        return main(argv)
+    except (SystemExit, Exception) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        with open(os.path.join(argv[0], "supervisor.log"), "a") as log:
+            log.write(f"{exc.code if isinstance(exc, SystemExit) else repr(exc)}\n")
+        raise
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))
