@@ -165,6 +165,8 @@ def test_vm_takes_its_production_address_reads_the_plc_and_is_isolated(
             vm.wait_console("testvm login:", 420)
             info = client.api.inspect_container(launcher.container_id)
             assert info["HostConfig"]["CapAdd"] == ["NET_ADMIN", "SETPCAP"]
+            mounts = {m["Destination"]: m["RW"] for m in info["Mounts"]}
+            assert mounts == {"/vm": True, str(vm_raw): False}  # the backup: read-only
             nets = info["NetworkSettings"]["Networks"]
             assert nets[sandbox.name]["IPAddress"] == VM_ADDRESS
             link = vm.agent_exec("cat /sys/class/net/eth0/address").stdout.strip()
