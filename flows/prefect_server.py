@@ -168,6 +168,8 @@ def prefect_api(
         port = 0
     with local_server(console, port=port or None, full=serve) as server, using(server.url):
         if serve:
+            if console is not None:
+                console.print(f"Prefect UI: {server.url.removesuffix('/api')}", highlight=False)
             with _registered(server):
                 yield server.url
         else:
@@ -374,7 +376,7 @@ def registered() -> str | None:
         url, pid = str(entry["url"]), int(entry["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid) or healthy(url, timeout=2) is not None:
+    if not _alive(pid) or healthy(url) is not None:
         return None
     return url
 
