@@ -232,6 +232,9 @@ def local_server(
     env.pop("PREFECT_API_URL", None)
     if not full:
         env["PREFECT__SERVER_EPHEMERAL"] = "1"  # as Prefect's temporary server: no scheduler
+        # a run uses no blocks; registering their types costs a fresh home seconds (a
+        # full server, serve's, registers them for the UI)
+        env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
     argv = [sys.executable, "-c", _LAUNCH, str(os.getpid()), "-m", "uvicorn", "--factory", APP]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     argv += ["--lifespan", "on"]
