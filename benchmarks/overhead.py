@@ -459,7 +459,9 @@ def cli_run(site: Path, env: dict[str, str], root: Path) -> dict[str, Any]:
                 parent_of[pid] = parent
                 hwm[pid] = max(hwm.get(pid, 0), _status_kb(pid, "VmHWM"))
                 total += _status_kb(pid, "VmRSS")
-                names[pid] = _name(pid)  # again: a process may exec another program
+                name = _name(pid)  # again: a process may exec another program
+                if name != "?" and name:
+                    names[pid] = name
             tree_peak[0] = max(tree_peak[0], total)
             time.sleep(0.02)
 
