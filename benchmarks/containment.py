@@ -23,7 +23,8 @@ Three measurements on the real engine, each printed as a table:
    one normal run. Printed: what each run had created when it was killed, what
    was left once its guardian ended, and what is left after the normal run: twins,
    networks, images, volumes, firewall rules, scratch folders (want 0), and the run's
-   orphaned processes (its temporary Prefect server, stopped by the benchmark).
+   processes still running (want 0: each run is started in its own process group, as a
+   shell starts a command, and the guardian ends what is left of the group).
 
 Subnets 10.159.0.0/16; every connection goes to an address of this machine.
 
@@ -278,7 +279,9 @@ def leftovers(client: Any, pids: set[str], system: str) -> dict[str, int]:
     managed = {"label": "restoredrill.managed=1"}
     mine = lambda labels: (labels or {}).get("restoredrill.pid") in pids  # noqa: E731
     out = {
-        "twins": sum(mine(c["Labels"]) for c in api.containers(all=True, filters=managed)),
+        "containers (twins, anchor)": sum(
+            mine(c["Labels"]) for c in api.containers(all=True, filters=managed)
+        ),
         "networks": sum(mine(n["Labels"]) for n in api.networks(filters=managed)),
         "volumes": sum(
             mine(v["Labels"]) for v in (api.volumes(filters=managed) or {}).get("Volumes") or []
@@ -354,7 +357,11 @@ def killed_runs(engine: DockerBackend, runs: int, seed: int) -> None:
         for i in range(runs):
             delay = rng.uniform(0, span)
             proc = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # its own process group, as a shell starts it
             )
             owners.add(str(proc.pid))
             while not opened(proc.pid) and proc.poll() is None:
@@ -377,13 +384,13 @@ def killed_runs(engine: DockerBackend, runs: int, seed: int) -> None:
             for pid in lingering:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            what = ", ".join(f"{v} {k}" for k, v in at_kill.items() if v) or "nothing yet"
+            what = ", ".join(f"{v} {k}" for k, v in at_kill.items() if v) or "nothing (closed)"
             rows.append(
                 [
                     i + 1,
                     f"{delay:.1f}s",
                     what,
-                    "yes" if guardians else "not started",
+                    "yes" if guardians else "stopped by the close",
                     f"{cleanup:.1f}s" if guardians else "-",
                     sum(after.values()),
                     len(lingering),
@@ -398,7 +405,7 @@ def killed_runs(engine: DockerBackend, runs: int, seed: int) -> None:
                 "guardian",
                 "guardian done after",
                 "left then",
-                "orphaned processes",
+                "processes left",
             ],
             rows,
         )
@@ -410,7 +417,8 @@ def killed_runs(engine: DockerBackend, runs: int, seed: int) -> None:
             [[k, v] for k, v in final.items()],
         )
         print(
-            f"  orphaned processes of killed runs (temporary Prefect servers), stopped here: {orphans}"
+            f"  processes of killed runs still running once their guardian ended (e.g. a "
+            f"temporary Prefect server; stopped here): {orphans}"
         )
 
 

@@ -537,6 +537,7 @@ def _start_and_kill(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        start_new_session=True,  # its own process group, as a shell starts a command
     )
     try:
         found: list[dict] = []
@@ -561,6 +562,13 @@ def _start_and_kill(
     return found[0]["Labels"]["restoredrill.run"], children
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _stop(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -573,11 +581,14 @@ def test_kill_9_guardian_removes_everything_of_the_run(plant: Path, docker_clien
     others = [p for p in children if p not in guardians]
     try:
         assert len(guardians) == 1, [_cmdline(p) for p in children]
+        assert others, "the run started no other process (its temporary Prefect server)"
         # without any other run: the guardian removes it all, then ends
         _wait_for("the guardian's cleanup", lambda: leftovers(docker_client, run_id) == [], 60)
-        _wait_for("the guardian's end", lambda: not Path(f"/proc/{guardians[0]}").exists(), 30)
+        _wait_for("the guardian's end", lambda: not _running(guardians[0]), 30)
+        # and the rest of the run's process group (e.g. its temporary Prefect server)
+        assert [_cmdline(p) for p in others if _running(p)] == []
     finally:
-        _stop(others)  # e.g. the run's temporary Prefect server
+        _stop(others)
 
 
 def test_kill_9_with_guardian_killed_the_next_run_reaps_it(plant: Path, docker_client) -> None:  # noqa: F811

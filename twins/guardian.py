@@ -8,7 +8,9 @@ starts a guardian, a small process in its own session::
 It waits for the owner process to end. A normal close stops the guardian first; if
 the owner dies instead, the guardian removes the run's containers, networks, volumes,
 images, firewall rules and scratch folders, then exits. (The next run's reaper is the
-second line, for a guardian killed too.)
+second line, for a guardian killed too.) Where the owner led its own process group (a
+command started from a shell), the guardian also ends what is left of that group,
+e.g. the run's temporary Prefect server.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def start(run_id: str, owner: Owner | None = None) -> subprocess.Popen[bytes]:
     owner = owner or Owner.me()
     command = [sys.executable, "-m", "restoredrill.twins.guardian", "--run", run_id]
     command += ["--pid", str(owner.pid), "--start", owner.start or "-"]
+    with contextlib.suppress(OSError):
+        if os.getpgid(owner.pid) == owner.pid:
+            command.append("--group")
     return subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True)
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--start", default="-")
+    parser.add_argument(
+        "--group", action="store_true", help="the owner leads its process group: end it too"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -112,7 +120,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the owner is gone: finish the job
     client = docker.from_env(timeout=120)
     remove_run(client, args.run)
+    if args.group:
+        end_group(args.pid)
     return 0
+
+
+def end_group(pgid: int, grace: float = 3.0) -> None:
+    """End what is left of the dead owner's process group: TERM, then KILL after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":
