@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -56,7 +55,6 @@ class SystemResult(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     worker: str | None = None
     """The Prefect worker that verified it (scale-out); None when run in-process."""
-    limits: dict[str, Any] | None = None
 
     @property
     def failed_checks(self) -> list[CheckResult]:
