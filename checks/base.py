@@ -73,25 +73,35 @@ class SandboxGuard:
     """Refuses connections to anything outside the sandbox networks and loopback.
 
     A check must never reach a production device: only the run's own isolated
-    networks (and loopback, where a test runs its own servers) are allowed.
+    networks (and loopback, where a test runs its own servers) are allowed. With
+    ``confined``, a connection is allowed only from a thread inside the sandbox's own
+    network (the host may hold a production network card on the very same subnet).
     """
 
-    def __init__(self, networks: Sequence[str] = ()) -> None:
+    def __init__(
+        self, networks: Sequence[str] = (), confined: Callable[[], bool] | None = None
+    ) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.confined = confined
 
     def allow(self, host: str) -> None:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             if host == "localhost":
-                return
-            raise CheckError(f"{host!r}: checks connect to IP addresses only") from None
-        if ip.is_loopback or any(ip in net for net in self.networks):
-            return
-        raise CheckError(
-            f"{host} is outside the sandbox networks "
-            f"({', '.join(map(str, self.networks)) or 'none'}): refusing to connect"
-        )
+                ip = None
+            else:
+                raise CheckError(f"{host!r}: checks connect to IP addresses only") from None
+        if ip is not None and not ip.is_loopback and not any(ip in n for n in self.networks):
+            raise CheckError(
+                f"{host} is outside the sandbox networks "
+                f"({', '.join(map(str, self.networks)) or 'none'}): refusing to connect"
+            )
+        if self.confined is not None and not self.confined():
+            raise CheckError(
+                f"refusing to connect to {host} from outside the sandbox's network "
+                "(the host's own network cards may lead to the production device)"
+            )
 
 
 OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])

@@ -173,6 +173,8 @@ class HostCheck(CheckSpecBase):
 
 Spec = HostCheck
 """The spec of this check kind (the registry's convention)."""
+NETWORK = False
+"""It goes through the twin (``docker exec``), not the network."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:

@@ -44,6 +44,8 @@ class TestinfraCheck(CheckSpecBase):
 
 Spec = TestinfraCheck
 """The spec of this check kind (the registry's convention)."""
+NETWORK = False
+"""It goes through the twin (``docker exec``), not the network."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
