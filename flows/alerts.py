@@ -26,6 +26,7 @@ from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from restoredrill.durations import format_duration
+from restoredrill.errors import InputError
 
 from .results import RunRecord, SystemResult, Verdict
 
@@ -38,7 +39,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _EXAMPLES = "mailto://, mailtos://, slack://, msteams://, mmost://, syslog://, json://, jsons://"
 
 
-class AlertConfigError(ValueError):
+class AlertConfigError(InputError):
     """An alert target cannot be used; the message names the field, never a secret."""
 
 

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from restoredrill.errors import ExitCode, RestoredrillError
+from restoredrill.twins.base import TwinError
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "config" / "demo"
 DEMO_SITE = DEMO_DIR / "site.yaml"
@@ -49,7 +52,7 @@ def prepare(console: Console, backups: Path = BACKUPS) -> None:
         client = docker.from_env(timeout=600)
         client.ping()
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeError(
+        raise TwinError(
             f"Docker engine not reachable ({exc}): start it with `dockerd &` "
             "(or `systemctl start docker`), or install it with `apt-get install docker.io`"
         ) from None
@@ -110,7 +113,9 @@ def _historian(client: object, backups: Path) -> None:
         env = {**os.environ, "RESTIC_PASSWORD_FILE": str(password.resolve())}
         restic = shutil.which("restic")
         if restic is None:
-            raise RuntimeError("restic is not installed: apt-get install restic")
+            raise RestoredrillError(
+                "restic is not installed: apt-get install restic", ExitCode.BAD_INPUT
+            )
         subprocess.run(
             [restic, "init", "--repo", str(repo.resolve())],
             env=env,

@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restoredrill.errors import RestoredrillError
+
 from .inventory import LoadedSite
 from .lifecycle import unrun
-from .results import RunRecord, SystemResult, Verdict
+from .results import RunRecord, SystemResult, Verdict, new_run_id
 
 BEAT_S = 1.0
 LOST_AFTER_S = float(os.environ.get("RESTOREDRILL_WORKER_LOST_AFTER", "20"))
@@ -36,6 +38,10 @@ STATE_POLL_S = 1.0
 """How often a waiting orchestrator asks the server for a dispatched flow run's state."""
 QUEUE_GRACE_S = 600.0
 """How long a dispatched system may wait for a free worker beyond its own watchdog limit."""
+
+
+class DispatchError(RestoredrillError):
+    """A run on the work pool's workers did not finish, or left no evidence (exit 1)."""
 
 
 def worker_name() -> str:
@@ -210,8 +216,6 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
     from prefect.deployments import run_deployment
 
     from .evidence import EvidenceError, EvidenceStore, default_url
-    from .verify import new_run_id
-
     run_id = new_run_id()
     if timeout_s is None:  # every system at its watchdog limit, one after another, and some
         site = loaded.site
@@ -227,7 +231,7 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
     )
     state = flow_run.state
     if state is None or not state.is_final():
-        raise RuntimeError(
+        raise DispatchError(
             f"run {run_id} did not finish within {timeout_s:.0f} s (state "
             f"{state.name if state else '?'}): is a worker of the pool running? "
             "If the worker running it was lost, the next run reaps its twins"
@@ -236,7 +240,7 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
         with EvidenceStore(loaded.site.evidence or default_url(loaded.path)) as store:
             return store.load(run_id)
     except EvidenceError as exc:
-        raise RuntimeError(
+        raise DispatchError(
             f"run {run_id} ended {state.name if state else '?'} without its evidence "
             f"({state.message if state and state.message else exc})"
         ) from None

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from restoredrill.checks.registry import CheckSpec
 from restoredrill.configfile import ConfigFileError, Document, load, problem, shown
 from restoredrill.durations import Duration
+from restoredrill.errors import InputError
 from restoredrill.twins.devices import DeviceSpec
 from restoredrill.twins.limits import Limits
 from restoredrill.twins.sources import SourceSpec
@@ -214,12 +215,17 @@ class Site(_Model):
         raise KeyError(name)
 
 
-class InventoryError(Exception):
-    """An inventory problem, formatted ``file:line: field: what is expected``."""
+class InventoryError(InputError):
+    """Inventory problems, each formatted ``file:line: field: what is expected``."""
+
+    headline = ""  # each problem names its file and line
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[type[InventoryError], tuple[list[str]]]:
+        return type(self), (self.problems,)
 
 
 class LoadedSite:
@@ -404,7 +410,7 @@ def waves(graph: dict[str, list[str]], only: Iterable[str] | None = None) -> lis
     while len(done) < len(wanted):
         wave = [n for n in order if n not in done and all(d in done for d in graph[n])]
         if not wave:
-            raise ValueError(f"dependency cycle: {find_cycle(graph)}")
+            raise InputError(f"dependency cycle: {find_cycle(graph)}")
         plan.append(wave)
         done.update(wave)
     return plan

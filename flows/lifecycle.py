@@ -18,6 +18,7 @@ from typing import Any
 
 from restoredrill.checks.base import CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import run_check
+from restoredrill.errors import RestoredrillError
 from restoredrill.twins.base import Restored, Sandbox, Twin, TwinError
 from restoredrill.twins.limits import Limits
 from restoredrill.twins.readiness import wait_ready
@@ -28,13 +29,18 @@ from .progress import SystemProgress, emit
 from .results import StepTiming, SystemResult, Verdict
 
 
-class StepFailed(Exception):
-    """A step could not complete; ``reason`` says why in one line a person can act on."""
+class StepFailed(RestoredrillError):
+    """A step could not complete; ``reason`` says why in one line a person can act on
+    (it becomes the system's verdict, never an exit code of its own)."""
 
     def __init__(self, step: str, reason: str) -> None:
         super().__init__(f"{step}: {reason}")
+        self.args = (step, reason)  # pickles as it was made
         self.step = step
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.reason}"
 
 
 class WatchdogExpired(StepFailed):

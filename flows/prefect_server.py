@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from restoredrill.errors import ExitCode, RestoredrillError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -61,8 +63,11 @@ _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 """A log line naming an exception and its message, e.g. ``sqlite3.DatabaseError: …``."""
 
 
-class PrefectServerError(RuntimeError):
-    """No Prefect server to run on; the message says what and what to do."""
+class PrefectServerError(RestoredrillError):
+    """No Prefect server to run on; the message says what and what to do (the run could not
+    start: exit 2)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +20,10 @@ from .evidence import EvidenceError, EvidenceStore, default_url, shown_url
 from .inventory import LoadedSite, Site, claimed, load_site, waves
 from .lifecycle import StepFailed, SystemJob, run_step
 from .progress import emit
-from .results import RunRecord, SystemResult, Verdict
+from .results import RunRecord, SystemResult, Verdict, new_run_id
 
 BLOCKING = {Verdict.ERROR, Verdict.FAIL, Verdict.BLOCKED}
 """A dependency ending in one of these blocks its dependents (a slow one does not)."""
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 class RunContext:

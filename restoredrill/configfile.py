@@ -34,6 +34,8 @@ from yaml.events import (
     StreamEndEvent,
 )
 
+from .errors import InputError
+
 PARSER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's parser when PyYAML was built with it (``yaml.__with_libyaml__``)."""
 MAX_BYTES = 16 * 1024 * 1024
@@ -71,8 +73,13 @@ def problem(path: str | Path, line: int, field: str, message: str) -> str:
     return f"{where}: {field}: {message}" if field else f"{where}: {message}"
 
 
-class ConfigFileError(ValueError):
-    """A problem in a config file: ``path:line: field: message`` (``problems`` holds all)."""
+class ConfigFileError(InputError, ValueError):
+    """A problem in a config file: ``path:line: field: message`` (``problems`` holds all).
+
+    Also a ValueError: raised inside a pydantic validator, it becomes that field's error.
+    """
+
+    headline = ""  # its lines name file, line and field
 
     def __init__(
         self,
