@@ -27,6 +27,7 @@ from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreConte
 from .inventory import LoadedSite, System
 from .progress import SystemProgress, emit
 from .results import StepTiming, SystemResult, Verdict
+from .verdicts import judge_system
 
 
 class StepFailed(RestoredrillError):
@@ -278,32 +279,22 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         if created.tzinfo is None:
             created = created.replace(tzinfo=UTC)
         age = round((job.started_at - created).total_seconds(), 1)
-    reason = ""
     job.note_limits()
-    if job.limit_reached:  # a twin that hit a bound did not show what it does within it
-        cause = f" ({failure.step}: {_relative(failure.reason)})" if failure else ""
-        result, reason = Verdict.ERROR, f"{job.limit_reached}{cause}"
-    elif isinstance(failure, WatchdogExpired):
-        result, reason = Verdict.RTO_EXCEEDED, failure.reason
-    elif failure is not None:
-        result, reason = Verdict.ERROR, f"{failure.step}: {_relative(failure.reason)}"
-    elif any(c.status is not Status.PASS for c in job.checks):
-        bad = [c for c in job.checks if c.status is not Status.PASS]
-        result = Verdict.FAIL
-        reason = f"{len(bad)} of {len(job.checks)} checks failed: " + "; ".join(
-            _describe_check(c) for c in bad[:3]
-        )
-    elif recovery is not None and recovery > rto:
-        result, reason = Verdict.RTO_EXCEEDED, f"recovered in {recovery:.1f}s, RTO is {rto:.0f}s"
-    elif system.rpo is not None and age is not None and age > system.rpo.total_seconds():
-        result = Verdict.RPO_EXCEEDED
-        reason = f"newest backup is {age:.0f}s old, RPO is {system.rpo.total_seconds():.0f}s"
-    else:
-        result = Verdict.PASS
+    judged = judge_system(
+        rto_s=rto,
+        rpo_s=system.rpo.total_seconds() if system.rpo else None,
+        recovery_s=recovery,
+        backup_age_s=age,
+        checks=job.checks,
+        failed_step=failure.step if failure else None,
+        failure=_relative(failure.reason) if failure else "",
+        watchdog=isinstance(failure, WatchdogExpired),
+        limit_reached=job.limit_reached,
+    )
     return SystemResult(
         system=system.name,
-        verdict=result,
-        reason=reason,
+        verdict=judged.verdict,
+        reason=judged.reason,
         labels=system.labels.as_dict(),
         started_at=job.started_at,
         finished_at=datetime.now(UTC),
@@ -311,7 +302,7 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         rto_s=rto,
         rpo_s=system.rpo.total_seconds() if system.rpo else None,
         backup_age_s=age,
-        near_miss=result is Verdict.PASS and recovery is not None and recovery > 0.8 * rto,
+        near_miss=judged.near_miss,
         backup=job.ref,
         steps=job.steps,
         checks=job.checks,
@@ -337,12 +328,6 @@ def unrun(system: System, verdict: Verdict, reason: str, **extra: Any) -> System
         rpo_s=system.rpo.total_seconds() if system.rpo else None,
         **extra,
     )
-
-
-def _describe_check(c: CheckResult) -> str:
-    if c.status is Status.ERROR:
-        return f"{c.name}: {c.message}"
-    return f"{c.name}: expected {c.expected!r}, observed {c.observed!r}"
 
 
 def _relative(text: str) -> str:

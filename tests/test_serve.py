@@ -173,7 +173,7 @@ def test_serve_without_a_schedule_is_bad_input(tmp_path: Path) -> None:
 def test_digest_flow_sends_the_days_runs_to_its_targets(tmp_path: Path, webhook) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from test_evidence import make_run
+    from records import make_run
 
     from restoredrill.flows.serve import send_digest
 
