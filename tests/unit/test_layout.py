@@ -1,0 +1,134 @@
+"""The house rules, read from the source with ``ast``: twins/ and checks/ never import
+flows/ or Prefect, flows modules import each other without a cycle, and every function
+is shorter than 60 lines."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = {
+    "restoredrill": REPO / "restoredrill",
+    "restoredrill.flows": REPO / "flows",
+    "restoredrill.twins": REPO / "twins",
+    "restoredrill.checks": REPO / "checks",
+}
+"""Each import package and the folder it is installed from (pyproject's package-dir)."""
+LONGEST = 59
+"""The most lines a function may take, ``def`` to its last line."""
+
+
+def modules(package: str) -> Iterator[tuple[str, Path]]:
+    """(dotted name, file) of every module of ``package``, subpackages included."""
+    root = PACKAGES[package]
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join((package, *parts)), path
+
+
+def imported(name: str, path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in it (lazy imports too), as dotted names:
+    ``from .x import y`` gives both ``pkg.x`` and ``pkg.x.y``."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("package", ["restoredrill.twins", "restoredrill.checks"])
+def test_twins_and_checks_never_import_flows_or_prefect(package: str) -> None:
+    """twins/ and checks/ are plain libraries: no run, no Prefect."""
+    found = [
+        f"{path.relative_to(REPO)} imports {module}"
+        for name, path in modules(package)
+        for module in sorted(imported(name, path))
+        if module.split(".")[0] == "prefect" or module.startswith("restoredrill.flows")
+    ]
+    assert found == []
+
+
+def test_the_rule_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
+    """The reader above catches what a newcomer might write (so the rule cannot pass blind)."""
+    path = tmp_path / "sneaky.py"
+    path.write_text("def f():\n    from ..flows import verify\n    import prefect.flows\n")
+    assert {"restoredrill.flows", "restoredrill.flows.verify", "prefect.flows"} <= imported(
+        "restoredrill.twins.sneaky", path
+    )
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph`` (its strongly connected parts of two or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            part = []
+            while (top := stack.pop()) != node:
+                part.append(top)
+            if part:
+                found.append(sorted([node, *part]))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_flows_modules_import_each_other_without_a_cycle() -> None:
+    names = dict(modules("restoredrill.flows"))
+    graph = {
+        name: {m for m in imported(name, path) if m in names and m != name}
+        for name, path in names.items()
+    }
+    assert cycles(graph) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+GRANDFATHERED = {
+    "twins/docker.py",
+    "twins/qemu.py",
+    "flows/verify.py",
+}
+"""Files branch g2-vmwire restructures (the twin interface): shortened after it lands."""
+
+
+def test_every_function_is_shorter_than_60_lines() -> None:
+    long = []
+    for package in PACKAGES:
+        for _, path in modules(package):
+            shown = str(path.relative_to(REPO))
+            if shown in GRANDFATHERED:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), shown)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > LONGEST:
+                        long.append(f"{shown}:{node.lineno} {node.name}: {lines} lines")
+    assert long == []
