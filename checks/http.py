@@ -111,7 +111,7 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
             ]
         return judge(spec, label, status, body, started)
     except Exception as exc:  # noqa: BLE001 - a check never raises
-        return [error_result(spec, exc, started).model_copy(update={"name": label})]
+        return [error_result(spec, exc, started, name=label)]
 
 
 def fetch(url: str, headers: dict[str, str], timeout: float, verify: bool) -> tuple[int, bytes]:

@@ -62,7 +62,7 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
             )
         ]
     except Exception as exc:  # noqa: BLE001 - a check never raises
-        return [error_result(spec, exc, started).model_copy(update={"name": name})]
+        return [error_result(spec, exc, started, name=name)]
 
 
 def _hostport(host: str, port: int) -> str:
