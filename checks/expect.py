@@ -110,8 +110,13 @@ class Expectation(BaseModel):
             hi = math.inf if self.max is None else self.max
             for i, v in enumerate(values):
                 if isinstance(v, str) or v is None or not lo <= v <= hi:
-                    return False, f"{_at(i, values)}{v!r} outside {self.min}..{self.max}"
+                    return False, f"{_at(i, values)}{v!r} outside {self._range()}"
         return True, ""
+
+    def _range(self) -> str:
+        if self.min is None:
+            return f"<= {self.max:g}"
+        return f">= {self.min:g}" if self.max is None else f"{self.min:g}..{self.max:g}"
 
 
 def _same(wanted: Any, seen: Any, tolerance: float) -> bool:

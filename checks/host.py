@@ -6,6 +6,10 @@ one result with its expected and observed value. Without assertions the resource
 required to be there (file exists, package installed, process/service running, socket
 listening, command exits 0). testinfra reaches the twin through its docker backend
 (``testinfra.get_host(target.testinfra_url)``); several facts of one file come from one exec.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: host, file: /etc/mes/mes.conf, contains: "url = http://10.77.0.10:8080", mode: "0640", owner: root}
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""``http``: an HTTP endpoint of the twin answers with the expected status, text and JSON fields."""
+"""``http``: an HTTP endpoint of the twin answers with the expected status, text and JSON fields.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: http, name: tank level, port: 8080, path: /api/tags/LT-101/latest, json: {tag: LT-101, value: 72.5}}
+"""
 
 from __future__ import annotations
 

@@ -309,8 +309,6 @@ async def _read(
 
 
 async def _counts(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:
-    from asyncua import ua
-
     from restoredrill.twins.opcua_client import resolve_node
 
     out = []
@@ -336,24 +334,7 @@ async def _counts(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
                 )
             )
             continue
-        total, todo, seen = 0, [folder], set()
-        while todo:
-            node = todo.pop()
-            refs = await node.get_references(
-                ua.ObjectIds.HierarchicalReferences,
-                ua.BrowseDirection.Forward,
-                includesubtypes=True,
-            )
-            for ref in refs:
-                if ref.NodeClass == ua.NodeClass.Variable:
-                    total += 1
-                elif (
-                    item.recursive
-                    and ref.NodeClass == ua.NodeClass.Object
-                    and ref.NodeId not in seen
-                ):
-                    seen.add(ref.NodeId)
-                    todo.append(client.get_node(ref.NodeId))
+        total = await _variables_under(client, folder, item.recursive)
         ok = (
             (item.equals is None or total == item.equals)
             and (item.min is None or total >= item.min)
@@ -371,6 +352,24 @@ async def _counts(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
             )
         )
     return out
+
+
+async def _variables_under(client: Any, folder: Any, recursive: bool) -> int:
+    """How many variables ``folder`` holds (in sub-folders and objects too, if ``recursive``)."""
+    from asyncua import ua
+
+    total, todo, seen = 0, [folder], set()
+    while todo:
+        refs = await todo.pop().get_references(
+            ua.ObjectIds.HierarchicalReferences, ua.BrowseDirection.Forward, includesubtypes=True
+        )
+        for ref in refs:
+            if ref.NodeClass == ua.NodeClass.Variable:
+                total += 1
+            elif recursive and ref.NodeClass == ua.NodeClass.Object and ref.NodeId not in seen:
+                seen.add(ref.NodeId)
+                todo.append(client.get_node(ref.NodeId))
+    return total
 
 
 class _Updates:

@@ -1,4 +1,9 @@
-"""``tcp``: a port of the twin accepts (or refuses) connections."""
+"""``tcp``: a port of the twin accepts (or refuses) connections.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: tcp, port: 8080}
+"""
 
 from __future__ import annotations
 
