@@ -80,6 +80,8 @@ class SlowGateway:
 
     async def _written(self, event: Any, _dispatcher: Any) -> None:
         """A client wrote: forward Setpoint writes later; show the PLC's value at once."""
+        if not event.is_external:
+            return
         for item in event.request_params.NodesToWrite:
             if item.NodeId == self.nodes["Setpoint"].nodeid:
                 self._spawn(self._forward(float(item.Value.Value.Value)))
