@@ -134,7 +134,7 @@ def _at(i: int, values: list[Any]) -> str:
 
 
 def _secs(seconds: float) -> str:
-    return f"{seconds:.3g}s" if seconds < 10 else f"{seconds:.0f}s"
+    return f"{seconds:g}s"
 
 
 class Sampling(CheckSpecBase):

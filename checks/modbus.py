@@ -135,7 +135,7 @@ def run(spec: ModbusCheck, target: Target, guard: SandboxGuard) -> list[CheckRes
         if not spec.name:
             spec = spec.model_copy(update={"name": f"modbus {host}:{spec.port} unit {spec.unit}"})
         guard.allow(host)
-        limit = spec.timeout + spec.longest_window(spec.values)
+        limit = spec.timeout * 2 + spec.longest_window(spec.values)  # connect, last read
         return run_sync(lambda: asyncio.wait_for(_check(spec, host, started), limit))
     except TimeoutError:
         return [error_result(spec, f"no answer within {spec.timeout:g}s", started)]
