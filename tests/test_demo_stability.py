@@ -1,4 +1,5 @@
-"""The demo plant, run 10 times back to back while 2 busy loops load the CPUs: same verdicts.
+"""The demo plant, run 10 times back to back while 2 busy loops load the CPUs: same verdicts;
+and its backups are remade when the app they hold changed.
 
 A verdict must be true: the same backups give the same verdict under load too (issue 8,
 item 9: a written-through setpoint was once read back too early under load). The demo is
@@ -99,3 +100,29 @@ def test_ten_runs_under_cpu_load_give_identical_verdicts(demo_copy: Path, docker
     assert {name: v[0] for name, v in seen[0].items()} == EXPECTED
     failing = {c for name, (_, checks) in seen[0].items() for c, s in checks if s != "pass"}
     assert all(name.startswith("gateway serves the tank level") for name in failing), failing
+
+
+def test_a_gateway_archive_older_than_its_app_is_made_again(docker_client, tmp_path) -> None:
+    """Backups made before a fix of the demo gateway hold the old gateway: they are remade."""
+    backups = tmp_path / "backups"
+    markers = {
+        "historian-restic/config": b"kept",
+        "mes/mes-20261124.tar.gz": b"kept",
+        "hmi/hmi-20261124.tar.zst": b"kept",
+        "erp/erp-20261124.tar.gz": b"kept",
+        "gateway/line1-gateway-20261124.tar.gz": b"old gateway",
+        "gateway/line2-gateway-20261124.tar.gz": b"old gateway",
+    }
+    for name, content in markers.items():
+        (backups / name).parent.mkdir(parents=True, exist_ok=True)
+        (backups / name).write_bytes(content)
+    try:
+        prepare(Console(quiet=True), backups=backups, tag=TAG)
+        for name, content in markers.items():
+            remade = (backups / name).read_bytes()[:20] != content
+            assert remade == name.startswith("gateway/"), name
+        made = {p.name: p.stat().st_mtime for p in (backups / "gateway").iterdir()}
+        prepare(Console(quiet=True), backups=backups, tag=TAG)  # the stamps match now: kept
+        assert {p.name: p.stat().st_mtime for p in (backups / "gateway").iterdir()} == made
+    finally:
+        shutil.rmtree(backups, ignore_errors=True)  # two image archives, ~200 MB
