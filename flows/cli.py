@@ -23,10 +23,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
+import typer
+from rich.console import Console
 
-from .inventory import InventoryError, load_site  # noqa: E402
+from .inventory import InventoryError, load_site
 
 app = typer.Typer(
     help="Prove that backups restore: restore each system into an isolated twin, "
@@ -59,7 +59,7 @@ def bad_input(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _load(site: Path):  # noqa: ANN202 - LoadedSite
+def _load(site: Path):
     try:
         return load_site(site)
     except InventoryError as exc:
@@ -543,7 +543,7 @@ def quiet_console_logs(verbose: bool) -> None:
             handler.addFilter(_OnlyOurs())
 
 
-def _check_alerts(loaded) -> None:  # noqa: ANN001
+def _check_alerts(loaded) -> None:
     from .alerts import AlertConfig, check_targets
 
     problems = check_targets(AlertConfig.from_site(loaded.site, loaded.base_dir))
@@ -553,7 +553,7 @@ def _check_alerts(loaded) -> None:  # noqa: ANN001
         raise typer.Exit(2)
 
 
-def _open_store(url: str | None, site: Path | None, read_only: bool = False):  # noqa: ANN202
+def _open_store(url: str | None, site: Path | None, read_only: bool = False):
     """The store of ``--evidence``, else of ``--site``, else $RESTOREDRILL_EVIDENCE, else the
     one last used here (``read_only``: nothing is written to it)."""
     from .evidence import EvidenceError, EvidenceStore, default_url
@@ -573,7 +573,7 @@ def _open_store(url: str | None, site: Path | None, read_only: bool = False):  #
     return store
 
 
-def _check_evidence(loaded) -> None:  # noqa: ANN001
+def _check_evidence(loaded) -> None:
     """Before a run: a wrong evidence URL is bad input; a store that cannot be written now
     only warns (if it still cannot at the end, the run's record is spooled)."""
     from .evidence import EvidenceConfigError, EvidenceError, EvidenceStore, default_url
@@ -592,13 +592,13 @@ def _check_evidence(loaded) -> None:  # noqa: ANN001
     _remember(loaded.path, None)
 
 
-def _shown_store(loaded) -> str:  # noqa: ANN001
+def _shown_store(loaded) -> str:
     from .evidence import shown_url
 
     return shown_url(loaded.site.evidence, loaded.path)
 
 
-def _recorded_deliveries(loaded, run_id: str) -> list[dict]:  # noqa: ANN001
+def _recorded_deliveries(loaded, run_id: str) -> list[dict]:
     from .evidence import EvidenceError, EvidenceStore, default_url
 
     try:

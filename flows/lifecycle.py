@@ -138,7 +138,7 @@ def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None
     t0 = time.perf_counter()
     try:
         fn(job)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a reason with a verdict
+    except Exception as exc:  # every failure becomes a reason with a verdict
         failure = _failure(job, name, exc, watched)
         job.steps.append(_timing(name, started_at, t0, False, failure.reason))
         raise failure from exc

@@ -63,7 +63,7 @@ def sandbox(docker_client, base_image):
                 labels={"restoredrill.test": "checks"},
             )
             break
-        except Exception as exc:  # noqa: BLE001 - subnet taken: try another
+        except Exception as exc:  # subnet taken: try another
             if "overlap" not in str(exc).lower():
                 raise
     assert network is not None, "no free 10.99.x.0/24 subnet"

@@ -587,7 +587,7 @@ def rest_server(repo: Path, stall_above: int, release: threading.Event) -> _Rest
                 return repo / parts[0] / parts[1]
             return None
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             file = self._file()
             if file is None or not file.is_file():
                 self.send_error(404)
@@ -596,7 +596,7 @@ def rest_server(repo: Path, stall_above: int, release: threading.Event) -> _Rest
             self.send_header("Content-Length", str(file.stat().st_size))
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             if len(parts) == 1 and parts[0] != "config":
                 folder = repo / parts[0]

@@ -212,7 +212,7 @@ class PlcTwin:
             await asyncio.sleep(self.tick)
             try:
                 await self._update(time.monotonic() - self._started)
-            except Exception:  # noqa: BLE001 - a bad tick must not kill the server
+            except Exception:  # a bad tick must not kill the server (logged)
                 log.exception("PLC twin behaviour update failed")
 
     # ---------------------------------------------------------------- build

@@ -222,7 +222,7 @@ def fingerprint(config: GuestConfig, packages: tuple[str, ...] = PACKAGES) -> st
 
 
 def ensure_image(
-    config: GuestConfig = GuestConfig(),  # noqa: B008 - frozen, immutable default
+    config: GuestConfig = GuestConfig(),  # frozen: an immutable default
     folder: Path | None = None,
     *,
     mirror: str | None = None,
