@@ -216,6 +216,7 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
     from prefect.deployments import run_deployment
 
     from .evidence import EvidenceError, EvidenceStore, default_url
+
     run_id = new_run_id()
     if timeout_s is None:  # every system at its watchdog limit, one after another, and some
         site = loaded.site

@@ -913,4 +913,3 @@ def _backup(r: Any) -> BackupRef | None:
         sha256=r.backup_sha256,
         created_at=r.backup_created_at,
     )
-
