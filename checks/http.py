@@ -122,6 +122,8 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
 def fetch(url: str, headers: dict[str, str], timeout: float, verify: bool) -> tuple[int, bytes]:
     """GET ``url`` directly (no proxy, no redirects); the status and up to 1 MiB of body."""
     parts = urlsplit(url)
+    if parts.hostname is None:
+        raise CheckError(f"{url!r} names no host")
     deadline = time.monotonic() + timeout
     if parts.scheme == "https":
         context = ssl.create_default_context()

@@ -283,8 +283,9 @@ async def _read_block(
 def _exception(rsp: Any) -> str | None:
     if not rsp.isError():
         return None
-    code = getattr(rsp, "exception_code", None)
-    return f"the device answered exception {code} ({EXCEPTIONS.get(code, 'unknown')})"
+    code: int | None = getattr(rsp, "exception_code", None)
+    meaning = EXCEPTIONS.get(code, "unknown") if code is not None else "unknown"
+    return f"the device answered exception {code} ({meaning})"
 
 
 def _listify(value: Any) -> list[Any]:

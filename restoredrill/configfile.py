@@ -26,6 +26,7 @@ import yaml
 from yaml.events import (
     AliasEvent,
     DocumentStartEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -374,7 +375,7 @@ class _Builder:
     def _scalar(self, event: ScalarEvent, top: _Open) -> _Open:
         """A key, or a value (plain, quoted or tagged): the hot path."""
         self.count += 1
-        line = event.start_mark.line + 1
+        line = _line(event)
         if self.count > MAX_NODES:
             raise self.too_many(line, top)
         if top.is_map and top.key is _NO_KEY:
@@ -398,7 +399,7 @@ class _Builder:
     def _start(self, event: MappingStartEvent | SequenceStartEvent, top: _Open) -> _Open:
         """A mapping or list begins inside ``top``: it is the new top."""
         self.count += 1
-        line = event.start_mark.line + 1
+        line = _line(event)
         if self.count > MAX_NODES:
             raise self.too_many(line, top)
         if top.is_map and top.key is _NO_KEY:
@@ -427,7 +428,7 @@ class _Builder:
 
     def _alias(self, event: AliasEvent, top: _Open) -> _Open:
         """``*name``: the anchored value again (counted as many times as it is used)."""
-        line = event.start_mark.line + 1
+        line = _line(event)
         name = event.anchor
         if name in self.open or name not in self.anchors:
             message = (
@@ -449,7 +450,7 @@ class _Builder:
         self.documents += 1
         if self.documents > 1:
             message = "a second YAML document (a config file holds one)"
-            raise self.error(self.path, event.start_mark.line + 1, "", message)
+            raise self.error(self.path, _line(event), "", message)
         return top
 
     def _add(self, top: _Open, value: Any, sub: Any, line: int) -> None:
@@ -512,6 +513,12 @@ class _Builder:
         if extra is not _NO_KEY:
             loc.append(extra)
         return self.error(self.path, line, field_path(loc), message)
+
+
+def _line(event: Event) -> int:
+    """The 1-based line where ``event`` starts (the parser marks every event it makes)."""
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else 0
 
 
 def _line_of(entry: Any) -> int:

@@ -71,7 +71,7 @@ def distributions(roots: tuple[str, ...] = ROOTS) -> list[md.Distribution]:
 
 def _copy_dist(dist: md.Distribution, dest: Path) -> None:
     for file in dist.files or []:
-        src = Path(dist.locate_file(file))
+        src = Path(str(dist.locate_file(file)))
         if not src.is_file() or "__pycache__" in file.parts or file.parts[0] == "..":
             continue
         target = dest / file
