@@ -1,11 +1,19 @@
-"""Site files for the inventory's tests: a good one, and bad inputs with the one problem
-each must be reported as.
+"""Site files for the tests: ``host`` for addresses in a sandbox subnet; for the inventory's
+tests a good site, and bad inputs with the one problem each must be reported as.
 
 Their sandbox subnet, 10.249.77.0/24, is a paper one: no test creates a network there,
 so what the host's Docker bridges hold cannot change these tests' outcome.
 """
 
 from __future__ import annotations
+
+import ipaddress
+
+
+def host(subnet: str, n: int) -> str:
+    """The ``n``-th address of ``subnet`` (10 → 10.240.3.10 in 10.240.3.0/24)."""
+    return str(ipaddress.ip_network(subnet).network_address + n)
+
 
 GOOD = """\
 site: plant
