@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from localservers import smtp, webhook  # noqa: F401 - fixtures shared by the alert tests
+from vmfixtures import vm_formats, vm_raw  # noqa: F401 - the VM tests' disk images
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
