@@ -135,13 +135,13 @@ def run(
     it (or `restoredrill evidence import --site SITE --spool`).
     """
     loaded = _load(site)
+    from .prefect_server import PrefectServerError, prefect_api, require_configured
+
     dispatch = None
     if on_workers:
-        from . import serve as serving
-
         try:
-            serving.api_url()
-        except serving.DeployError as exc:
+            require_configured("to dispatch to")
+        except PrefectServerError as exc:
             raise bad_input(str(exc)) from None
         dispatch = f"verify-system/{loaded.site.site}"
     names = [s.name for s in loaded.site.systems]
@@ -160,11 +160,16 @@ def run(
     quiet_console_logs(verbose)
     spooled = None
     try:
-        if as_json or not console.is_terminal:
-            record = verify.run_site(str(site), system, concurrency, trigger, dispatch=dispatch)
-        else:
-            with live_progress(console, names):
+        with prefect_api(err):
+            if as_json or not console.is_terminal:
                 record = verify.run_site(str(site), system, concurrency, trigger, dispatch=dispatch)
+            else:
+                with live_progress(console, names):
+                    record = verify.run_site(
+                        str(site), system, concurrency, trigger, dispatch=dispatch
+                    )
+    except PrefectServerError as exc:
+        raise bad_input(str(exc)) from None
     except TwinError as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:
@@ -216,7 +221,7 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
 ) -> None:
     """Run the site's verifications on its schedules until Ctrl-C (Prefect deployments
-    served by this process; offline with the embedded server unless PREFECT_API_URL is set)."""
+    served by this process; offline with a local Prefect server unless PREFECT_API_URL is set)."""
     loaded = _load(site)
     _open_store(loaded.site.evidence, site)
     _check_alerts(loaded)
@@ -233,8 +238,13 @@ def serve(
         when = f"{p.cron} ({loaded.site.timezone})" if p.cron else "on demand"
         console.print(f"serving [bold]{p.name}[/]: {what} — {when}", highlight=False)
     quiet_console_logs(verbose)
-    with contextlib.suppress(KeyboardInterrupt):
-        serving.serve(site.resolve(), limit=limit, port=port)
+    from .prefect_server import PrefectServerError
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            serving.serve(site.resolve(), limit=limit, port=port, console=err)
+    except PrefectServerError as exc:
+        raise bad_input(str(exc)) from None
     console.print("stopped")
 
 
@@ -256,10 +266,11 @@ def deploy(
     loaded = _load(site)
     _check_alerts(loaded)
     from . import serve as serving
+    from .prefect_server import PrefectServerError
 
     try:
         names = serving.deploy(site.resolve(), work_pool=pool)
-    except serving.DeployError as exc:
+    except PrefectServerError as exc:
         raise bad_input(str(exc)) from None
     for name in names:
         err.print(f"deployed {name} to work pool {pool}", highlight=False)

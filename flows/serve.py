@@ -1,7 +1,7 @@
 """Unattended verification: the site's schedules as Prefect deployments.
 
 - ``restoredrill serve SITE``: this process serves the deployments (Prefect's runner;
-  offline, on the embedded temporary server unless ``PREFECT_API_URL`` names one) and
+  offline, on a local Prefect server it starts unless ``PREFECT_API_URL`` names one) and
   runs each scheduled verification when it is due.
 - ``restoredrill deploy SITE``: registers the same deployments on the Prefect server of
   ``PREFECT_API_URL``, in a work pool whose workers run them (docker-compose.yml);
@@ -16,7 +16,6 @@ targets become digest deployments.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +25,9 @@ from prefect import flow
 
 from .alerts import AlertConfig, Delivery, plan_digest, send
 from .inventory import LoadedSite, load_site
+from .prefect_server import prefect_api, require_configured
 
 POOL = "restoredrill"
-
-
-class DeployError(RuntimeError):
-    """Deployments cannot be registered (e.g. no reachable server); says what to do."""
 
 
 @dataclass
@@ -155,119 +151,21 @@ def deployments(
     return out
 
 
-def serve(site_path: Path, *, limit: int | None = None, port: int = 4200) -> None:
+def serve(
+    site_path: Path, *, limit: int | None = None, port: int = 4200, console: Any = None
+) -> None:
     """Serve the site's deployments from this process until Ctrl-C.
 
     Prefect's temporary in-process server runs no scheduler; without a
     ``PREFECT_API_URL``, a local Prefect server (SQLite in ``PREFECT_HOME``, UI on
-    127.0.0.1:``port``) is started for as long as this runs.
+    127.0.0.1:``port``) runs for as long as this does, and ``restoredrill run`` of the
+    same ``PREFECT_HOME`` uses it meanwhile (see prefect_server.py).
     """
     from prefect import serve as prefect_serve
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     loaded = load_site(site_path)
-    with contextlib.ExitStack() as stack:
-        if not PREFECT_API_URL.value():
-            url = stack.enter_context(local_server(loaded, port))
-            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+    with prefect_api(console, serve=True, port=port):
         prefect_serve(*deployments(loaded), limit=limit, print_starting_message=False)
-
-
-@contextlib.contextmanager
-def local_server(loaded: LoadedSite, port: int = 4200) -> Iterator[str]:
-    """A ``prefect server start`` on 127.0.0.1 for this process's lifetime; yields its API URL."""
-    import os
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    if port == 0 or not _port_free(port):
-        port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    log = loaded.base_dir / ".restoredrill" / "prefect-server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    env.pop("PREFECT_API_URL", None)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise DeployError(f"the local Prefect server stopped at once; see {log}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise DeployError(
-                    f"the local Prefect server did not answer within 120 s; see {log}"
-                )
-            time.sleep(0.3)
-        os.environ["PREFECT_API_URL"] = url  # for the flow-run processes the runner starts
-        yield url
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api_url() -> str:
-    """The configured Prefect server, checked to answer; DeployError otherwise."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        raise DeployError(
-            "PREFECT_API_URL is not set: name the Prefect server to deploy to, e.g. "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api (docker-compose up -d starts one)"
-        )
-    try:
-        response = httpx.get(url.rstrip("/") + "/health", timeout=5)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise DeployError(
-            f"Prefect server at {url} (PREFECT_API_URL) is not reachable: {exc or type(exc).__name__}; "
-            "start it (docker-compose up -d) or correct PREFECT_API_URL"
-        ) from None
-    return url
 
 
 def deploy(site_path: Path, *, work_pool: str = POOL) -> list[str]:
@@ -276,7 +174,7 @@ def deploy(site_path: Path, *, work_pool: str = POOL) -> list[str]:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
 
-    api_url()
+    require_configured("to deploy to")
     loaded = load_site(site_path)
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,26 @@ from vmfixtures import vm_formats, vm_raw  # noqa: F401 - the VM tests' disk ima
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Flows called in-process here run on Prefect's temporary server, whose first start on a
+# fresh PREFECT_HOME sets up its database: past Prefect's 20 s limit on a loaded machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_server_stopped():
+    """Stop Prefect's temporary server if the tests started one in this process, once
+    what it was sent is flushed (else it lives until exit, or on if pytest is killed)."""
+    yield
+    module = sys.modules.get("prefect.server.api.server")
+    if module is not None:
+        from restoredrill.flows.prefect_server import flush_to_server
+
+        flush_to_server()
+        module.SubprocessASGIServer().stop()
 
 
 def missing(what: str) -> None:
