@@ -63,9 +63,9 @@ def learn_modbus(
     capture: Annotated[
         Path | None, typer.Argument(help="a traffic capture (.pcap or .pcapng)", show_default=False)
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="the register map to write")] = Path(
-        "map.yaml"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the register map to write")
+    ] = Path("map.yaml"),
     port: Annotated[
         list[int] | None, typer.Option(help="TCP port of the PLCs in the capture (default 502)")
     ] = None,
@@ -75,7 +75,9 @@ def learn_modbus(
     ranges: Annotated[
         str, typer.Option(help="with --live: TABLE:FIRST-LAST,… to read, e.g. holding:0-99")
     ] = "",
-    unit: Annotated[list[int] | None, typer.Option(help="with --live: unit id(s), default 1")] = None,
+    unit: Annotated[
+        list[int] | None, typer.Option(help="with --live: unit id(s), default 1")
+    ] = None,
     duration: Annotated[str, typer.Option(help="with --live: how long to watch")] = "10s",
     interval: Annotated[str, typer.Option(help="with --live: time between reads")] = "1s",
     max_samples: Annotated[
@@ -119,9 +121,9 @@ def learn_modbus(
 @learn_app.command("opcua")
 def learn_opcua(
     url: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT[/path] of the server")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="the NodeSet2 XML to write")] = Path(
-        "model.xml"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the NodeSet2 XML to write")
+    ] = Path("model.xml"),
     security: Annotated[str, typer.Option(help="none or basic256sha256")] = "none",
     username: Annotated[str | None, typer.Option(help="user to log in as")] = None,
     password_env: Annotated[
