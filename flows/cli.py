@@ -469,6 +469,10 @@ def emulate_scada(
     bind_node: Annotated[
         list[str] | None, typer.Option(help="NODE=PLC/TAG: a variable follows a PLC tag")
     ] = None,
+    identity: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE: BuildInfo, application, certificate (repeatable)"),
+    ] = None,
 ) -> None:
     """Serve a SCADA twin over OPC UA until Ctrl-C."""
     from restoredrill.twins import scada
@@ -480,6 +484,7 @@ def emulate_scada(
         argv += ["--plc", text]
     for text in bind_node or []:
         argv += ["--bind-node", text]
+    argv += [f"--identity={text}" for text in identity or []]
     raise typer.Exit(scada.main(argv))
 
 

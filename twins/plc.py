@@ -120,6 +120,14 @@ class PlcTwin:
         byte_order, word_order = self.map.orders(tag)
         return decode(regs, tag.dtype, byte_order, word_order)
 
+    async def read_raw(self, unit: int, table: str, address: int, count: int) -> list[int]:
+        """Raw registers (or bits, 0/1) of a unit's table, named or not."""
+        memory = self.units[unit].tables[table]
+        at = memory.offset(address, count) if memory else None
+        if memory is None or at is None:
+            raise KeyError(f"{table} {address}..{address + count - 1} of unit {unit}: no such area")
+        return memory.values[at : at + count]
+
     async def write_tag(self, name: str, value: Any) -> None:
         """Set a tag as the PLC program would (any tag, writable or not)."""
         self._put(self._tag(name), value)
