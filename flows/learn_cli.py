@@ -132,7 +132,7 @@ def learn_opcua(
     cert_dir: Annotated[
         Path, typer.Option(help="where this client's certificate is made and kept")
     ] = Path("pki"),
-    timeout: Annotated[str, typer.Option(help="connect and per-request timeout")] = "10s",
+    timeout: Annotated[str, typer.Option(help="connect and per-request timeout")] = "30s",
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
     """Browse a live OPC UA server read-only and write its address space as NodeSet2 XML."""

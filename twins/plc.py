@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import sys
@@ -255,6 +256,7 @@ def run_plc(
 
     async def start() -> None:
         await twin.start(host, port)
+        gc.freeze()  # the map and memory live as long as the process: never walk them again
         print(
             f"PLC twin {twin.map.name or Path(map_path).name}: {len(twin.map.tags)} tags, "
             f"units {twin.map.unit_ids}, listening on {twin.address} (Ctrl-C stops)",

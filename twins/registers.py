@@ -34,6 +34,7 @@ from .device_profile import (
     default_area,
     default_identity,
 )
+from .running import gc_paused
 
 Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
@@ -432,11 +433,12 @@ def load_register_map(path: str | Path) -> RegisterMap:
     """Load and validate a register map (``.yaml``/``.yml`` or ``.csv``)."""
     path = Path(path)
     text = read_text(path, RegisterMapError, "the register map")
-    if path.suffix.lower() == ".csv":
-        data, locate = _read_csv(path, text)
-    else:
-        data, locate = read_yaml(path, text, RegisterMapError)
-    return validate_register_map(data, path, locate)
+    with gc_paused():  # tens of thousands of values and models that all stay alive
+        if path.suffix.lower() == ".csv":
+            data, locate = _read_csv(path, text)
+        else:
+            data, locate = read_yaml(path, text, RegisterMapError)
+        return validate_register_map(data, path, locate)
 
 
 def validate_register_map(data: Any, path: str | Path = "<map>", locate=None) -> RegisterMap:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hmac
 import logging
 import os
@@ -50,7 +51,7 @@ from .opcua_client import coerce, ensure_certificate, resolve_node
 from .opcua_identity import OpcuaIdentity, parse_identity
 from .plc import PlcError
 from .plc_bridge import Bound, PlcBridge, PlcLink
-from .running import serve_until_signalled
+from .running import gc_paused, serve_until_signalled
 
 __all__ = [
     "PlcLink",
@@ -163,9 +164,10 @@ class ScadaTwin:
             _check_port_free(host, port)
         users = PasswordUserManager(self.username, self.password) if self.username else None
         server = Server(user_manager=users)
-        await server.init()
-        await self._present(server, host, port)
-        await self._address_space(server)
+        with gc_paused():  # thousands of nodes that live as long as the server
+            await server.init()
+            await self._present(server, host, port)
+            await self._address_space(server)
         try:
             await server.start()
         except OSError as exc:
@@ -340,6 +342,7 @@ def run_scada(sources: Sequence[str | Path], bind: str = "127.0.0.1:4840", **opt
 
     async def start() -> None:
         await twin.start(host, port)
+        gc.freeze()  # the address space lives as long as the process: never walk it again
         print(
             f"SCADA twin {twin.name}: {len(twin.xml)} NodeSet(s), {len(twin.lists)} node "
             f"list(s), {len(twin._bound)} bound variable(s), security {twin.security}, "

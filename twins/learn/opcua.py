@@ -25,7 +25,8 @@ MAX_NODES = 200_000
 """A server with more nodes than this is not learned (it is not a plant's SCADA server)."""
 SKIP = {ua.NodeId(ua.ObjectIds.Server)}
 """The standard Server object: the twin has its own."""
-BATCH = 500
+BATCH = 100
+"""Nodes per Browse request (small answers: a loaded server answers each in time)."""
 
 
 class LearnError(ValueError):
@@ -60,7 +61,7 @@ def learn_server(
     username: str | None = None,
     password: str | None = None,
     cert_dir: str | Path | None = None,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> LearnedModel:
     """Browse ``url`` read-only and build its NodeSet2 export (see the module docstring)."""
     if not url.startswith("opc.tcp://"):
@@ -92,6 +93,11 @@ async def _learn(
         uris = await client.get_namespace_array()
         used = sorted({n.NamespaceIndex for n in nodes})
         return LearnedModel(url, exporter, len(nodes), [uris[i] for i in used], variables)
+    except (TimeoutError, ConnectionError, ua.UaError) as exc:
+        raise LearnError(
+            f"{url}: the session ended while browsing ({type(exc).__name__}: {exc}); "
+            "a busy server may need a longer --timeout"
+        ) from None
     finally:
         with contextlib.suppress(Exception):  # a dead peer may fail the goodbye
             await asyncio.wait_for(client.disconnect(), timeout)
