@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -73,29 +72,35 @@ class SandboxGuard:
     """Refuses connections to anything outside the sandbox networks and loopback.
 
     A check must never reach a production device: only the run's own isolated
-    networks (and loopback, where a test runs its own servers) are allowed.
+    networks (and loopback, where a test runs its own servers) are allowed. With
+    ``confined``, a connection is allowed only from a thread inside the sandbox's own
+    network (the host may hold a production network card on the very same subnet).
     """
 
-    def __init__(self, networks: Sequence[str] = ()) -> None:
+    def __init__(
+        self, networks: Sequence[str] = (), confined: Callable[[], bool] | None = None
+    ) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.confined = confined
 
     def allow(self, host: str) -> None:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             if host == "localhost":
-                return
-            raise CheckError(f"{host!r}: checks connect to IP addresses only") from None
-        if ip.is_loopback or any(ip in net for net in self.networks):
-            return
-        raise CheckError(
-            f"{host} is outside the sandbox networks "
-            f"({', '.join(map(str, self.networks)) or 'none'}): refusing to connect"
-        )
-
-
-OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
-"""A guard that allows everything: for library use outside a sandboxed run."""
+                ip = None
+            else:
+                raise CheckError(f"{host!r}: checks connect to IP addresses only") from None
+        if ip is not None and not ip.is_loopback and not any(ip in n for n in self.networks):
+            raise CheckError(
+                f"{host} is outside the sandbox networks "
+                f"({', '.join(map(str, self.networks)) or 'none'}): refusing to connect"
+            )
+        if self.confined is not None and not self.confined():
+            raise CheckError(
+                f"refusing to connect to {host} from outside the sandbox's network "
+                "(the host's own network cards may lead to the production device)"
+            )
 
 
 class CheckSpecBase(BaseModel):
@@ -112,20 +117,6 @@ class CheckSpecBase(BaseModel):
 
     def default_name(self) -> str:
         return getattr(self, "kind", "check")
-
-
-@dataclass
-class Stopwatch:
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-
-@contextmanager
-def timed() -> Iterator[Stopwatch]:
-    yield Stopwatch()
 
 
 def result(
@@ -150,14 +141,20 @@ def result(
     )
 
 
-def error_result(spec: CheckSpecBase, exc: BaseException, started: float) -> CheckResult:
+def error_result(
+    spec: CheckSpecBase, problem: BaseException | str, started: float, *, name: str | None = None
+) -> CheckResult:
+    """An ``error`` result: the check could not be carried out, and why.
+
+    ``problem`` is the reason in words, or the exception that stopped the check (a
+    ``CheckError`` speaks for itself; anything else is shown with its type).
+    """
+    if isinstance(problem, BaseException) and not isinstance(problem, CheckError):
+        problem = f"{type(problem).__name__}: {problem}"
     return CheckResult(
-        name=spec.label(),
+        name=name or spec.label(),
         kind=getattr(spec, "kind", "check"),
         status=Status.ERROR,
         duration_s=round(time.perf_counter() - started, 4),
-        message=f"{type(exc).__name__}: {exc}" if not isinstance(exc, CheckError) else str(exc),
+        message=str(problem),
     )
-
-
-CheckRunner = Callable[[Any, Target, SandboxGuard], list[CheckResult]]

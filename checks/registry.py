@@ -4,10 +4,16 @@ Each kind is one module exporting ``Spec`` (a ``CheckSpecBase`` with ``kind: Lit
 and ``run(spec, target, guard) -> list[CheckResult]``. Modules keep heavy imports
 (testinfra, pymodbus, asyncua) inside ``run``, so importing the registry stays cheap.
 A registered module that is not installed yet is left out (its kind is then unknown).
+
+A module that talks to the target over the network runs inside the target's sandbox
+(``target.inside()``, where the twin's address answers); one that only goes through
+the twin (``docker exec``) says ``NETWORK = False``. Without the flag a module is taken
+to need the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from types import ModuleType
@@ -58,10 +64,18 @@ def module(kind: str) -> ModuleType:
         raise CheckError(f"unknown check kind {kind!r} (known: {', '.join(KINDS)})") from None
 
 
+def needs_network(kind: str) -> bool:
+    """Whether checks of ``kind`` connect to the target (and so run inside its sandbox)."""
+    return bool(getattr(module(kind), "NETWORK", True))
+
+
 def run_check(spec: Any, target: Target, guard: SandboxGuard) -> list[CheckResult]:
     """Run one check of any kind; never raises (a crash is an ``error`` result)."""
     started = time.perf_counter()
     try:
-        return list(module(spec.kind).run(spec, target, guard))
+        inside = getattr(target, "inside", None)
+        where = inside() if inside is not None and needs_network(spec.kind) else None
+        with where or contextlib.nullcontext():
+            return list(module(spec.kind).run(spec, target, guard))
     except Exception as exc:  # noqa: BLE001 - a check never raises
         return [error_result(spec, exc, started)]

@@ -6,6 +6,10 @@ and only the testinfra plugin loaded; each test becomes one result (a skipped or
 test passes, its reason in the message). ``file`` should be absolute: the inventory loader
 (flows) resolves a relative path against the site file's directory before the check runs;
 a path still relative here is taken relative to the working directory.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: testinfra, file: tests/test_mes.py, select: "not slow"}
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class TestinfraCheck(CheckSpecBase):
 
 Spec = TestinfraCheck
 """The spec of this check kind (the registry's convention)."""
+NETWORK = False
+"""It goes through the twin (``docker exec``), not the network."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:

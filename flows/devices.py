@@ -20,12 +20,22 @@ from restoredrill.twins.devices import (
     device_files,
 )
 from restoredrill.twins.emulator_image import ensure_emulator_image
+from restoredrill.twins.limits import DEFAULT_CAPABILITIES, Limits, effective
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.spec import TcpProbe
 
 from .inventory import LoadedSite
 
 READY_TIMEOUT = timedelta(seconds=60)
+LIMITS = Limits(
+    memory="1g",
+    cpus=1.0,
+    pids=256,
+    disk="1g",
+    cap_drop=[c for c in DEFAULT_CAPABILITIES if c != "NET_BIND_SERVICE"],
+)
+"""Bounds of an emulator container: it faces hostile twins, so it is bounded like one,
+and keeps only the capability to listen on ports below 1024 (502)."""
 
 
 def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | ScadaDevice]:
@@ -60,7 +70,7 @@ def start_devices(
     try:
         for spec in specs:
             spec = resolved[spec.name]
-            folder = Path(tempfile.mkdtemp(prefix=f"restoredrill-{run_id}-{spec.name}-"))
+            folder = Path(tempfile.mkdtemp(prefix=f"device-{spec.name}-", dir=sandbox.scratch))
             dirs.append(folder)
             for inside, host in device_files(spec, resolved).items():
                 if not Path(host).is_file():
@@ -75,6 +85,7 @@ def start_devices(
                 mounts={"/dev-config": str(folder)},
                 labels={"restoredrill.run": run_id, "restoredrill.device": spec.name},
                 env=device_env(spec),
+                limits=effective(LIMITS),
             )
             twins.append(twin)
             try:

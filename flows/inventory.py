@@ -93,13 +93,32 @@ class Labels(BaseModel):
         return {k: str(v) for k, v in self.model_dump(exclude_none=True).items()}
 
 
+def _subnet(text: str) -> str:
+    """A sandbox subnet: a real, private-sized network, not loopback, link-local, ..."""
+    from restoredrill.twins.hostnet import unsafe
+
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a subnet (use e.g. 10.77.0.0/24): {exc}") from None
+    problem = unsafe(net)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+SandboxSubnet = Annotated[str, AfterValidator(_subnet)]
+
+
 class Sandbox(_Model):
-    """Where twins run: the backend and the isolated networks of a run."""
+    """Where twins run: the backend and the contained networks of a run."""
 
     backend: Literal["docker"] = "docker"
-    subnets: list[str] = Field(
+    subnets: list[SandboxSubnet] = Field(
         default_factory=lambda: ["10.77.0.0/24"],
-        description="isolated networks of a run; production addresses taken over must lie inside",
+        description="contained networks of a run (at most /16 each); production addresses "
+        "taken over must lie inside; each keeps two addresses no system claims "
+        "(the sandbox's gateway and its anchor)",
     )
     concurrency: int = Field(2, ge=1, le=64, description="systems verified at once within a wave")
     watchdog: float = Field(
@@ -113,14 +132,7 @@ class Sandbox(_Model):
     @field_validator("subnets")
     @classmethod
     def _subnets(cls, value: list[str]) -> list[str]:
-        nets = []
-        for text in value:
-            try:
-                nets.append(ipaddress.ip_network(text, strict=True))
-            except ValueError as exc:
-                raise ValueError(
-                    f"{text!r} is not a subnet (use e.g. 10.77.0.0/24): {exc}"
-                ) from None
+        nets = [ipaddress.ip_network(text) for text in value]
         for i, a in enumerate(nets):
             for b in nets[i + 1 :]:
                 if a.overlaps(b):
@@ -245,9 +257,17 @@ def load_site(path: str | Path) -> LoadedSite:
     return LoadedSite(site, path)
 
 
+def claimed(site: Site) -> list[str]:
+    """Every address the inventory's systems and devices take over in the sandbox."""
+    found = [getattr(d, "address", None) for d in site.devices]
+    found += [s.run.address for s in site.systems]
+    return [str(a) for a in found if a is not None]
+
+
 def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
-    """Checks across systems: unknown dependencies and devices, cycles, address clashes."""
-    out: list[tuple[int, str]] = []
+    """Checks across systems and against this host: unknown dependencies and devices,
+    cycles, address clashes, room for the sandbox's own addresses, Docker bridges."""
+    out: list[tuple[int, str]] = _sandbox_problems(site, data)
     names = {s.name for s in site.systems}
     devices = {d.name: d for d in site.devices}
     nets = [ipaddress.ip_network(n) for n in site.sandbox.subnets]
@@ -302,6 +322,40 @@ def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
                 (
                     _line(data, ("systems", i, "depends_on")),
                     f"systems[{i}].depends_on: dependency cycle: {' -> '.join(cycle)}",
+                )
+            )
+    return out
+
+
+def _sandbox_problems(site: Site, data: Any) -> list[tuple[int, str]]:
+    """Sandbox subnets against this host's Docker bridges, and room in each for the
+    two addresses the sandbox itself needs (its gateway and its anchor)."""
+    from restoredrill.twins.hostnet import bridge_clash
+
+    out: list[tuple[int, str]] = []
+    addresses = [ipaddress.ip_address(a) for a in claimed(site)]
+    for i, text in enumerate(site.sandbox.subnets):
+        net = ipaddress.ip_network(text)
+        loc = ("sandbox", "subnets", i)
+        clash = bridge_clash(net)
+        if clash:
+            out.append(
+                (
+                    _line(data, loc),
+                    f"sandbox.subnets[{i}]: {net} overlaps the Docker bridge {clash} of this "
+                    "host: give the sandbox a subnet no Docker network uses "
+                    "(`ip route`, `docker network ls` show them)",
+                )
+            )
+        hosts = net.num_addresses - (2 if net.version == 4 else 1)
+        taken = len({a for a in addresses if a in net})
+        if hosts - taken < 2:
+            out.append(
+                (
+                    _line(data, loc),
+                    f"sandbox.subnets[{i}]: {net} needs two addresses no system or device "
+                    f"claims (the sandbox's gateway and its anchor), and {taken} of its "
+                    f"{hosts} are claimed: use a larger subnet",
                 )
             )
     return out

@@ -19,6 +19,7 @@ from typing import Any
 from restoredrill.checks.base import CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import run_check
 from restoredrill.twins.base import Restored, Sandbox, Twin, TwinError
+from restoredrill.twins.limits import Limits
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreContext
 
@@ -57,7 +58,10 @@ class SystemJob:
         self.sandbox = sandbox
         self.run_id = run_id
         self.docker = docker
-        self.guard = SandboxGuard(list(sandbox.networks))
+        self.guard = SandboxGuard(list(sandbox.networks), confined=sandbox.is_inside)
+        self.limits: Limits = loaded.site.limits(system.name)
+        self.limit_reached: str | None = None
+        """Which limit the twin hit (judged before it is removed)."""
         self.ref: BackupRef | None = None
         self.restored: Restored | None = None
         self.twin: Twin | None = None
@@ -90,16 +94,26 @@ class SystemJob:
         self.expired_in = self.current
         self.cancel.set()
         if self.twin is not None:  # unblock a step waiting on the twin
+            self.note_limits()
             with contextlib.suppress(Exception):  # teardown will try again
                 self.sandbox.remove(self.twin)
+
+    def watchdog_message(self) -> str:
+        """What a step or check cut short by the watchdog says (not its own timeout)."""
+        rto = self.system.rto.total_seconds()
+        return f"stopped by the watchdog after {self._limit:.0f}s ({self._limit / rto:.0f}x RTO)"
 
     def check_watchdog(self) -> None:
         if self.expired_in:
             raise WatchdogExpired(
-                self.expired_in,
-                f"stopped by the watchdog after {self._limit:.0f}s "
-                f"({self._limit / self.system.rto.total_seconds():.0f}x RTO) in step {self.expired_in}",
+                self.expired_in, f"{self.watchdog_message()} in step {self.expired_in}"
             )
+
+    def note_limits(self) -> None:
+        """Remember which limit the twin hit, while it can still be told."""
+        if self.twin is not None and self.limit_reached is None:
+            with contextlib.suppress(Exception):  # a finding is a bonus, never a new failure
+                self.limit_reached = self.twin.limit_reached()
 
 
 def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None:
@@ -117,22 +131,27 @@ def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None
     t0 = time.perf_counter()
     try:
         fn(job)
-    except StepFailed as exc:
-        job.steps.append(_timing(name, started_at, t0, False, exc.reason))
-        raise
-    except (BackupError, TwinError) as exc:
-        job.steps.append(_timing(name, started_at, t0, False, str(exc)))
-        if watched:
-            job.check_watchdog()
-        raise StepFailed(name, str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - an unexpected failure still gets a verdict
-        job.steps.append(_timing(name, started_at, t0, False, f"{type(exc).__name__}: {exc}"))
-        if watched:
-            job.check_watchdog()
-        raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a reason with a verdict
+        failure = _failure(job, name, exc, watched)
+        job.steps.append(_timing(name, started_at, t0, False, failure.reason))
+        raise failure from exc
     job.steps.append(_timing(name, started_at, t0, True, ""))
     if watched:
         job.check_watchdog()
+
+
+def _failure(job: SystemJob, name: str, exc: Exception, watched: bool) -> StepFailed:
+    """The failure a step ends with: the watchdog's if it cut the step short (the step's
+    own error then is only a symptom), else the step's error in one line."""
+    if watched and job.expired_in:
+        return WatchdogExpired(
+            job.expired_in, f"{job.watchdog_message()} in step {job.expired_in}"
+        )
+    if isinstance(exc, StepFailed):
+        return exc
+    if isinstance(exc, BackupError | TwinError):
+        return StepFailed(name, str(exc))
+    return StepFailed(name, f"{type(exc).__name__}: {exc}")
 
 
 def _timing(name: str, started_at: datetime, t0: float, ok: bool, message: str) -> StepTiming:
@@ -157,7 +176,7 @@ def restore(job: SystemJob) -> None:
     """Restore the backup into something the twin backend can run."""
     assert job.ref is not None
     job.t_restore = time.perf_counter()
-    job.workdir = Path(tempfile.mkdtemp(prefix=f"restoredrill-{job.run_id}-{job.system.name}-"))
+    job.workdir = Path(tempfile.mkdtemp(prefix=f"{job.system.name}-", dir=job.sandbox.scratch))
     own = job.system.run.limits
     ctx = RestoreContext(
         docker=job.docker,
@@ -179,11 +198,14 @@ def start(job: SystemJob) -> None:
         spec = spec.model_copy(
             update={"volumes": {k: _host_path(job, v) for k, v in spec.volumes.items()}}
         )
-    job.twin = job.sandbox.start(spec, job.restored, name=job.system.name, labels=labels(job))
+    job.twin = job.sandbox.start(
+        spec, job.restored, name=job.system.name, labels=labels(job), limits=job.limits
+    )
 
 
 def ready(job: SystemJob) -> None:
-    """Wait until the readiness probe passes (or the twin dies, or the probe times out)."""
+    """Wait until the readiness probe passes (or the twin dies, or the probe times out);
+    tcp and http probes connect from inside the sandbox (``twin.inside()``)."""
     assert job.twin is not None
     if job.system.ready is not None:
         wait_ready(job.twin, job.system.ready)
@@ -192,16 +214,25 @@ def ready(job: SystemJob) -> None:
 
 
 def checks(job: SystemJob) -> None:
-    """Run every check; a failed check is a result, not an exception."""
+    """Run every check; a failed check is a result, not an exception. Network checks
+    run inside the sandbox; a check the watchdog cut short says so."""
     assert job.twin is not None
     for spec in job.system.checks:
         job.check_watchdog()
-        job.checks.extend(run_check(_resolved(job, spec), job.twin, job.guard))
+        found = run_check(_resolved(job, spec), job.twin, job.guard)
+        if job.expired_in:
+            why = job.watchdog_message()
+            found = [
+                c if c.passed else c.model_copy(update={"status": Status.ERROR, "message": why})
+                for c in found
+            ]
+        job.checks.extend(found)
     job.t_checks_done = time.perf_counter()
 
 
 def teardown(job: SystemJob) -> None:
     """Remove the twin, the images its restore created and its scratch directory."""
+    job.note_limits()
     twin, job.twin = job.twin, None
     if twin is not None:
         job.sandbox.remove(twin)
@@ -242,7 +273,11 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
             created = created.replace(tzinfo=UTC)
         age = round((job.started_at - created).total_seconds(), 1)
     reason = ""
-    if isinstance(failure, WatchdogExpired):
+    job.note_limits()
+    if job.limit_reached:  # a twin that hit a bound did not show what it does within it
+        cause = f" ({failure.step}: {_relative(failure.reason)})" if failure else ""
+        result, reason = Verdict.ERROR, f"{job.limit_reached}{cause}"
+    elif isinstance(failure, WatchdogExpired):
         result, reason = Verdict.RTO_EXCEEDED, failure.reason
     elif failure is not None:
         result, reason = Verdict.ERROR, f"{failure.step}: {_relative(failure.reason)}"
@@ -274,7 +309,15 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         backup=job.ref,
         steps=job.steps,
         checks=job.checks,
+        **_limits_field(job.limits),
     )
+
+
+def _limits_field(limits: Limits) -> dict[str, Any]:
+    """The effective limits for the result, where the result model records them."""
+    if "limits" not in SystemResult.model_fields:
+        return {}
+    return {"limits": limits.model_dump(mode="json")}
 
 
 def unrun(system: System, verdict: Verdict, reason: str, **extra: Any) -> SystemResult:

@@ -18,7 +18,7 @@ from restoredrill.twins.base import Sandbox, backend
 from . import lifecycle, spool
 from .alerts import AlertConfig, Delivery, plan_alerts, send
 from .evidence import EvidenceError, EvidenceStore, default_url, shown_url
-from .inventory import LoadedSite, Site, load_site, waves
+from .inventory import LoadedSite, Site, claimed, load_site, waves
 from .lifecycle import StepFailed, SystemJob, run_step
 from .progress import emit
 from .results import RunRecord, SystemResult, Verdict
@@ -279,21 +279,22 @@ def _dispatched(
 def attach_run(loaded: LoadedSite, run_id: str) -> RunContext:
     """Join the sandbox of a run another flow run opened (on this Docker engine)."""
     engine = backend(loaded.site.sandbox.backend)
-    ctx = RunContext(loaded, run_id, engine.attach_sandbox(run_id), engine)
+    sandbox = engine.attach_sandbox(run_id, reserved=claimed(loaded.site))
+    ctx = RunContext(loaded, run_id, sandbox, engine)
     ctx.attached = True
     _RUNS[run_id] = ctx
     return ctx
 
 
 def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
-    """Reap what dead runs left, then open this run's isolated networks."""
-    from restoredrill.twins.docker import reap_stale
-
+    """Reap what dead runs left, then open this run's contained networks (with their
+    firewall rules, anchor and guardian; a TwinError says why if that cannot be done)."""
     engine = backend(loaded.site.sandbox.backend)
-    # dead runs of this host at once; runs of other hosts sharing the engine after a day
-    reap_stale(engine.client, max_age=timedelta(hours=24))
+    # dead runs of this host at once (Docker objects, firewall rules, scratch folders);
+    # runs of other hosts sharing the engine after a day
+    engine.reap_stale(max_age=timedelta(hours=24))
     subnets = loaded.site.sandbox.subnets
-    sandbox = engine.open_sandbox(run_id, subnets[0])
+    sandbox = engine.open_sandbox(run_id, subnets[0], reserved=claimed(loaded.site))
     try:
         for subnet in subnets[1:]:
             sandbox.add_network(subnet)

@@ -1,7 +1,8 @@
 """The Docker twin backend on the real engine: isolation, addresses, readiness, exec, teardown.
 
-Traffic goes only to containers on networks these tests create (the sandbox, and a
-stand-in "production" network); every object is labelled and removed at the end.
+Traffic goes only to containers on networks these tests create (the sandbox, from
+inside it, and a stand-in "production" network); every object is labelled and removed
+at the end. (Containment against a hostile twin: test_containment.py.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from restoredrill.twins import firewall, scratch
 from restoredrill.twins.base import Restored, TwinError
 from restoredrill.twins.docker import DockerBackend, DockerSandbox, ExecTimeout, reap_stale
 from restoredrill.twins.readiness import wait_ready
@@ -60,14 +62,24 @@ def host(subnet: str, n: int) -> str:
 
 
 def leftovers(client, run_id: str) -> list[str]:
-    """Everything on the engine labelled with ``run_id``."""
+    """Everything of ``run_id``: labelled on the engine, firewall rules, scratch folders."""
     api = client.api
     f = {"label": f"restoredrill.run={run_id}"}
     found = [f"container {c['Names'][0]}" for c in api.containers(all=True, filters=f)]
     found += [f"network {n['Name']}" for n in api.networks(filters=f)]
     found += [f"volume {v['Name']}" for v in (api.volumes(filters=f) or {}).get("Volumes") or []]
     found += [f"image {i['Id']}" for i in api.images(filters=f)]
+    found += [f"firewall rule {r.tool} {' '.join(r.args)}" for r in firewall.run_rules(run_id)]
+    found += [f"scratch folder {p}" for p in scratch.folders(run_id)]
     return found
+
+
+def kinds_of(items: list[str]) -> dict[str, int]:
+    """How many of each kind (the first word) a list of objects holds."""
+    out: dict[str, int] = {}
+    for item in items:
+        out[item.split()[0]] = out.get(item.split()[0], 0) + 1
+    return out
 
 
 def run_spec(*command: str, **kw) -> RunSpec:
@@ -121,16 +133,20 @@ def test_engine_unreachable_is_a_clear_error(tmp_path: Path) -> None:
     assert "dockerd &" in text and "apt-get install docker.io" in text
 
 
-def test_subnet_overlap_names_the_network(engine) -> None:
+def test_subnet_overlap_names_the_live_run_and_says_wait(engine) -> None:
     subnet = free_subnet(engine.client)
     first, second = new_run(), new_run()
     with engine.open_sandbox(first, subnet) as sb:
         with pytest.raises(TwinError) as err:
             engine.open_sandbox(second, subnet)
         text = str(err.value)
-        assert f"sandbox subnet {subnet} overlaps Docker network {sb.network_names[0]!r}" in text
-        assert f"of restoredrill run {first}" in text
-        assert "sandbox.subnets" in text
+        assert (
+            f"sandbox subnet {subnet} overlaps Docker network {sb.network_names[0]!r} ({subnet}) "
+            f"of restoredrill run {first}, which is running (pid {os.getpid()} on "
+            f"{socket.gethostname()})"
+        ) in text
+        assert f"wait until run {first} is done" in text and "sandbox.subnets" in text
+        assert "docker network rm" not in text  # never advise removing a live run's network
         assert leftovers(engine.client, second) == []
     assert leftovers(engine.client, first) == []
 
@@ -196,17 +212,23 @@ def test_sandbox_is_internal_and_cannot_reach_production(engine, sandbox) -> Non
         prod.remove()
 
 
-def test_takes_over_production_address_and_host_reaches_it(engine, sandbox) -> None:
+def test_takes_over_production_address_and_checks_reach_it_from_inside(engine, sandbox) -> None:
     address = host(sandbox.networks[0], 10)
     spec = run_spec("python3", "-m", "http.server", "8080", address=address, hostname="hist01")
     twin = sandbox.start(spec, BASE, "historian", {"zone": "ot"})
     assert twin.address == address
     assert twin.testinfra_url == f"docker://{twin.id}"
-    waited = wait_ready(twin, HttpProbe(port=8080, timeout="15s"))
+    waited = wait_ready(twin, HttpProbe(port=8080, timeout="15s"))  # from inside the sandbox
     assert 0 <= waited < 15
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{address}:8080/", timeout=5) as resp:
+    with sandbox.inside(), opener.open(f"http://{address}:8080/", timeout=5) as resp:
         assert resp.status == 200
+        assert sandbox.is_inside()
+    assert not sandbox.is_inside()  # the thread is back in the host's network
+    # the host holds no IPv4 address on the sandbox's bridge (so no route into it)
+    bridge = sandbox.bridges[0]
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True)
+    assert shown.returncode == 0 and shown.stdout == b""
     seen = twin.exec("hostname; ip -4 -o addr show eth0").stdout
     assert seen.splitlines()[0] == "hist01"
     assert f"inet {address}/24" in seen
@@ -245,10 +267,15 @@ def test_address_rules(engine, sandbox) -> None:
         sandbox.start(run_spec(*SLEEP, address=host(subnet, 20)), BASE, "mes")
     with pytest.raises(TwinError, match=r"outside every sandbox subnet .*sandbox\.subnets"):
         sandbox.start(run_spec(*SLEEP, address="192.0.2.200"), BASE, "erp")
-    with pytest.raises(TwinError, match="gateway"):
-        sandbox.start(run_spec(*SLEEP, address=host(subnet, 1)), BASE, "router")
+    gateway, anchor = sandbox.gateway(subnet), sandbox.anchor_address(subnet)
+    assert (gateway, anchor) == (host(subnet, 254), host(subnet, 253))  # the highest free
+    with pytest.raises(TwinError, match=rf"address {gateway} is already taken by the gateway"):
+        sandbox.start(run_spec(*SLEEP, address=gateway), BASE, "router")
+    with pytest.raises(TwinError, match=rf"address {anchor} is already taken by the sandbox's"):
+        sandbox.start(run_spec(*SLEEP, address=anchor), BASE, "router")
+    router = sandbox.start(run_spec(*SLEEP, address=host(subnet, 1)), BASE, "router")  # .1 is free
     dynamic = sandbox.start(run_spec(*SLEEP), BASE, "spare")
-    assert dynamic.address == host(subnet, 254)  # from the top, away from production addresses
+    assert dynamic.address == host(subnet, 252)  # from the top, away from production addresses
     assert dynamic.exec("getent hosts scada").stdout.split()[0] == host(subnet, 20)
 
     second = sandbox.add_network(free_subnet(engine.client))
@@ -270,7 +297,8 @@ def test_address_rules(engine, sandbox) -> None:
     running = engine.client.api.containers(
         all=True, filters={"label": f"restoredrill.run={sandbox.run_id}"}
     )
-    assert {c["Id"] for c in running} == {first.id, dynamic.id, cell.id}
+    twins = {c["Id"] for c in running if c["Labels"].get("restoredrill.role") != "anchor"}
+    assert twins == {first.id, router.id, dynamic.id, cell.id}
     sandbox.start(run_spec(*SLEEP), BASE, "broken2")
 
 
@@ -431,7 +459,7 @@ CRASHING_RUN = textwrap.dedent(
 
     run_id, subnet, image = sys.argv[1:4]
     engine = DockerBackend()
-    sandbox = engine.open_sandbox(run_id, subnet)
+    sandbox = engine.open_sandbox(run_id, subnet, guardian=False)  # as if it was killed too
     twin = sandbox.start(RunSpec(command=["sleep", "300"]), Restored(image=image), "scada")
     # an image a restore created: labelled with the run only (no owner labels)
     engine.client.api.commit(
@@ -459,14 +487,18 @@ def test_reap_stale_removes_dead_runs_only(engine, sandbox) -> None:
         proc.send_signal(signal.SIGKILL)  # a crash: no teardown ran
         proc.wait(10)
         left = leftovers(client, dead)
-        assert len(left) == 3, left  # container, network, image
+        everything = {"container": 2, "network": 1, "image": 1, "scratch": 1}  # twin + anchor
+        rules = {"firewall": 2 * len(firewall.tools())}  # two per bridge, iptables and ip6tables
+        assert kinds_of(left) == {**everything, **rules}, left
 
-        assert reap_stale(client, alive=lambda run_id: run_id == dead, runs={dead, live}) == []
-        removed = reap_stale(client, runs={dead, live})
-        assert sorted(r.split()[0] for r in removed) == ["container", "image", "network"]
-        assert all(f"(run {dead})" in r for r in removed)
+        assert engine.reap_stale(alive=lambda run_id: run_id == dead, runs={dead, live}) == []
+        removed = engine.reap_stale(runs={dead, live})
+        tools = {tool: 1 for tool in firewall.tools()}  # one line per tool and bridge
+        assert kinds_of(removed) == {**everything, **tools}, removed
+        assert all(f"(run {dead})" in r or f"restoredrill-{dead}" in r for r in removed)
         assert leftovers(client, dead) == []
-        assert len(leftovers(client, live)) == 2  # the live run keeps its twin and network
+        alive = {"container": 2, "network": 1, "scratch": 1, **rules}
+        assert kinds_of(leftovers(client, live)) == alive  # the live run keeps it all
 
         # an owner on another host cannot be judged: reaped only past max_age
         other = new_run()
@@ -488,4 +520,4 @@ def test_reap_stale_removes_dead_runs_only(engine, sandbox) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        reap_stale(client, runs={dead})
+        engine.reap_stale(runs={dead})

@@ -77,7 +77,7 @@ systems:
     run: {address: 10.91.0.20, env: {NAME: app}}
     ready: {kind: log, contains: serving, timeout: 30s}
     checks:
-      - {kind: http, name: reaches db from the host, url: "http://10.91.0.10:8080/", json: {name: db}}
+      - {kind: http, name: reaches db, url: "http://10.91.0.10:8080/", json: {name: db}}
       - {kind: http, name: wrong name, port: 8080, json: {name: somebody-else}}
     rto: 5m
   - name: erp
@@ -104,10 +104,15 @@ def restoredrill(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
 
 
 def leftovers(docker_client, run_id: str) -> list[str]:
+    """What is left of a run: labelled Docker objects, firewall rules, scratch folders."""
+    from restoredrill.twins import firewall, scratch
+
     label = f"restoredrill.run={run_id}"
     found = [c.name for c in docker_client.containers.list(all=True, filters={"label": label})]
     found += [n.name for n in docker_client.networks.list(filters={"label": label})]
     found += [str(i.tags) for i in docker_client.images.list(filters={"label": label})]
+    found += [" ".join(r.args) for r in firewall.run_rules(run_id)]
+    found += [str(p) for p in scratch.folders(run_id)]
     return found
 
 
@@ -130,7 +135,7 @@ def test_site_run_pass_fail_error_blocked_with_evidence(plant: Path, docker_clie
     assert by["db"]["backup"]["sha256"] and by["db"]["backup"]["backup_id"] == "app-1.tar"
     # app ran while db was still up (a dependency stays running for its dependents)
     assert by["app"]["verdict"] == "fail"
-    reach = [c for c in by["app"]["checks"] if c["name"].startswith("reaches db from the host")]
+    reach = [c for c in by["app"]["checks"] if c["name"].startswith("reaches db")]
     assert reach and all(c["status"] == "pass" for c in reach)
     wrong = [c for c in by["app"]["checks"] if c["status"] == "fail"]
     assert len(wrong) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -57,19 +58,52 @@ class Twin(ABC):
         """The exit code once the twin has stopped (``None`` while running or unknown)."""
         return None
 
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which this thread's sockets reach the twin's address (its sandbox's
+        network); probes and network checks of the twin run there."""
+        return contextlib.nullcontext()
+
+    def limit_reached(self) -> str | None:
+        """Which of its limits (memory, pids, disk, ...) the twin hit, in words; ``None``."""
+        return None
+
 
 class Sandbox(ABC):
-    """The isolated network of one run and everything started in it."""
+    """The contained network of one run and everything started in it.
+
+    A twin in it can reach other twins of the sandbox and nothing else: no address of
+    the host, nothing outside the sandbox subnets. The host itself has no route into
+    it either: whatever must talk to twins (probes, network checks) runs in a block of
+    :meth:`inside`.
+    """
 
     run_id: str
     networks: Sequence[str]
     """The sandbox subnets (CIDR): checks may connect only inside them."""
+    scratch: Path | None
+    """The run's scratch folder (restores, device configurations); removed at close."""
 
     @abstractmethod
     def start(
-        self, spec: Any, restored: Restored, name: str, labels: Mapping[str, str] | None = None
+        self,
+        spec: Any,
+        restored: Restored,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        limits: Any = None,
     ) -> Twin:
-        """Start one restored system as ``name`` (``spec`` is the system's run spec)."""
+        """Start one restored system as ``name`` (``spec`` is the system's run spec),
+        bounded by ``limits`` (a :class:`~.limits.Limits`; default: the built-in ones)."""
+
+    @abstractmethod
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which the calling thread (and threads it starts) is in the
+        sandbox's network: its sockets reach the twins, never the host's networks."""
+
+    @abstractmethod
+    def is_inside(self) -> bool:
+        """Whether the calling thread is in the sandbox's network now."""
 
     @abstractmethod
     def remove(self, twin: Twin) -> None:

@@ -1,16 +1,29 @@
 """Docker twin backend: a sandbox is a set of internal bridge networks, a twin a container.
 
-- One ``internal: true`` bridge per sandbox subnet (no route out; Docker ignores
-  published ports there, so the host reaches a twin at its address on the bridge).
-- A twin takes its production address on the network whose subnet holds it.
+- One ``internal: true`` bridge per sandbox subnet, created with
+  ``com.docker.network.bridge.inhibit_ipv4``: the host has no address on it and no
+  route to it, so a twin cannot reach any service of the host, and nothing the host
+  sends (a check included) can leave through the host's own network cards. The
+  bridge's name is ours (``rd`` + a hash), so its firewall rules (:mod:`.firewall`)
+  are in place before it exists.
+- Probes and checks run inside the sandbox: a per-run *anchor* container sits on every
+  sandbox network, and threads enter its network namespace (:meth:`DockerSandbox.inside`).
+- A twin takes its production address on the network whose subnet holds it; the
+  address Docker reserves as gateway (unused) is one no system of the inventory claims.
+- Every twin runs bounded (:mod:`.limits`): memory without swap, CPUs, processes,
+  capabilities without NET_RAW, no-new-privileges, disk watched (:mod:`.usage`).
 - Everything created carries ``restoredrill.run``, ``restoredrill.managed=1`` and the
   owning process (``restoredrill.pid``/``.pidstart``/``.host``), so :func:`reap_stale`
-  can remove what a crashed run left without touching a run that is still alive.
+  can remove what a crashed run left without touching a run that is still alive; a
+  guardian process (:mod:`.guardian`) does it at once when the owner is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import ipaddress
 import logging
 import os
@@ -18,9 +31,10 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -31,18 +45,32 @@ import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
+from . import firewall, scratch
+from .anchor import COMMAND as ANCHOR_COMMAND
+from .anchor import HOST_CONFIG as ANCHOR_HOST_CONFIG
+from .anchor import USER as ANCHOR_USER
+from .anchor import ensure_anchor_image
 from .base import ExecOutput, Restored, Sandbox, Twin, TwinError
+from .guardian import start as start_guardian
+from .guardian import stop as stop_guardian
+from .limits import Limits, capabilities, effective
+from .netns import NamespaceError, NetNamespace
+from .owner import Owner
+from .usage import Counters, Usage, Watched, Watcher, reached
 
 log = logging.getLogger(__name__)
 
 RUN = "restoredrill.run"
 SYSTEM = "restoredrill.system"
 MANAGED = "restoredrill.managed"
+ROLE = "restoredrill.role"
 PID = "restoredrill.pid"
 PID_START = "restoredrill.pidstart"
 HOST = "restoredrill.host"
 SUBNET = "restoredrill.subnet"
 DEFAULT_URL = "unix:///var/run/docker.sock"
+BRIDGE_NAME = "com.docker.network.bridge.name"
+INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,47 +83,27 @@ class ExecTimeout(TwinError):
 # --- owner of a run: which process, on which host ------------------------------------------
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (tells a reused pid apart)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
-
-
 def owner_labels() -> dict[str, str]:
     """Labels naming this process as the owner of what it creates."""
-    pid = os.getpid()
-    labels = {PID: str(pid), HOST: socket.gethostname()}
-    if start := _process_start(pid):
-        labels[PID_START] = start
+    me = Owner.me()
+    labels = {PID: str(me.pid), HOST: me.host}
+    if me.start:
+        labels[PID_START] = me.start
     return labels
+
+
+def _owner(labels: Mapping[str, str]) -> Owner | None:
+    host, pid_text = labels.get(HOST), labels.get(PID)
+    if not host or not pid_text or not pid_text.isdigit():
+        return None
+    return Owner(int(pid_text), labels.get(PID_START) or None, host)
 
 
 def owner_alive(labels: Mapping[str, str]) -> bool | None:
     """Whether the process named by ``labels`` still runs: ``None`` if it cannot be told
     (no owner recorded, or an owner on another host)."""
-    host, pid_text = labels.get(HOST), labels.get(PID)
-    if not host or not pid_text or host != socket.gethostname():
-        return None
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by another user
-    recorded = labels.get(PID_START)
-    if recorded:
-        current = _process_start(pid)
-        if current is not None and current != recorded:
-            return False  # the pid was reused by another process
-    return True
+    owner = _owner(labels)
+    return None if owner is None else owner.alive()
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -210,34 +218,67 @@ class DockerBackend:
         subnet: str,
         gateway: str | None = None,
         name_prefix: str = "restoredrill",
+        *,
+        reserved: Collection[str] = (),
+        guardian: bool = True,
     ) -> DockerSandbox:
-        """Create the run's isolated network on ``subnet`` (more with ``add_network``)."""
-        sandbox = DockerSandbox(self.client, run_id, name_prefix)
+        """Open the run's contained sandbox on ``subnet`` (more with ``add_network``).
+
+        ``reserved``: addresses the inventory claims (never picked for the gateway, the
+        anchor or a twin without an address). ``guardian``: start the process that
+        removes the run if this one dies without closing it.
+        Raises TwinError where containment cannot be set up.
+        """
+        sandbox = DockerSandbox(self.client, run_id, name_prefix, reserved=reserved)
         try:
+            sandbox.open(guardian=guardian)
             sandbox.add_network(subnet, gateway)
         except BaseException:
-            sandbox.close()
+            with contextlib.suppress(TwinError):
+                sandbox.close()
             raise
         return sandbox
 
-    def attach_sandbox(self, run_id: str, name_prefix: str = "restoredrill") -> DockerSandbox:
+    def attach_sandbox(
+        self, run_id: str, name_prefix: str = "restoredrill", *, reserved: Collection[str] = ()
+    ) -> DockerSandbox:
         """Join the networks another process opened for ``run_id`` (a system dispatched
         to a worker). Closing it removes only what it started; the owner keeps the rest."""
-        sandbox = DockerSandbox(self.client, run_id, name_prefix, attached=True)
+        sandbox = DockerSandbox(self.client, run_id, name_prefix, attached=True, reserved=reserved)
         found = self.client.api.networks(filters={"label": [f"{RUN}={run_id}", f"{MANAGED}=1"]})
         if not found:
             raise TwinError(
                 f"run {run_id} has no sandbox network on this engine: its orchestrating "
                 "flow ended, or this worker uses another Docker engine"
             )
+        anchors = self.client.api.containers(
+            filters={"label": [f"{RUN}={run_id}", f"{ROLE}=anchor"]}
+        )
+        anchor_id = anchors[0]["Id"] if anchors else None
         for item in sorted(found, key=lambda n: n["Name"]):
             info = self.client.api.inspect_network(item["Id"])
             pool = ((info.get("IPAM") or {}).get("Config") or [{}])[0]
             net = ipaddress.ip_network(pool.get("Subnet") or info["Labels"][SUBNET])
             gateway = ipaddress.ip_address(pool.get("Gateway") or next(net.hosts()))
-            sandbox._nets.append(_Network(info["Name"], info["Id"], net, gateway))
+            endpoint = (info.get("Containers") or {}).get(anchor_id or "", {})
+            anchor_ip = (endpoint.get("IPv4Address") or endpoint.get("IPv6Address") or "").split(
+                "/"
+            )[0]
+            bridge = (info.get("Options") or {}).get(BRIDGE_NAME, "")
+            sandbox._nets.append(
+                _Network(
+                    info["Name"],
+                    info["Id"],
+                    net,
+                    gateway,
+                    ipaddress.ip_address(anchor_ip) if anchor_ip else gateway,
+                    bridge,
+                )
+            )
             sandbox._addresses[gateway] = f"the gateway of sandbox subnet {net}"
+        sandbox._anchor_id = anchor_id
         sandbox._refresh_addresses()
+        sandbox.scratch = scratch.create(run_id, attached=True)
         return sandbox
 
     def reap_stale(
@@ -247,8 +288,12 @@ class DockerBackend:
         *,
         runs: Collection[str] | None = None,
     ) -> list[str]:
-        """See :func:`reap_stale`."""
-        return reap_stale(self.client, max_age, alive, runs=runs)
+        """What dead runs left: Docker objects (:func:`reap_stale`), firewall rules and
+        scratch folders. Returns what was removed."""
+        removed = reap_stale(self.client, max_age, alive, runs=runs)
+        removed += firewall.reap(runs, alive)
+        removed += scratch.reap(alive, runs=runs)
+        return removed
 
 
 @dataclass
@@ -257,6 +302,11 @@ class _Network:
     id: str
     subnet: IPNetwork
     gateway: IPAddress
+    """Reserved by Docker's IPAM, held by nobody (the host has no address on the bridge)."""
+    anchor: IPAddress
+    """The anchor's address: where checks come from, and the twins' DNS server (nothing
+    answers there, so a twin's lookups fail at once and never leave the sandbox)."""
+    bridge: str
 
 
 class DockerTwin(Twin):
@@ -272,6 +322,9 @@ class DockerTwin(Twin):
         network: str,
         restored: Restored,
         remove_directory: bool = False,
+        *,
+        sandbox: DockerSandbox | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.client = client
         self.id = container_id
@@ -281,6 +334,11 @@ class DockerTwin(Twin):
         self.network = network
         self.restored = restored
         self.remove_directory = remove_directory
+        self.sandbox = sandbox
+        self.limits = limits
+        self.watched: Watched | None = None
+        self._finding: str | None = None
+        self._judged = False
 
     def __repr__(self) -> str:
         return f"DockerTwin({self.name!r}, {self.container_name}, {self.address})"
@@ -288,6 +346,32 @@ class DockerTwin(Twin):
     @property
     def testinfra_url(self) -> str:
         return f"docker://{self.id}"
+
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        """Run a block in the network of the twin's sandbox (where its address answers)."""
+        return self.sandbox.inside() if self.sandbox is not None else contextlib.nullcontext()
+
+    def usage(self) -> Usage | None:
+        """Peaks and counters seen so far (``None`` if the twin was never watched)."""
+        return self.watched.usage if self.watched is not None else None
+
+    def limit_reached(self) -> str | None:
+        """Which of its limits the twin hit, e.g. ``limit: memory 1GiB reached, the
+        kernel killed the twin (OOM)``; judged for the last time when it is removed."""
+        if self._judged:
+            return self._finding
+        watched = self.watched
+        if watched is None:
+            return None
+        state = self._state() or {}
+        watched.usage.oom_killed = watched.usage.oom_killed or bool(state.get("OOMKilled"))
+        watched.sample(disk=False)
+        return reached(watched.limits, watched.usage)
+
+    def _last_judgement(self) -> None:
+        if not self._judged:
+            self._finding = self.limit_reached()
+            self._judged = True
 
     def _state(self) -> dict[str, Any] | None:
         try:
@@ -409,10 +493,16 @@ class DockerTwin(Twin):
 
 
 class DockerSandbox(Sandbox):
-    """The isolated networks of one run and the twins started on them."""
+    """The contained networks of one run, its anchor, and the twins started on them."""
 
     def __init__(
-        self, client: Any, run_id: str, name_prefix: str = "restoredrill", attached: bool = False
+        self,
+        client: Any,
+        run_id: str,
+        name_prefix: str = "restoredrill",
+        attached: bool = False,
+        *,
+        reserved: Collection[str] = (),
     ) -> None:
         self.client = client
         self.attached = attached
@@ -421,12 +511,18 @@ class DockerSandbox(Sandbox):
         self.prefix = _slug(f"{name_prefix}-{run_id}", 80)
         self.labels: dict[str, str] = {RUN: run_id, MANAGED: "1", **owner_labels()}
         """Labels for anything created for this run (also images a restore creates)."""
+        self.scratch: Path | None = None
         self._nets: list[_Network] = []
         self._twins: dict[str, DockerTwin] = {}
         self._addresses: dict[IPAddress, str] = {}
+        self._reserved = {ipaddress.ip_address(str(a)) for a in reserved}
         self._volumes: set[str] = set()
         self._lock = threading.RLock()
         self._closed = False
+        self._guardian: Any = None
+        self._anchor_id: str | None = None
+        self._ns: NetNamespace | None = None
+        self._watcher = Watcher(f"limits-{run_id}")
 
     def __repr__(self) -> str:
         return f"DockerSandbox({self.run_id!r}, {self.networks})"
@@ -441,13 +537,85 @@ class DockerSandbox(Sandbox):
         return [n.name for n in self._nets]
 
     @property
+    def bridges(self) -> list[str]:
+        """The host's names of the sandbox bridges (``rd…``)."""
+        return [n.bridge for n in self._nets]
+
+    @property
     def twins(self) -> list[DockerTwin]:
         return list(self._twins.values())
+
+    def open(self, *, guardian: bool = True) -> None:
+        """Make the run's scratch folder and start its guardian (before anything else)."""
+        self.scratch = scratch.create(self.run_id)
+        if guardian:
+            self._guardian = start_guardian(self.run_id)
+
+    # --- the sandbox's network, from inside ----------------------------------------------
+
+    def gateway(self, subnet: str) -> str:
+        """The address Docker reserved as the gateway of ``subnet`` (nobody holds it)."""
+        return str(self._net(subnet).gateway)
+
+    def anchor_address(self, subnet: str) -> str:
+        """The anchor's address on ``subnet``: checks connect to twins from there."""
+        return str(self._net(subnet).anchor)
+
+    def _net(self, subnet: str) -> _Network:
+        wanted = ipaddress.ip_network(subnet, strict=False)
+        for net in self._nets:
+            if net.subnet == wanted:
+                return net
+        raise TwinError(f"{subnet} is not a subnet of this sandbox ({', '.join(self.networks)})")
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Run the block in the sandbox's network (this thread only, and threads it
+        starts): its sockets reach the twins and nothing else."""
+        namespace = self._namespace()
+        try:
+            with namespace.entered():
+                yield
+        except NamespaceError as exc:
+            raise TwinError(
+                f"cannot enter the network of run {self.run_id}'s sandbox: {exc.strerror} "
+                "(restoredrill needs root, or CAP_SYS_ADMIN, to run checks inside the sandbox)"
+            ) from None
+
+    def is_inside(self) -> bool:
+        """Whether the calling thread is in the sandbox's network."""
+        return self._ns is not None and self._ns.holds_thread()
+
+    def _namespace(self) -> NetNamespace:
+        with self._lock:
+            if self._ns is not None:
+                return self._ns
+            if self._anchor_id is None:
+                raise TwinError(f"run {self.run_id}'s sandbox has no anchor container")
+            try:
+                pid = int(self.client.api.inspect_container(self._anchor_id)["State"]["Pid"] or 0)
+            except docker.errors.APIError as exc:
+                raise TwinError(f"the sandbox's anchor is gone: {_explain(exc)}") from None
+            if pid <= 0:
+                raise TwinError(f"the sandbox's anchor of run {self.run_id} is not running")
+            try:
+                self._ns = NetNamespace(f"/proc/{pid}/ns/net")
+            except OSError as exc:
+                raise TwinError(
+                    f"cannot open the network namespace of the sandbox's anchor (pid {pid}): "
+                    f"{exc.strerror}; the Docker engine must run on this machine, and "
+                    "restoredrill needs root (or CAP_SYS_ADMIN) and the host's PID namespace"
+                ) from None
+            return self._ns
 
     # --- networks ------------------------------------------------------------------------
 
     def add_network(self, subnet: str, gateway: str | None = None) -> str:
-        """Add an internal network on ``subnet`` (one per plant segment); return its name."""
+        """Add a contained network on ``subnet`` (one per plant segment); return its name.
+
+        Firewall rules for its bridge come first, then the network (no host address on
+        it), then the anchor joins it. Raises TwinError where that cannot be done.
+        """
         try:
             net = ipaddress.ip_network(str(subnet), strict=False)
         except ValueError as exc:
@@ -456,16 +624,25 @@ class DockerSandbox(Sandbox):
             raise TwinError(
                 f"sandbox subnet {net} is too small: use at least a /30 (a /24 is usual)"
             )
-        try:
-            gw = ipaddress.ip_address(gateway) if gateway else next(net.hosts())
-        except ValueError as exc:
-            raise TwinError(f"sandbox gateway {gateway!r} is not an address: {exc}") from None
-        if gw not in net or gw in (net.network_address, net.broadcast_address):
-            raise TwinError(f"sandbox gateway {gw} is not a host address in {net}")
         with self._lock:
             if self._closed:
                 raise TwinError(f"sandbox of run {self.run_id} is closed")
-            name = f"{self.prefix}-net{len(self._nets)}"
+            try:
+                gw = ipaddress.ip_address(gateway) if gateway else self._pick(net, "the gateway")
+            except ValueError as exc:
+                raise TwinError(f"sandbox gateway {gateway!r} is not an address: {exc}") from None
+            if gw not in net or gw in (net.network_address, net.broadcast_address):
+                raise TwinError(f"sandbox gateway {gw} is not a host address in {net}")
+            self._addresses[gw] = (
+                f"the gateway of sandbox subnet {net} (an address Docker reserves; no system "
+                "of the inventory claimed it when the sandbox opened)"
+            )
+            anchor_ip = self._pick(net, "the sandbox's anchor")
+            self._addresses[anchor_ip] = "the sandbox's anchor (checks run from there)"
+            index = len(self._nets)
+            name = f"{self.prefix}-net{index}"
+            bridge = "rd" + hashlib.sha256(f"{self.run_id}/{index}".encode()).hexdigest()[:10]
+            firewall.isolate(bridge, self.run_id)
             try:
                 created = self.client.networks.create(
                     name,
@@ -473,45 +650,109 @@ class DockerSandbox(Sandbox):
                     internal=True,
                     check_duplicate=True,
                     enable_ipv6=net.version == 6,
+                    options={BRIDGE_NAME: bridge, INHIBIT_IPV4: "true"},
                     ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(net), gateway=str(gw))]),
                     labels={**self.labels, SUBNET: str(net)},
                 )
             except docker.errors.APIError as exc:
+                firewall.release([bridge])
                 if "overlap" in _explain(exc).lower():
                     raise TwinError(self._overlap_message(net)) from None
                 raise TwinError(
                     f"could not create sandbox network {name} on {net}: {_explain(exc)}"
                 ) from None
-            self._nets.append(_Network(name, created.id, net, gw))
-            self._addresses[gw] = (
-                f"the gateway of sandbox subnet {net} (the host's side of the bridge; "
-                "give the sandbox another gateway address)"
-            )
+            network = _Network(name, created.id, net, gw, anchor_ip, bridge)
+            self._nets.append(network)
+            _check_bridge(bridge, net)
+            self._join_anchor(network)
         return name
 
-    def _overlap_message(self, net: IPNetwork) -> str:
-        clashes: list[tuple[str, str]] = []  # (network name, description)
-        try:
-            for other in self.client.api.networks():
-                for conf in (other.get("IPAM") or {}).get("Config") or []:
-                    try:
-                        theirs = ipaddress.ip_network(conf.get("Subnet", ""), strict=False)
-                    except ValueError:
-                        continue
-                    if theirs.version == net.version and theirs.overlaps(net):
-                        run = (other.get("Labels") or {}).get(RUN)
-                        owner = f", of restoredrill run {run}" if run else ""
-                        clashes.append((other["Name"], f"{other['Name']!r} ({theirs}{owner})"))
-        except docker.errors.APIError:
-            pass
-        what = " and ".join(d for _, d in clashes) or "an existing network"
-        text = (
-            f"sandbox subnet {net} overlaps Docker network {what}: pick another subnet for "
-            "this site's sandbox.subnets in the inventory (one no Docker network uses; see "
-            "`docker network ls` and `docker network inspect`)"
+    def _pick(self, net: IPNetwork, what: str) -> IPAddress:
+        """The highest host address of ``net`` nobody holds or claims (under the lock)."""
+        first = int(net.network_address) + 1
+        last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
+        for value in range(last, first - 1, -1):
+            ip = ipaddress.ip_address(value)
+            if ip not in self._addresses and ip not in self._reserved:
+                return ip
+        raise TwinError(
+            f"sandbox subnet {net} has no free address left for {what}: every address is "
+            "claimed by a system or device of the inventory; use a larger subnet"
         )
-        if clashes:
-            text += f", or remove that network if it is a leftover (`docker network rm {clashes[0][0]}`)"
+
+    def _join_anchor(self, net: _Network) -> None:
+        """Start the anchor on the first network, connect it to the others."""
+        api = self.client.api
+        key = "ipv4_address" if net.anchor.version == 4 else "ipv6_address"
+        if self._anchor_id is not None:
+            api.connect_container_to_network(self._anchor_id, net.id, **{key: str(net.anchor)})
+            return
+        image = ensure_anchor_image(self.client)
+        created = api.create_container(
+            image,
+            command=ANCHOR_COMMAND,
+            user=ANCHOR_USER,
+            name=_slug(f"{self.prefix}-anchor"),
+            hostname="anchor",
+            labels={**self.labels, ROLE: "anchor"},
+            networking_config=api.create_networking_config(
+                {net.name: api.create_endpoint_config(**{key: str(net.anchor)})}
+            ),
+            host_config=api.create_host_config(network_mode=net.name, **ANCHOR_HOST_CONFIG),
+        )
+        self._anchor_id = created["Id"]
+        api.start(self._anchor_id)
+        namespace = self._namespace()
+        with self.inside():  # prove it: this thread can enter, and it is not the host's
+            pass
+        if namespace.inode == os.stat("/proc/self/ns/net").st_ino:
+            raise TwinError("the sandbox's anchor shares the host's network: refusing to run")
+
+    def _overlap_message(self, net: IPNetwork) -> str:
+        """Why ``net`` cannot be had, and what to do: wait for a live run, remove a dead
+        run's leftover, or pick other subnets (never: remove someone else's network)."""
+        clashes: list[str] = []
+        advice = "give this site's sandbox.subnets other subnets in the inventory"
+        leftover: str | None = None
+        try:
+            others = self.client.api.networks()
+        except docker.errors.APIError:
+            others = []
+        for other in others:
+            for conf in (other.get("IPAM") or {}).get("Config") or []:
+                try:
+                    theirs = ipaddress.ip_network(conf.get("Subnet", ""), strict=False)
+                except ValueError:
+                    continue
+                if theirs.version != net.version or not theirs.overlaps(net):
+                    continue
+                labels = other.get("Labels") or {}
+                run = labels.get(RUN)
+                what = f"Docker network {other['Name']!r} ({theirs})"
+                if not run:
+                    clashes.append(f"{what}, which is not restoredrill's")
+                    continue
+                owner = _owner(labels)
+                state = owner.alive() if owner else None
+                if state is True and owner is not None:
+                    clashes.append(
+                        f"{what} of restoredrill run {run}, which is running "
+                        f"(pid {owner.pid} on {owner.host})"
+                    )
+                    advice = f"wait until run {run} is done, or {advice}"
+                elif state is False:
+                    clashes.append(
+                        f"{what}, a leftover of restoredrill run {run}, whose process is gone"
+                    )
+                    leftover = other["Name"]
+                else:
+                    where = f" on host {owner.host}" if owner else ""
+                    clashes.append(f"{what} of restoredrill run {run}, started{where}")
+                    advice = f"wait until run {run} is done, or {advice}"
+        what = "; ".join(clashes) or "an existing Docker network"
+        text = f"sandbox subnet {net} overlaps {what}: {advice}"
+        if leftover:
+            text += f"; the next run removes that leftover (or now: `docker network rm {leftover}`)"
         return text
 
     def _place(self, name: str, address: Any) -> tuple[_Network, IPAddress]:
@@ -562,14 +803,13 @@ class DockerSandbox(Sandbox):
                         self._addresses.setdefault(ip, f"twin {endpoint.get('Name', '?')!r}")
 
     def _free_address(self, net: _Network, name: str) -> IPAddress:
-        """The highest free host address (production addresses tend to sit low)."""
-        first = int(net.subnet.network_address) + 1
-        last = int(net.subnet.broadcast_address) - (1 if net.subnet.version == 4 else 0)
-        for value in range(last, first - 1, -1):
-            ip = ipaddress.ip_address(value)
-            if ip not in self._addresses:
-                return ip
-        raise TwinError(f"{name}: no free address left in sandbox subnet {net.subnet}")
+        """The highest free host address no system claims (production addresses sit low)."""
+        try:
+            return self._pick(net.subnet, name)
+        except TwinError:
+            raise TwinError(
+                f"{name}: no free address left in sandbox subnet {net.subnet}"
+            ) from None
 
     # --- twins ---------------------------------------------------------------------------
 
@@ -581,11 +821,13 @@ class DockerSandbox(Sandbox):
         labels: Mapping[str, str] | None = None,
         *,
         remove_directory: bool = False,
+        limits: Limits | None = None,
     ) -> DockerTwin:
         """Create and start the twin of one system from ``restored`` (see module docs).
 
         A restored directory is bind-mounted read-write at ``spec.data_path`` and run with
         ``spec.image``; ``remove_directory`` makes the sandbox delete it at teardown.
+        ``limits``: the twin's bounds (default: the built-in ones with ``spec.limits``).
         """
         image = restored.image or spec.image
         if not image:
@@ -593,6 +835,7 @@ class DockerSandbox(Sandbox):
                 f"{name}: the restore gave no image and the system names none: "
                 "set run.image to the image that serves the restored data"
             )
+        limits = limits or effective(getattr(spec, "limits", None))
         with self._lock:
             if self._closed:
                 raise TwinError(f"sandbox of run {self.run_id} is closed")
@@ -623,9 +866,11 @@ class DockerSandbox(Sandbox):
                 host_config=self.client.api.create_host_config(
                     binds=binds,
                     network_mode=net.name,
-                    # an upstream DNS server inside the sandbox: Docker < 23.0.11 otherwise
-                    # forwards a twin's lookups from the host (CVE-2024-29018)
-                    dns=[str(net.gateway)],
+                    # a DNS server inside the sandbox where nothing answers: lookups fail at
+                    # once and never leave it (Docker < 26 forwards them from the host's
+                    # namespace when the upstream is a host loopback resolver, CVE-2024-29018)
+                    dns=[str(net.anchor)],
+                    **_bounds(limits),
                 ),
             )
             container_id = created["Id"]
@@ -638,14 +883,18 @@ class DockerSandbox(Sandbox):
                 net.name,
                 restored,
                 remove_directory,
+                sandbox=self,
+                limits=limits,
             )
             with self._lock:
                 self._twins[name] = twin
             self.client.api.start(container_id)
+            self._watch(twin, limits)
         except BaseException as exc:
             with self._lock:
                 self._twins.pop(name, None)
                 self._addresses.pop(ip, None)
+            self._watcher.forget(name)
             if container_id is not None:
                 td = _Teardown()
                 td(self.client.api.remove_container, container_id, force=True, v=True)
@@ -661,6 +910,29 @@ class DockerSandbox(Sandbox):
             raise
         return twin
 
+    def _watch(self, twin: DockerTwin, limits: Limits) -> None:
+        """Sample the twin's cgroup and disk from now on; stop it past its disk limit."""
+        info = self.client.api.inspect_container(twin.id)
+        pid = int((info.get("State") or {}).get("Pid") or 0)
+        layer = ((info.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir")
+        data = twin.restored.directory
+
+        def stop(why: str) -> None:
+            log.warning("%s: %s", twin.name, why)
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.api.kill(twin.id)
+
+        twin.watched = Watched(
+            name=twin.name,
+            limits=limits,
+            counters=Counters(pid, twin.id) if pid > 0 else None,
+            layer=Path(layer) if layer and Path(layer).is_dir() else None,
+            data=Path(data) if data is not None else None,
+            stop=stop,
+        )
+        twin.watched.sample(disk=False)
+        self._watcher.watch(twin.watched)
+
     def start_aux(
         self,
         name: str,
@@ -671,6 +943,7 @@ class DockerSandbox(Sandbox):
         labels: Mapping[str, str] | None = None,
         *,
         env: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
     ) -> DockerTwin:
         """Start a helper twin (an emulated field device) from a local ``image``;
         ``mounts`` maps container path -> absolute host path (``:ro`` suffix allowed)."""
@@ -684,7 +957,11 @@ class DockerSandbox(Sandbox):
             image=image,
         )
         return self.start(
-            spec, Restored(image=image), name, {"restoredrill.role": "aux", **(labels or {})}
+            spec,
+            Restored(image=image),
+            name,
+            {ROLE: "aux", **(labels or {})},
+            limits=limits,
         )
 
     def _binds(self, name: str, spec: Any, restored: Restored) -> dict[str, dict[str, str]]:
@@ -726,7 +1003,8 @@ class DockerSandbox(Sandbox):
 
     def remove(self, twin: Twin) -> None:
         """Remove one twin: its container (force), its restore's images and, if owned, its
-        restored directory. Safe to call twice; gone objects are fine."""
+        restored directory. Which limit it hit is judged first (the cgroup goes with it).
+        Safe to call twice; gone objects are fine."""
         if not isinstance(twin, DockerTwin):
             raise TypeError(f"not a Docker twin: {twin!r}")
         with self._lock:
@@ -737,6 +1015,8 @@ class DockerSandbox(Sandbox):
                 if self._addresses.get(ip) == f"twin {twin.name!r}":
                     del self._addresses[ip]
         td = _Teardown()
+        td(twin._last_judgement)
+        self._watcher.forget(twin.name)
         td(self.client.api.remove_container, twin.id, force=True, v=True)
         for image in twin.restored.created_images:
             td(self.client.api.remove_image, image, force=True)
@@ -745,44 +1025,32 @@ class DockerSandbox(Sandbox):
         td.finish(f"removing twin {twin.name}")
 
     def close(self) -> None:
-        """Remove every twin, network, volume and image of this run (also those created
-        but never registered, found by label). Idempotent; a Ctrl-C during teardown is
-        re-raised once everything was tried."""
+        """Remove every twin, network, volume, image, firewall rule and scratch folder of
+        this run (also those created but never registered, found by label), then stop
+        its guardian. Idempotent; a Ctrl-C during teardown is re-raised once everything
+        was tried."""
         with self._lock:
             self._closed = True
             twins = list(self._twins.values())
-        api = self.client.api
-        mine = {"label": [f"{RUN}={self.run_id}", f"{MANAGED}=1"]}
         td = _Teardown()
         for twin in twins:
             td(self.remove, twin)
+        self._watcher.stop()
         if self.attached:  # the owner of the run removes its networks and leftovers
             for name in self._volumes:
-                td(api.remove_volume, name, force=True)
-            td.finish(f"teardown of run {self.run_id} (attached)")
-            return
-
-        def containers() -> None:
-            for c in api.containers(all=True, filters=mine):
-                td(api.remove_container, c["Id"], force=True, v=True)
-
-        def networks() -> None:
-            ids = {n.id for n in self._nets} | {n["Id"] for n in api.networks(filters=mine)}
-            for net_id in ids:
-                td(_remove_network, self.client, net_id)
-
-        def volumes() -> None:
-            listed = (api.volumes(filters=mine) or {}).get("Volumes") or []
-            for name in self._volumes | {v["Name"] for v in listed}:
-                td(api.remove_volume, name, force=True)
-
-        def images() -> None:  # what restores of this run created and labelled
-            for image in api.images(filters={"label": f"{RUN}={self.run_id}"}):
-                td(_remove_image, self.client, image)
-
-        for sweep in (containers, networks, volumes, images):
-            td(sweep)
-        td.finish(f"teardown of run {self.run_id}")
+                td(self.client.api.remove_volume, name, force=True)
+        else:
+            sweep(self.client, self.run_id, td)
+            td(firewall.release, {n.bridge for n in self._nets} | _run_bridges(self.run_id))
+        with self._lock:
+            if self._ns is not None:
+                self._ns.close()
+                self._ns = None
+        if self.scratch is not None:
+            td(shutil.rmtree, self.scratch, ignore_errors=True)
+        if not self.attached:
+            td(stop_guardian, self._guardian)
+        td.finish(f"teardown of run {self.run_id}{' (attached)' if self.attached else ''}")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
@@ -792,6 +1060,98 @@ class DockerSandbox(Sandbox):
             self.close()
         except TwinError as problem:  # do not hide the error that is already propagating
             log.warning("%s", problem)
+
+
+def _bounds(limits: Limits) -> dict[str, Any]:
+    """Docker host-config options enforcing ``limits`` (disk is watched, not set here)."""
+    out: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "cap_add": capabilities(limits) or None,
+        "security_opt": ["no-new-privileges"],
+    }
+    if limits.memory is not None:
+        out["mem_limit"] = out["memswap_limit"] = int(limits.memory)  # no swap
+    if limits.cpus is not None:
+        out["nano_cpus"] = int(limits.cpus * 1e9)
+    if limits.pids is not None:
+        out["pids_limit"] = limits.pids
+    return out
+
+
+def _ipv4_of(interface: str) -> str | None:
+    """The IPv4 address of a local interface (``None``: it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            raw = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", interface[:15].encode()))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return None
+            raise
+    return socket.inet_ntoa(raw[20:24])
+
+
+def _check_bridge(bridge: str, net: IPNetwork) -> None:
+    """Refuse a sandbox bridge that is not on this machine, or that the host holds an
+    IPv4 address on (an engine ignoring inhibit_ipv4): containment would not hold."""
+    if not os.path.exists(f"/sys/class/net/{bridge}"):
+        raise TwinError(
+            f"the sandbox bridge {bridge} of {net} is not on this machine: the Docker engine "
+            "must run here, where restoredrill sets up the containment of twins (host firewall, "
+            "checks from inside the sandbox)"
+        )
+    held = _ipv4_of(bridge) if net.version == 4 else None
+    if held is not None:
+        raise TwinError(
+            f"the host holds {held} on the sandbox bridge {bridge} of {net}: this Docker engine "
+            f"ignores the bridge option {INHIBIT_IPV4}, so twins could reach the host; refusing "
+            "to run (Docker 20.10 or later honours it)"
+        )
+
+
+def _run_bridges(run_id: str) -> set[str]:
+    return {rule.bridge for rule in firewall.run_rules(run_id)}
+
+
+def sweep(client: Any, run_id: str, td: _Teardown | None = None) -> list[str]:
+    """Remove every Docker object of ``run_id`` (by label, whoever created it): its
+    containers, then networks, volumes and images. Returns what was removed; with ``td``,
+    problems are collected there instead of logged."""
+    api = client.api
+    own = td is None
+    td = td or _Teardown()
+    mine = {"label": [f"{RUN}={run_id}", f"{MANAGED}=1"]}
+    removed: list[str] = []
+
+    def remove(kind: str, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        before = len(td.problems)
+        td(fn, *args, **kw)
+        if len(td.problems) == before:
+            removed.append(f"{kind} {name}")
+
+    def containers() -> None:
+        for c in api.containers(all=True, filters=mine):
+            name = (c.get("Names") or [c["Id"][:12]])[0].lstrip("/")
+            remove("container", name, api.remove_container, c["Id"], force=True, v=True)
+
+    def networks() -> None:
+        for n in api.networks(filters=mine):
+            remove("network", n["Name"], _remove_network, client, n["Id"])
+
+    def volumes() -> None:
+        for v in (api.volumes(filters=mine) or {}).get("Volumes") or []:
+            remove("volume", v["Name"], api.remove_volume, v["Name"], force=True)
+
+    def images() -> None:  # what restores of this run created and labelled
+        for image in api.images(filters={"label": f"{RUN}={run_id}"}):
+            remove("image", image["Id"][:19], _remove_image, client, image)
+
+    for step in (containers, networks, volumes, images):
+        td(step)
+    if own and td.problems:
+        log.warning("removing run %s left: %s", run_id, "; ".join(td.problems))
+    if own and td.interrupted is not None:
+        raise td.interrupted
+    return removed
 
 
 def _remove_network(client: Any, net_id: str) -> None:

@@ -1,7 +1,8 @@
 """Wait until a twin is ready: a TCP port opens, an HTTP status, a log line, a command.
 
-Backend-neutral: tcp and http go from the host to ``twin.address``; log and command
-go through the twin (``twin.logs``, ``twin.exec``). Fails fast when the twin exits.
+Backend-neutral: tcp and http connect to ``twin.address`` from inside the twin's
+sandbox (``twin.inside()``: the host itself has no route there); log and command go
+through the twin (``twin.logs``, ``twin.exec``). Fails fast when the twin exits.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _reason(exc: BaseException) -> str:
 def _tcp(twin: Twin, probe: TcpProbe, budget: float) -> tuple[bool, str]:
     host = _host(twin, "tcp")
     try:
-        with socket.create_connection((host, probe.port), timeout=budget):
+        with twin.inside(), socket.create_connection((host, probe.port), timeout=budget):
             return True, "open"
     except OSError as exc:
         return False, _reason(exc)
@@ -83,7 +84,7 @@ def _url(twin: Twin, probe: HttpProbe) -> str:
 
 def _http(twin: Twin, probe: HttpProbe, budget: float) -> tuple[bool, str]:
     try:
-        with _OPENER.open(urllib.request.Request(_url(twin, probe)), timeout=budget) as resp:
+        with twin.inside(), _OPENER.open(_url(twin, probe), timeout=budget) as resp:
             status = resp.status
     except urllib.error.HTTPError as exc:
         status = exc.code

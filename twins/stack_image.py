@@ -27,7 +27,6 @@ from packaging.requirements import Requirement
 from .emulator_image import _copy_dist
 from .images import LABEL, ImageError, build_image, ensure_base_image, image_exists
 
-STACK_BASE = "restoredrill/stack-base:bookworm"
 STACK_PACKAGES = (
     "python3",
     "procps",
@@ -36,8 +35,15 @@ STACK_PACKAGES = (
     "ca-certificates",
     "tzdata",
     "netbase",
+    "iptables",
 )
-"""Debian packages of the stack base: the interpreter, PostgreSQL 15 and basic tools."""
+"""Debian packages of the stack base: the interpreter, PostgreSQL 15 and basic tools
+(iptables: a worker that opens a run's sandbox sets up its host firewall rules)."""
+STACK_BASE = (
+    "restoredrill/stack-base:bookworm-"
+    + hashlib.sha256(",".join(STACK_PACKAGES).encode()).hexdigest()[:8]
+)
+"""Tagged by its package list: a base built before a package was added is not reused."""
 REPOSITORY = "restoredrill/stack"
 LOCAL_TAG = f"{REPOSITORY}:local"
 ROOTS = ("restoredrill[postgres]", "asyncpg")
