@@ -107,7 +107,7 @@ def test_unreachable_device_is_an_error_with_the_reason():
 
 def test_unknown_unit_fails_clearly(plc):
     (r,) = check(plc, {"address": 2}, unit=7, timeout=1)  # a device ignores other unit ids
-    assert r.status is Status.ERROR and "No response" in r.message
+    assert r.status is Status.FAIL and "no answer from unit 7" in r.message
 
 
 def test_the_guard_refuses_addresses_outside_the_sandbox():
