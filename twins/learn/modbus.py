@@ -199,9 +199,10 @@ class _Link:
         try:
             head = await asyncio.wait_for(self.reader.readexactly(7), self.timeout)
             tid, _, length, _ = struct.unpack(">HHHB", head)
+            if not 2 <= length <= 254:
+                raise ConnectionError(f"{self.host}:{self.port} does not speak Modbus TCP")
             body = await asyncio.wait_for(self.reader.readexactly(length - 1), self.timeout)
-        except TimeoutError:
-            log.exceptions[(request[0], 0, TABLE_OF.get(request[0], "-"), 0, 0)] += 1
+        except TimeoutError:  # no answer (an identity request, a unit id it does not have)
             await self._reopen()
             return
         except (asyncio.IncompleteReadError, OSError) as exc:
