@@ -162,7 +162,9 @@ class ScadaTwin:
     async def start(self, host: str = "127.0.0.1", port: int = 4840) -> None:
         if port:
             _check_port_free(host, port)
-        users = PasswordUserManager(self.username, self.password) if self.username else None
+        users = None
+        if self.username and self.password is not None:  # both or neither (__init__)
+            users = PasswordUserManager(self.username, self.password)
         server = Server(user_manager=users)
         with gc_paused():  # thousands of nodes that live as long as the server
             await server.init()
@@ -201,6 +203,7 @@ class ScadaTwin:
         )
         if self.security == "basic256sha256":
             subject = who.certificate.attributes(self.name)
+            assert self.cert_dir is not None  # security needs a cert_dir (__init__)
             cert, key = await ensure_certificate(self.cert_dir, self.name, app_uri, True, subject)
             await server.load_certificate(str(cert))
             await server.load_private_key(str(key))
