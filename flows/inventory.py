@@ -275,62 +275,62 @@ def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
     cycles, address clashes, room for the sandbox's own addresses, Docker bridges."""
     out: list[tuple[int, str]] = _sandbox_problems(site, data)
     names = {s.name for s in site.systems}
-    devices = {d.name: d for d in site.devices}
-    nets = [ipaddress.ip_network(n) for n in site.sandbox.subnets]
-    taken: dict[str, str] = {}
-
-    def claim(addr: Any, owner: str, loc: tuple[Any, ...]) -> None:
-        if addr is None:
-            return
-        ip = ipaddress.ip_address(str(addr))
-        if not any(ip in n for n in nets):
-            out.append(
-                (
-                    _line(data, loc),
-                    f"{_path(loc)}: {ip} is outside the sandbox subnets "
-                    f"({', '.join(site.sandbox.subnets)}); add its subnet to sandbox.subnets",
-                )
-            )
-        elif str(ip) in taken:
-            out.append(
-                (_line(data, loc), f"{_path(loc)}: {ip} is already the address of {taken[str(ip)]}")
-            )
-        else:
-            taken[str(ip)] = owner
-
+    devices = {d.name for d in site.devices}
+    addresses = _Addresses(site, data)
     for i, d in enumerate(site.devices):
-        claim(getattr(d, "address", None), f"device {d.name}", ("devices", i, "address"))
+        out += addresses.claim(getattr(d, "address", None), f"device {d.name}", ("devices", i))
     for i, s in enumerate(site.systems):
-        claim(s.run.address, f"system {s.name}", ("systems", i, "run", "address"))
-        for j, dep in enumerate(s.depends_on):
-            if dep not in names:
-                out.append(
-                    (
-                        _line(data, ("systems", i, "depends_on", j)),
-                        f"systems[{i}].depends_on[{j}]: unknown system {dep!r} "
-                        f"(known: {', '.join(sorted(names))})",
-                    )
-                )
-        for j, dev in enumerate(s.devices):
-            if dev not in devices:
-                out.append(
-                    (
-                        _line(data, ("systems", i, "devices", j)),
-                        f"systems[{i}].devices[{j}]: unknown device {dev!r} "
-                        f"(known: {', '.join(sorted(devices)) or 'none declared'})",
-                    )
-                )
+        out += addresses.claim(s.run.address, f"system {s.name}", ("systems", i, "run"))
+        out += _unknown(data, i, "depends_on", "system", s.depends_on, names, "")
+        out += _unknown(data, i, "devices", "device", s.devices, devices, "none declared")
     if not out:
         cycle = find_cycle({s.name: s.depends_on for s in site.systems})
         if cycle:
             i = [s.name for s in site.systems].index(cycle[0])
-            out.append(
-                (
-                    _line(data, ("systems", i, "depends_on")),
-                    f"systems[{i}].depends_on: dependency cycle: {' -> '.join(cycle)}",
-                )
-            )
+            loc = ("systems", i, "depends_on")
+            out.append((_line(data, loc), f"{_path(loc)}: dependency cycle: {' -> '.join(cycle)}"))
     return out
+
+
+class _Addresses:
+    """The production addresses taken over in the sandbox, and who took each."""
+
+    def __init__(self, site: Site, data: Any) -> None:
+        self.site, self.data = site, data
+        self.nets = [ipaddress.ip_network(n) for n in site.sandbox.subnets]
+        self.taken: dict[str, str] = {}
+
+    def claim(self, addr: Any, owner: str, where: tuple[Any, ...]) -> list[tuple[int, str]]:
+        """``owner`` takes ``addr`` (its ``where`` + ``address`` in the file): the problem,
+        if it lies outside the sandbox or is taken already."""
+        if addr is None:
+            return []
+        loc = (*where, "address")
+        ip = ipaddress.ip_address(str(addr))
+        if not any(ip in n for n in self.nets):
+            subnets = ", ".join(self.site.sandbox.subnets)
+            why = f"is outside the sandbox subnets ({subnets}); add its subnet to sandbox.subnets"
+        elif str(ip) in self.taken:
+            why = f"is already the address of {self.taken[str(ip)]}"
+        else:
+            self.taken[str(ip)] = owner
+            return []
+        return [(_line(self.data, loc), f"{_path(loc)}: {ip} {why}")]
+
+
+def _unknown(
+    data: Any, i: int, field: str, what: str, given: list[str], known: Iterable[str], none: str
+) -> list[tuple[int, str]]:
+    """Names in ``systems[i].<field>`` that are not a known ``what``."""
+    shown = ", ".join(sorted(known)) or none
+    return [
+        (
+            _line(data, ("systems", i, field, j)),
+            f"systems[{i}].{field}[{j}]: unknown {what} {name!r} (known: {shown})",
+        )
+        for j, name in enumerate(given)
+        if name not in known
+    ]
 
 
 def _sandbox_problems(site: Site, data: Any) -> list[tuple[int, str]]:
