@@ -106,6 +106,17 @@ def prepare(
         if stamp:
             stamp.write_text(_digest(source) + "\n")
         console.print(f"demo: made the {label} in {time.perf_counter() - t0:.1f}s")
+    _renew(backups, console)
+
+
+def _renew(backups: Path, console: Console) -> None:
+    """Backups older than half their RPO are made again (flows/demo_refresh.py), as a
+    plant's nightly job would: the demo shows the same verdicts next week."""
+    from .demo_refresh import refresh
+
+    site = backups.parent / "site.yaml"
+    if site.is_file():
+        refresh(site, console)
 
 
 def _digest(folder: Path) -> str:
