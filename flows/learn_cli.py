@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from restoredrill.durations import parse_duration
+from restoredrill.errors import InputError
 
 learn_app = typer.Typer(
     help="Learn twins from the plant: register maps from traffic captures or live PLCs "
@@ -49,12 +50,12 @@ def parse_ranges(text: str) -> list[tuple[str, int, int]]:
         first, _, last = span.partition("-")
         last = last or first
         if table not in TABLES or not (first.isdigit() and last.isdigit()):
-            raise ValueError(f"--ranges {item!r}: write TABLE:FIRST-LAST, TABLE one of {TABLES}")
+            raise InputError(f"--ranges {item!r}: write TABLE:FIRST-LAST, TABLE one of {TABLES}")
         if not int(first) <= int(last) <= 65535:
-            raise ValueError(f"--ranges {item!r}: FIRST-LAST must rise and end by 65535")
+            raise InputError(f"--ranges {item!r}: FIRST-LAST must rise and end by 65535")
         out.append((table, int(first), int(last)))
     if not out:
-        raise ValueError("--ranges: give at least one TABLE:FIRST-LAST")
+        raise InputError("--ranges: give at least one TABLE:FIRST-LAST")
     return out
 
 
@@ -92,7 +93,7 @@ def learn_modbus(
 
     try:
         if (capture is None) == (live is None):
-            raise ValueError("give a capture file or --live HOST:PORT (one of them)")
+            raise InputError("give a capture file or --live HOST:PORT (one of them)")
         if live is not None:
             host, live_port = parse_bind(live, 502)
             learned = [

@@ -74,11 +74,8 @@ def problem(path: str | Path, line: int, field: str, message: str) -> str:
     return f"{where}: {field}: {message}" if field else f"{where}: {message}"
 
 
-class ConfigFileError(InputError, ValueError):
-    """A problem in a config file: ``path:line: field: message`` (``problems`` holds all).
-
-    Also a ValueError: raised inside a pydantic validator, it becomes that field's error.
-    """
+class ConfigFileError(InputError):
+    """A problem in a config file: ``path:line: field: message`` (``problems`` holds all)."""
 
     headline = ""  # its lines name file, line and field
 

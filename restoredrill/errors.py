@@ -43,8 +43,12 @@ class RestoredrillError(Exception):
             self.exit_code = exit_code
 
 
-class InputError(RestoredrillError):
-    """Bad input: a file, option or argument is not what is expected (the message names it)."""
+class InputError(RestoredrillError, ValueError):
+    """Bad input: a file, option or argument is not what is expected (the message names it).
+
+    Also a ValueError: raised inside a pydantic validator (a helper shared by a validator
+    and the command line), it becomes that field's error.
+    """
 
     exit_code = ExitCode.BAD_INPUT
 

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 from rich.console import Console
 
-from restoredrill.flows.demo import DEMO_SITE, prepare
+from restoredrill.flows.demo import DEMO_DIR, prepare
 
 
 @pytest.fixture(scope="module")
-def demo_run(docker_client, restic_bin) -> dict:
+def demo_run(docker_client, restic_bin, tmp_path_factory) -> dict:
+    """The demo's backups made (or reused, or renewed) where ``./dev demo`` keeps them,
+    then the demo site run from a copy in a temporary folder, so its evidence and spool
+    stay out of the working tree. Its subnet stays the demo's (10.77.0.0/24): the restored
+    systems' configurations name those addresses."""
     prepare(Console(quiet=True))
+    site = tmp_path_factory.mktemp("demo")
+    for part in ("site.yaml", "plc", "tests", "apps"):
+        src = DEMO_DIR / part
+        shutil.copytree(src, site / part) if src.is_dir() else shutil.copy(src, site / part)
+    (site / "backups").symlink_to(DEMO_DIR / "backups")
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "restoredrill.flows.cli", "run", str(DEMO_SITE), "--json"],
+        [sys.executable, "-m", "restoredrill.flows.cli", "run", str(site / "site.yaml"), "--json"],
         capture_output=True, text=True, timeout=900, env=env,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr  # the broken backups fail the site
+    assert (site / ".restoredrill" / "evidence.db").is_file()  # beside the copy
     return json.loads(proc.stdout)
 
 

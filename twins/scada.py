@@ -32,9 +32,10 @@ from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
-from restoredrill.configfile import ConfigFileError
+from restoredrill.errors import RestoredrillError
 
 from .address_space import NewNode, add_nodes
+from .base import TwinError
 from .devices import PASSWORD_ENV, Binding, parse_bind
 from .nodelist import (
     VARIANT_TYPES,
@@ -49,7 +50,6 @@ from .nodelist import (
 from .nodeset_order import nodeset_order
 from .opcua_client import coerce, ensure_certificate, resolve_node
 from .opcua_identity import OpcuaIdentity, parse_identity
-from .plc import PlcError
 from .plc_bridge import Bound, PlcBridge, PlcLink
 from .running import gc_paused, serve_until_signalled
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 Security = Literal["none", "basic256sha256"]
 
 
-class ScadaError(RuntimeError):
+class ScadaError(TwinError):
     """The SCADA twin could not start or serve."""
 
 
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         run_scada(args.sources, args.bind, **_options(args))
-    except (ConfigFileError, ScadaError, PlcError, ValueError) as exc:
+    except RestoredrillError as exc:  # a bad node list or option, a taken port, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

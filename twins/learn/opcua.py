@@ -21,6 +21,8 @@ from pathlib import Path
 from asyncua import Client, ua
 from asyncua.common.xmlexporter import XmlExporter
 
+from restoredrill.errors import InputError
+
 MAX_NODES = 200_000
 """A server with more nodes than this is not learned (it is not a plant's SCADA server)."""
 SKIP = {ua.NodeId(ua.ObjectIds.Server)}
@@ -29,7 +31,7 @@ BATCH = 100
 """Nodes per Browse request (small answers: a loaded server answers each in time)."""
 
 
-class LearnError(ValueError):
+class LearnError(InputError):
     """The server could not be learned; the message says why and what to do."""
 
 
