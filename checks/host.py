@@ -97,6 +97,7 @@ class HostCheck(CheckSpecBase):
         None, description="command: literal text in stderr"
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:

@@ -54,6 +54,7 @@ class HttpCheck(CheckSpecBase):
         None, alias="json", description='dotted path → expected value, e.g. {"db.rows": 42}'
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _where(self) -> HttpCheck:
         if (self.url is None) == (self.port is None):

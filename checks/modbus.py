@@ -91,6 +91,7 @@ class ModbusValue(Expectation):
         many = f" x{self.count}" if self.count > 1 else ""
         return self.name or f"{self.table} {self.address}{kind}{many}"
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _check(self) -> ModbusValue:
         if self.table in BIT_TABLES and self.dtype != "bool":

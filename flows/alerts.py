@@ -67,6 +67,7 @@ class AlertTarget(BaseModel):
         description="also send a daily digest at this time of day (HH:MM)",
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:

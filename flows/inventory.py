@@ -39,6 +39,7 @@ NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 
+# Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
 def _cron(value: str) -> str:
     """A standard 5-field cron expression (minute hour day-of-month month day-of-week)."""
     from croniter import croniter

@@ -63,6 +63,7 @@ class ScadaDevice(_Model):
         description="BuildInfo, application name/URI, certificate subject (default: restoredrill's)",
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _consistent(self) -> ScadaDevice:
         if not self.nodesets and self.nodes is None:

@@ -61,6 +61,7 @@ class VariableNode(_Model):
     bind: str | Binding | None = Field(None, description="PLC/TAG, or {plc:, tag:}")
     description: str = ""
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _check(self) -> VariableNode:
         if self.type not in VARIANT_TYPES:

@@ -145,6 +145,7 @@ class Tag(_Model):
     )
     description: str = ""
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("series", mode="before")
     @classmethod
     def _series_text(cls, value: Any) -> Any:

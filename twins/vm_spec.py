@@ -38,6 +38,7 @@ class VMSpec(BaseModel):
         "auto", description="auto: KVM when /dev/kvm works, else TCG; kvm: KVM or error"
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("mac")
     @classmethod
     def _mac(cls, value: str | None) -> str | None:
