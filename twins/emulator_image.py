@@ -23,7 +23,7 @@ from .images import DEFAULT_BASE, build_image, ensure_base_image, image_exists
 ROOTS = ("pymodbus", "asyncua", "pydantic", "PyYAML")
 """Distributions the emulators import (their dependencies are followed)."""
 PACKAGE = Path(__file__).resolve().parent
-ROOT_MODULES = ("__init__.py", "configfile.py", "durations.py", "errors.py")
+ROOT_MODULES = ("__init__.py", "configfile.py", "durations.py", "errors.py", "lazy.py")
 """Modules of the package root that twins/ imports (never flows/ or Prefect)."""
 DOCKERFILE = """\
 ARG BASE
