@@ -98,10 +98,7 @@ class AlertTarget(BaseModel):
     @property
     def digest_cron(self) -> str | None:
         """The cron expression of the daily digest (for the scheduler)."""
-        if not self.digest:
-            return None
-        hour, minute = self.digest.split(":")
-        return f"{int(minute)} {int(hour)} * * *"
+        return daily_cron(self.digest) if self.digest else None
 
     def label(self) -> str:
         """A name safe to show without resolving any secret."""
@@ -190,6 +187,12 @@ class AlertConfig:
 
     def targets_for(self, system: str) -> list[AlertTarget]:
         return [*self.systems.get(system, []), *self.site]
+
+
+def daily_cron(at: str) -> str:
+    """``HH:MM`` as the cron expression of every day at that time (``07:30`` → ``30 7 * * *``)."""
+    hour, minute = at.split(":")
+    return f"{int(minute)} {int(hour)} * * *"
 
 
 def check_targets(config: AlertConfig) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from prefect import flow
 
-from .alerts import AlertConfig, Delivery, plan_digest, send
+from .alerts import AlertConfig, Delivery, daily_cron, plan_digest, send
 from .inventory import LoadedSite, load_site
 from .prefect_server import prefect_api, require_configured
 
@@ -58,12 +58,7 @@ def plan(loaded: LoadedSite) -> list[Plan]:
         plans.append(Plan(f"{site.site}-{tail}", cron, names))
     config = AlertConfig.from_site(site, loaded.base_dir)
     for at in sorted({t.digest for _, t in config.fields() if t.digest}):
-        hour, minute = at.split(":")
-        plans.append(
-            Plan(
-                f"{site.site}-digest-{hour}{minute}", f"{int(minute)} {int(hour)} * * *", digest=at
-            )
-        )
+        plans.append(Plan(f"{site.site}-digest-{at.replace(':', '')}", daily_cron(at), digest=at))
     return plans
 
 

@@ -141,13 +141,6 @@ def variables(
             yield f"{prefix}{item.variable}", item
 
 
-def _binding(node: str, bind: str | Binding) -> Binding:
-    if isinstance(bind, Binding):
-        return bind
-    plc, _, tag = bind.partition("/")
-    return Binding(node=node or "?", plc=plc, tag=tag)
-
-
 def binding(node: str, bind: str | Binding) -> Binding:
     """A variable's ``bind:`` (``PLC/TAG`` or a mapping) as a Binding."""
     if isinstance(bind, Binding):

@@ -44,7 +44,6 @@ Behaviour = Literal[
 ]
 
 BIT_TABLES = ("coil", "discrete")
-WORD_TABLES = ("holding", "input")
 SIZES: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
 LIMITS: dict[str, tuple[float, float]] = {
@@ -55,7 +54,6 @@ LIMITS: dict[str, tuple[float, float]] = {
     "uint32": (0, 2**32 - 1),
     "float32": (-3.4028234663852886e38, 3.4028234663852886e38),
 }
-FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 # --------------------------------------------------------------------------- codec
