@@ -571,6 +571,9 @@ class _RestServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_threads = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """restic hangs up on a stalled pack when it is killed: expected, not worth a trace."""
+
 
 def rest_server(repo: Path, stall_above: int, release: threading.Event) -> _RestServer:
     """restic's REST protocol (read-only) over ``repo`` on 127.0.0.1, holding back
