@@ -88,7 +88,7 @@ class _OnlyOurs(logging.Filter):
 
 
 def quiet_console_logs(verbose: bool) -> None:
-    import prefect  # noqa: F401 - sets up Prefect's logging first
+    import prefect.main  # noqa: F401 - sets up Prefect's logging first (prefect loads lazily)
 
     if verbose:
         return
