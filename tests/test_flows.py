@@ -264,10 +264,10 @@ def test_rpo_exceeded_and_a_slow_dependency_does_not_block(
     site = site_file(plant, "verdicts", VERDICTS, free_subnet(), watchdog=100_000)
     record = verify_site(str(site))
     by = {s.system: s for s in record.systems}
-    assert by["fresh"].verdict is Verdict.PASS and by["fresh"].backup_age_s < 3600
-    assert by["stale"].verdict is Verdict.RPO_EXCEEDED
-    assert 7200 <= by["stale"].backup_age_s < 7200 + 600
-    assert re.fullmatch(r"newest backup is 72\d\ds old, RPO is 3600s", by["stale"].reason)
+    assert by["fresh"].verdict is Verdict.PASS, by["fresh"].reason
+    stale = by["stale"]
+    assert stale.verdict is Verdict.RPO_EXCEEDED and stale.backup_age_s >= 7200
+    assert stale.reason == f"newest backup is {stale.backup_age_s:.0f}s old, RPO is 3600s"
     assert by["slowdb"].verdict is Verdict.RTO_EXCEEDED
     assert by["dependent"].verdict is Verdict.PASS, by["dependent"].reason
     assert [c.status.value for c in by["dependent"].checks] == ["pass", "pass"]
