@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 from localservers import smtp, webhook  # noqa: F401 - fixtures shared by the alert tests
 from vmfixtures import vm_formats, vm_raw  # noqa: F401 - the VM tests' disk images
 
@@ -39,6 +40,7 @@ for _name, _sub in (
     ("XDG_STATE_HOME", "state"),
 ):
     os.environ[_name] = str(HOME / _sub)
+set_hypothesis_home_dir(HOME / "hypothesis")  # not .hypothesis/ in the working tree
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parents[1]
