@@ -4,7 +4,7 @@ and its backups are remade when the app they hold changed.
 A verdict must be true: the same backups give the same verdict under load too (issue 8,
 item 9: a written-through setpoint was once read back too early under load). The demo is
 copied to a temporary directory with its production addresses moved to a free subnet, its
-backups made there (images tagged restoredrill-test-d-verdicts/...), and removed after.
+backups made there (images tagged restoredrill-test-demo-PID/...), and removed after.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rich.console import Console
 from restoredrill.flows.demo import DEMO_DIR, EXPECTED, prepare
 
 RUNS = 10
-TAG = "restoredrill-test-d-verdicts"
+TAG = f"restoredrill-test-demo-{os.getpid()}"  # its images: no other process builds these
 
 
 @pytest.fixture(scope="module")
