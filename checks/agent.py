@@ -33,6 +33,8 @@ class AgentCheck(CheckSpecBase):
 
 
 Spec = AgentCheck
+NETWORK = False
+"""It goes through QEMU's guest-agent channel, not the network."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:

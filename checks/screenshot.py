@@ -54,6 +54,8 @@ class ScreenshotCheck(CheckSpecBase):
 
 
 Spec = ScreenshotCheck
+NETWORK = False
+"""It reads the VM's screen through QEMU, not the network."""
 
 
 def normalise(text: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from restoredrill.twins.base import Sandbox, backend
+from restoredrill.twins.base import Backend, Sandbox, backend
 
 from . import lifecycle, spool
 from .alerts import AlertConfig, Delivery, plan_alerts, send
@@ -34,7 +34,9 @@ def new_run_id() -> str:
 class RunContext:
     """What the systems of one run share: the site, the sandbox, twins kept for dependents."""
 
-    def __init__(self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Any) -> None:
+    def __init__(
+        self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Backend
+    ) -> None:
         self.loaded = loaded
         self.run_id = run_id
         self.sandbox = sandbox
@@ -110,9 +112,7 @@ def _verify(
     box: list[SystemJob] | None = None,
 ) -> SystemResult:
     spec = ctx.loaded.site.system(system)
-    job = SystemJob(
-        ctx.loaded, spec, ctx.sandbox, run_id, ctx.engine.client, ctx.loaded.site.sandbox.watchdog
-    )
+    job = SystemJob(ctx.loaded, spec, ctx.sandbox, run_id, ctx.loaded.site.sandbox.watchdog)
     if box is not None:
         box.append(job)
     failure: StepFailed | None = None
@@ -293,14 +293,9 @@ def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
     # dead runs of this host at once (Docker objects, firewall rules, scratch folders);
     # runs of other hosts sharing the engine after a day
     engine.reap_stale(max_age=timedelta(hours=24))
-    subnets = loaded.site.sandbox.subnets
-    sandbox = engine.open_sandbox(run_id, subnets[0], reserved=claimed(loaded.site))
-    try:
-        for subnet in subnets[1:]:
-            sandbox.add_network(subnet)
-    except BaseException:
-        sandbox.close()
-        raise
+    sandbox = engine.open_sandbox(
+        run_id, loaded.site.sandbox.subnets, reserved=claimed(loaded.site)
+    )
     ctx = RunContext(loaded, run_id, sandbox, engine)
     _RUNS[run_id] = ctx
     return ctx
@@ -314,7 +309,7 @@ def start_devices_task(ctx: RunContext, systems: list[str]) -> None:
     from .devices import start_devices
 
     try:
-        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.engine.client, ctx.run_id, systems)
+        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.run_id, systems)
     except (TwinError, ValueError, OSError) as exc:
         ctx.device_error = str(exc)
 

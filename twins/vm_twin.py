@@ -182,6 +182,8 @@ class VMTwin(Twin):
         self.restored = restored
         self.name = vm.name
         self.address = container.address
+        self.limits = container.limits
+        """The bounds of its container (the guest's memory + QEMU's, its CPUs)."""
         self.evidence_dir: Path | None = None
 
     def __repr__(self) -> str:
