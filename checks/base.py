@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -104,10 +103,6 @@ class SandboxGuard:
             )
 
 
-OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
-"""A guard that allows everything: for library use outside a sandboxed run."""
-
-
 class CheckSpecBase(BaseModel):
     """Fields every check kind accepts."""
 
@@ -122,20 +117,6 @@ class CheckSpecBase(BaseModel):
 
     def default_name(self) -> str:
         return getattr(self, "kind", "check")
-
-
-@dataclass
-class Stopwatch:
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-
-@contextmanager
-def timed() -> Iterator[Stopwatch]:
-    yield Stopwatch()
 
 
 def result(
@@ -160,14 +141,20 @@ def result(
     )
 
 
-def error_result(spec: CheckSpecBase, exc: BaseException, started: float) -> CheckResult:
+def error_result(
+    spec: CheckSpecBase, problem: BaseException | str, started: float, *, name: str | None = None
+) -> CheckResult:
+    """An ``error`` result: the check could not be carried out, and why.
+
+    ``problem`` is the reason in words, or the exception that stopped the check (a
+    ``CheckError`` speaks for itself; anything else is shown with its type).
+    """
+    if isinstance(problem, BaseException) and not isinstance(problem, CheckError):
+        problem = f"{type(problem).__name__}: {problem}"
     return CheckResult(
-        name=spec.label(),
+        name=name or spec.label(),
         kind=getattr(spec, "kind", "check"),
         status=Status.ERROR,
         duration_s=round(time.perf_counter() - started, 4),
-        message=f"{type(exc).__name__}: {exc}" if not isinstance(exc, CheckError) else str(exc),
+        message=str(problem),
     )
-
-
-CheckRunner = Callable[[Any, Target, SandboxGuard], list[CheckResult]]

@@ -7,6 +7,10 @@ required to be there (file exists, package installed, process/service running, s
 listening, command exits 0). testinfra reaches a container twin through its docker backend
 (``testinfra.get_host(target.testinfra_url)``), a VM twin over SSH or WinRM from inside its
 sandbox (:mod:`.remote`); several facts of one file come from one command.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: host, file: /etc/mes/mes.conf, contains: "url = http://10.77.0.10:8080", mode: "0640", owner: root}
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from .base import (
     CheckResult,
     CheckSpecBase,
     SandboxGuard,
-    Status,
     Target,
     error_result,
     result,
@@ -355,22 +358,22 @@ def _service(spec: Spec, host: Any, started: float) -> list[CheckResult]:
             observed = bool(svc.is_running if key == "running" else svc.is_enabled)
         except Exception as exc:  # noqa: BLE001 - reported as this assertion's error
             results.append(
-                _errored(
+                error_result(
                     spec,
-                    what,
-                    started,
                     f"cannot tell whether service {spec.service} is {key}: "
                     f"{_short(str(exc), SNIPPET)}" + _no_init_hint(init, pid1),
+                    started,
+                    name=f"{spec.label()} {what}",
                 )
             )
             continue
         if key == "running" and observed != expected and not init:
             results.append(
-                _errored(
+                error_result(
                     spec,
-                    what,
-                    started,
                     f"service {spec.service} does not report running" + _no_init_hint(init, pid1),
+                    started,
+                    name=f"{spec.label()} {what}",
                 )
             )
             continue
@@ -480,16 +483,6 @@ def _judged(
         started=started,
         message=message,
         name=f"{spec.label()} {what}",
-    )
-
-
-def _errored(spec: Spec, what: str, started: float, message: str) -> CheckResult:
-    return CheckResult(
-        name=f"{spec.label()} {what}",
-        kind=spec.kind,
-        status=Status.ERROR,
-        duration_s=round(time.perf_counter() - started, 4),
-        message=message,
     )
 
 

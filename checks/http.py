@@ -1,4 +1,9 @@
-"""``http``: an HTTP endpoint of the twin answers with the expected status, text and JSON fields."""
+"""``http``: an HTTP endpoint of the twin answers with the expected status, text and JSON fields.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: http, name: tank level, port: 8080, path: /api/tags/LT-101/latest, json: {tag: LT-101, value: 72.5}}
+"""
 
 from __future__ import annotations
 
@@ -111,7 +116,7 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
             ]
         return judge(spec, label, status, body, started)
     except Exception as exc:  # noqa: BLE001 - a check never raises
-        return [error_result(spec, exc, started).model_copy(update={"name": label})]
+        return [error_result(spec, exc, started, name=label)]
 
 
 def fetch(url: str, headers: dict[str, str], timeout: float, verify: bool) -> tuple[int, bytes]:

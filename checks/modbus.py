@@ -1,23 +1,33 @@
 """``modbus``: read (and write) a device's coils and registers, decoded by type, and compare.
 
 Reads are batched: one request per run of up to 125 registers (2000 bits), many values
-per request. A value may be compared with an exact value, a range, or be required to
-change during the check window (proof that something polls or writes it).
+per request. A value may be compared with an exact value or a range, be required to
+change (proof that something polls or writes it), or be written and read back; moving
+and written-through values are judged within a stated window (see ``checks.expect``).
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - kind: modbus
+      name: line 1 PLC
+      host: 10.77.0.100            # default: the system's own address
+      values:
+        - {name: tank_level, table: input, address: 0, type: float32, min: 40, max: 60}
+        - {name: pump_starts, table: input, address: 5, type: uint32, changes: true}
+        - {name: level_setpoint, table: holding, address: 0, type: float32, write: 55.5}
+        - {name: setpoint from SCADA, table: holding, address: 2, type: int16, equals: 1450,
+           settle: 10s}
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from restoredrill.durations import Duration
 from restoredrill.twins.registers import (
     BIT_TABLES,
     SIZES,
@@ -30,7 +40,8 @@ from restoredrill.twins.registers import (
     reader,
 )
 
-from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Status, Target, result
+from .base import CheckError, CheckResult, SandboxGuard, Target, error_result
+from .expect import Expectation, Sampling, results, watch
 
 T = TypeVar("T")
 MAX_REGISTERS, MAX_BITS = 125, 2000
@@ -43,67 +54,6 @@ EXCEPTIONS = {
     10: "gateway path unavailable",
     11: "gateway target failed to respond (unknown unit id?)",
 }
-
-
-class Expectation(BaseModel):
-    """What an observed value must be: exact (with tolerance), a range, and/or changing."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    equals: Any = Field(None, description="exact value (a list for count > 1)")
-    tolerance: float = Field(0.0, ge=0, description="allowed difference for equals on numbers")
-    min: float | None = None
-    max: float | None = None
-    changes: bool = Field(False, description="must change during the check window")
-
-    def expected(self) -> Any:
-        parts: dict[str, Any] = {}
-        if self.equals is not None:
-            parts["equals"] = self.equals
-            if self.tolerance:
-                parts["tolerance"] = self.tolerance
-        if self.min is not None:
-            parts["min"] = self.min
-        if self.max is not None:
-            parts["max"] = self.max
-        if self.changes:
-            parts["changes"] = True
-        return parts or "readable"
-
-    def judge(self, value: Any) -> tuple[bool, str]:
-        """(ok, reason) for a single value or a list of values (changes judged elsewhere)."""
-        values = value if isinstance(value, list) else [value]
-        if self.equals is not None:
-            wanted = self.equals if isinstance(self.equals, list) else [self.equals] * len(values)
-            if len(wanted) != len(values):
-                return False, f"expected {len(wanted)} values, read {len(values)}"
-            exact = (
-                self.tolerance == 0
-                and wanted == values
-                and not any(type(x) is bool for x in (*wanted, *values))
-            )  # the common case in one comparison; bools must match bools (True == 1)
-            for i, (w, v) in enumerate([] if exact else zip(wanted, values, strict=True)):
-                if not _same(w, v, self.tolerance):
-                    where = f"[{i}] " if len(values) > 1 else ""
-                    return False, f"{where}{v!r} != {w!r}"
-        if self.min is not None or self.max is not None:
-            lo = -math.inf if self.min is None else self.min
-            hi = math.inf if self.max is None else self.max
-            for i, v in enumerate(values):
-                if isinstance(v, str) or v is None or not lo <= v <= hi:
-                    where = f"[{i}] " if len(values) > 1 else ""
-                    return False, f"{where}{v!r} outside {self.min}..{self.max}"
-        return True, ""
-
-
-def _same(wanted: Any, seen: Any, tolerance: float) -> bool:
-    if isinstance(wanted, bool) or isinstance(seen, bool):
-        return bool(wanted) == bool(seen) and isinstance(seen, bool | int)
-    if isinstance(wanted, int | float) and isinstance(seen, int | float):
-        return abs(wanted - seen) <= tolerance or (
-            tolerance == 0 and math.isclose(wanted, seen, rel_tol=1e-6)
-        )
-    return wanted == seen
 
 
 class ModbusValue(Expectation):
@@ -157,7 +107,7 @@ class ModbusValue(Expectation):
         return self
 
 
-class ModbusCheck(CheckSpecBase):
+class ModbusCheck(Sampling):
     """Read (and optionally write) values of one Modbus TCP device over one connection."""
 
     kind: Literal["modbus"] = "modbus"
@@ -166,12 +116,6 @@ class ModbusCheck(CheckSpecBase):
     unit: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id")
     byte_order: Order = "big"
     word_order: Order = "big"
-    window: Duration = Field(
-        timedelta(seconds=5), description="how long a changes: value is watched"
-    )
-    interval: Duration = Field(
-        timedelta(milliseconds=200), description="sampling interval in the window"
-    )
     values: list[ModbusValue] = Field(min_length=1)
 
     def default_name(self) -> str:
@@ -191,28 +135,12 @@ def run(spec: ModbusCheck, target: Target, guard: SandboxGuard) -> list[CheckRes
         if not spec.name:
             spec = spec.model_copy(update={"name": f"modbus {host}:{spec.port} unit {spec.unit}"})
         guard.allow(host)
-        limit = spec.timeout + spec.window.total_seconds()
+        limit = spec.timeout * 2 + spec.longest_window(spec.values)  # connect, last read
         return run_sync(lambda: asyncio.wait_for(_check(spec, host, started), limit))
     except TimeoutError:
-        return [_error(spec, f"no answer within {spec.timeout:g}s", started)]
+        return [error_result(spec, f"no answer within {spec.timeout:g}s", started)]
     except Exception as exc:  # noqa: BLE001 - a check reports, never raises
-        return [
-            _error(
-                spec,
-                str(exc) if isinstance(exc, CheckError) else f"{type(exc).__name__}: {exc}",
-                started,
-            )
-        ]
-
-
-def _error(spec: ModbusCheck, message: str, started: float) -> CheckResult:
-    return CheckResult(
-        name=spec.label(),
-        kind="modbus",
-        status=Status.ERROR,
-        message=message,
-        duration_s=round(time.perf_counter() - started, 4),
-    )
+        return [error_result(spec, exc, started)]
 
 
 async def _check(spec: ModbusCheck, host: str, started: float) -> list[CheckResult]:
@@ -235,75 +163,17 @@ async def _check(spec: ModbusCheck, host: str, started: float) -> list[CheckResu
 
 
 async def _evaluate(spec: ModbusCheck, client: Any, started: float) -> list[CheckResult]:
+    """Write what is to be written, then read and judge every value (see ``checks.expect``)."""
     problems: dict[int, str] = {}
     for i, item in enumerate(spec.values):
-        if item.write is not None:
-            problem = await _write(spec, client, item)
-            if problem:
-                problems[i] = f"write refused: {problem}"
+        if item.write is not None and (problem := await _write(spec, client, item)):
+            problems[i] = f"write refused: {problem}"
     wanted = [i for i in range(len(spec.values)) if i not in problems]
-    observed, failures = await read_values(client, spec, wanted)
-    problems.update(failures)
-    firsts = dict(observed)
-    changing = [i for i in wanted if spec.values[i].changes and i in observed]
-    changed: dict[int, Any] = {}
-    deadline = time.monotonic() + spec.window.total_seconds()
-    while changing and time.monotonic() < deadline:
-        await asyncio.sleep(
-            min(spec.interval.total_seconds(), max(0.0, deadline - time.monotonic()))
-        )
-        sample, failures = await read_values(client, spec, changing)
-        problems.update(failures)
-        for i, value in sample.items():
-            if value != firsts[i]:
-                changed[i] = value
-                observed[i] = value
-        changing = [i for i in changing if i not in changed and i not in failures]
-    out: list[CheckResult] = []
-    for i, item in enumerate(spec.values):
-        name = f"{spec.label()}: {item.label()}"
-        expected = item.expected()
-        if item.write is not None and item.equals is None:
-            expected = {"write": item.write, "reads back": item.write}
-        if i in problems:
-            out.append(
-                result(
-                    spec,
-                    False,
-                    expected=expected,
-                    observed=None,
-                    started=started,
-                    message=problems[i],
-                    name=name,
-                )
-            )
-            continue
-        value = observed[i]
-        ok, reason = (
-            item.model_copy(update={"equals": item.write})
-            if item.write is not None and item.equals is None
-            else item
-        ).judge(value)
-        if ok and item.changes and i not in changed:
-            ok, reason = (
-                False,
-                f"did not change within {spec.window.total_seconds():g}s (stayed {value!r})",
-            )
-        shown = (
-            {"first": firsts[i], "changed to": value} if item.changes and i in changed else value
-        )
-        out.append(
-            result(
-                spec,
-                ok,
-                expected=expected,
-                observed=shown,
-                started=started,
-                message=reason,
-                name=name,
-            )
-        )
-    return out
+    seen, failures = await watch(
+        spec, spec.values, wanted, lambda indexes: read_values(client, spec, indexes)
+    )
+    named = [(f"{spec.label()}: {item.label()}", item) for item in spec.values]
+    return results(spec, named, seen, problems | failures, started)
 
 
 async def _write(spec: ModbusCheck, client: Any, item: ModbusValue) -> str | None:

@@ -1,8 +1,26 @@
 """``opcua``: an OPC UA endpoint answers with the given security, and serves the right data.
 
 One connection per spec: connect (security + credentials), browse paths exist, values
-compare (exact, range, changing; read in one batched Read request), variable counts
-under folders, subscriptions deliver updates, writes are accepted and read back.
+compare (exact, range, changing, written and read back; read in one batched Read request
+and judged within their windows, see ``checks.expect``), variable counts under folders,
+subscriptions deliver updates.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - kind: opcua
+      name: gateway serves live PLC data
+      port: 4840
+      path: gateway/
+      security: basic256sha256      # or none
+      username: operator
+      password_env: SCADA_PASSWORD
+      browse: [Objects/2:Line1/2:TankLevel]
+      values:
+        - {node: Objects/2:Line1/2:TankLevel, min: 40, max: 60, changes: true}
+        - {node: Objects/2:Line1/2:LevelSetpoint, write: 63.5, equals: 63.5, settle: 10s}
+        - {node: "ns=2;s=Line1.Site", equals: demo plant}
+      count: [{folder: Objects/2:Line1, min: 3}]
+      subscribe: [{node: Objects/2:Line1/2:OutletFlow, within: 5s, updates: 2}]
 """
 
 from __future__ import annotations
@@ -18,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from restoredrill.durations import Duration
 
-from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Status, Target, result
-from .modbus import Expectation, run_sync
+from .base import CheckError, CheckResult, SandboxGuard, Target, error_result, result
+from .expect import Expectation, Sampling, results, watch
+from .modbus import run_sync
 
 CREDENTIAL_ERRORS = ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid")
 
@@ -29,7 +48,6 @@ class OpcuaValue(Expectation):
 
     node: str = Field(description="NodeId (ns=2;s=X) or browse path (Objects/2:Line1/Level)")
     name: str | None = None
-    write: Any = Field(None, description="write this first, then read it back")
 
 
 class OpcuaCount(BaseModel):
@@ -51,7 +69,7 @@ class OpcuaSubscribe(BaseModel):
     interval: Duration = Field(timedelta(milliseconds=100), description="publishing interval")
 
 
-class OpcuaCheck(CheckSpecBase):
+class OpcuaCheck(Sampling):
     """Check one OPC UA endpoint over one session."""
 
     kind: Literal["opcua"] = "opcua"
@@ -66,12 +84,6 @@ class OpcuaCheck(CheckSpecBase):
     values: list[OpcuaValue] = Field(default_factory=list)
     count: list[OpcuaCount] = Field(default_factory=list)
     subscribe: list[OpcuaSubscribe] = Field(default_factory=list)
-    window: Duration = Field(
-        timedelta(seconds=5), description="how long a changes: value is watched"
-    )
-    interval: Duration = Field(
-        timedelta(milliseconds=250), description="sampling interval in the window"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaCheck:
@@ -103,28 +115,18 @@ def run(spec: OpcuaCheck, target: Target, guard: SandboxGuard) -> list[CheckResu
                 raise CheckError(f"the password variable {spec.password_env} is not set")
         limit = (
             spec.timeout * 3
-            + spec.window.total_seconds()
+            + spec.longest_window(spec.values)
             + sum(s.within.total_seconds() for s in spec.subscribe)
         )
         return run_sync(lambda: asyncio.wait_for(_check(spec, host, password, started), limit))
     except TimeoutError:
-        return [_error(spec, f"no answer within {spec.timeout:g}s", started)]
+        return [error_result(spec, f"no answer within {spec.timeout:g}s", started)]
     except Exception as exc:  # noqa: BLE001 - a check reports, never raises
-        return [_error(spec, _why(exc), started)]
+        return [error_result(spec, _why(exc), started)]
 
 
 def _hostport(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _error(spec: OpcuaCheck, message: str, started: float) -> CheckResult:
-    return CheckResult(
-        name=spec.label(),
-        kind="opcua",
-        status=Status.ERROR,
-        message=message,
-        duration_s=round(time.perf_counter() - started, 4),
-    )
 
 
 def _why(exc: BaseException) -> str:
@@ -207,7 +209,7 @@ async def _secure(client: Any, spec: OpcuaCheck) -> None:
     from asyncua import ua
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-    from restoredrill.twins.scada import ensure_certificate
+    from restoredrill.twins.opcua_client import ensure_certificate
 
     folder = spec.cert_dir or os.path.join(tempfile.gettempdir(), "restoredrill-opcua-client")
     app_uri = "urn:restoredrill:check"
@@ -222,7 +224,7 @@ async def _secure(client: Any, spec: OpcuaCheck) -> None:
 
 
 async def _browse(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:
-    from restoredrill.twins.scada import resolve_node
+    from restoredrill.twins.opcua_client import resolve_node
 
     out = []
     cache: dict = {}
@@ -247,9 +249,8 @@ async def _browse(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
 
 
 async def _values(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:
-    from asyncua import ua
-
-    from restoredrill.twins.scada import coerce, resolve_node
+    """Write what is to be written, then read (batched) and judge every value."""
+    from restoredrill.twins.opcua_client import resolve_node
 
     if not spec.values:
         return []
@@ -262,92 +263,53 @@ async def _values(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
         except KeyError as exc:
             problems[i] = str(exc.args[0])
     for i, item in enumerate(spec.values):
-        if item.write is None or i in problems:
-            continue
-        try:
-            vtype = await nodes[i].read_data_type_as_variant_type()
-            await nodes[i].write_value(ua.DataValue(ua.Variant(coerce(item.write, vtype), vtype)))
-        except Exception as exc:  # noqa: BLE001 - the server's refusal is the finding
-            problems[i] = f"write refused: {_status(exc)}"
+        if item.write is not None and i in nodes:
+            problem = await _write(nodes[i], item.write)
+            if problem:
+                problems[i] = f"write refused: {problem}"
 
-    async def sample(indexes: list[int]) -> dict[int, Any]:
-        found: dict[int, Any] = {}
-        datavalues = await client.read_attributes([nodes[i] for i in indexes])
-        for i, dv in zip(indexes, datavalues, strict=True):
-            if dv.StatusCode is not None and not dv.StatusCode.is_good():
-                problems[i] = f"{spec.values[i].node}: {dv.StatusCode.name}" + (
-                    " (no such node)" if dv.StatusCode.name == "BadNodeIdUnknown" else ""
-                )
-            else:
-                found[i] = dv.Value.Value if dv.Value is not None else None
-        return found
+    async def read(indexes: list[int]) -> tuple[dict[int, Any], dict[int, str]]:
+        return await _read(client, spec, [(i, nodes[i]) for i in indexes])
 
-    wanted = [i for i in range(len(spec.values)) if i not in problems]
-    observed = await sample(wanted) if wanted else {}
-    firsts = dict(observed)
-    changing = [i for i in wanted if spec.values[i].changes and i in observed]
-    changed: dict[int, Any] = {}
-    deadline = time.monotonic() + spec.window.total_seconds()
-    while changing and time.monotonic() < deadline:
-        await asyncio.sleep(
-            min(spec.interval.total_seconds(), max(0.0, deadline - time.monotonic()))
-        )
-        for i, value in (await sample(changing)).items():
-            if value != firsts[i]:
-                changed[i] = observed[i] = value
-        changing = [i for i in changing if i not in changed and i not in problems]
-    out = []
-    for i, item in enumerate(spec.values):
-        name = f"{spec.label()}: {item.name or item.node}"
-        judge = (
-            item.model_copy(update={"equals": item.write})
-            if item.write is not None and item.equals is None
-            else item
-        )
-        expected = (
-            judge.expected()
-            if item.write is None
-            else {"write": item.write, **_dict(judge.expected())}
-        )
-        if i in problems:
-            out.append(
-                result(
-                    spec,
-                    False,
-                    expected=expected,
-                    observed=None,
-                    started=started,
-                    message=problems[i],
-                    name=name,
-                )
+    wanted = [i for i in nodes if i not in problems]
+    seen, failures = await watch(spec, spec.values, wanted, read)
+    named = [(f"{spec.label()}: {item.name or item.node}", item) for item in spec.values]
+    return results(spec, named, seen, problems | failures, started)
+
+
+async def _write(node: Any, value: Any) -> str | None:
+    """Write ``value`` as the variable's own type; the server's refusal, if any."""
+    from asyncua import ua
+
+    from restoredrill.twins.opcua_client import coerce
+
+    try:
+        vtype = await node.read_data_type_as_variant_type()
+        await node.write_value(ua.DataValue(ua.Variant(coerce(value, vtype), vtype)))
+    except Exception as exc:  # noqa: BLE001 - the server's refusal is the finding
+        return _status(exc)
+    return None
+
+
+async def _read(
+    client: Any, spec: OpcuaCheck, nodes: list[tuple[int, Any]]
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Values of ``nodes`` in one Read request: (plain value by index, problem by index)."""
+    found: dict[int, Any] = {}
+    problems: dict[int, str] = {}
+    datavalues = await client.read_attributes([node for _, node in nodes])
+    for (i, _), dv in zip(nodes, datavalues, strict=True):
+        if dv.StatusCode is not None and not dv.StatusCode.is_good():
+            problems[i] = f"{spec.values[i].node}: {dv.StatusCode.name}" + (
+                " (no such node)" if dv.StatusCode.name == "BadNodeIdUnknown" else ""
             )
-            continue
-        value = _plain(observed[i])
-        ok, reason = judge.judge(value)
-        if ok and item.changes and i not in changed:
-            ok, reason = (
-                False,
-                f"did not change within {spec.window.total_seconds():g}s (stayed {value!r})",
-            )
-        shown = {"first": _plain(firsts[i]), "changed to": value} if i in changed else value
-        out.append(
-            result(
-                spec,
-                ok,
-                expected=expected,
-                observed=shown,
-                started=started,
-                message=reason,
-                name=name,
-            )
-        )
-    return out
+        else:
+            found[i] = _plain(dv.Value.Value if dv.Value is not None else None)
+    return found, problems
 
 
 async def _counts(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:
-    from asyncua import ua
-
-    from restoredrill.twins.scada import resolve_node
+    from restoredrill.twins.opcua_client import resolve_node
 
     out = []
     for item in spec.count:
@@ -372,24 +334,7 @@ async def _counts(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
                 )
             )
             continue
-        total, todo, seen = 0, [folder], set()
-        while todo:
-            node = todo.pop()
-            refs = await node.get_references(
-                ua.ObjectIds.HierarchicalReferences,
-                ua.BrowseDirection.Forward,
-                includesubtypes=True,
-            )
-            for ref in refs:
-                if ref.NodeClass == ua.NodeClass.Variable:
-                    total += 1
-                elif (
-                    item.recursive
-                    and ref.NodeClass == ua.NodeClass.Object
-                    and ref.NodeId not in seen
-                ):
-                    seen.add(ref.NodeId)
-                    todo.append(client.get_node(ref.NodeId))
+        total = await _variables_under(client, folder, item.recursive)
         ok = (
             (item.equals is None or total == item.equals)
             and (item.min is None or total >= item.min)
@@ -409,6 +354,24 @@ async def _counts(spec: OpcuaCheck, client: Any, started: float) -> list[CheckRe
     return out
 
 
+async def _variables_under(client: Any, folder: Any, recursive: bool) -> int:
+    """How many variables ``folder`` holds (in sub-folders and objects too, if ``recursive``)."""
+    from asyncua import ua
+
+    total, todo, seen = 0, [folder], set()
+    while todo:
+        refs = await todo.pop().get_references(
+            ua.ObjectIds.HierarchicalReferences, ua.BrowseDirection.Forward, includesubtypes=True
+        )
+        for ref in refs:
+            if ref.NodeClass == ua.NodeClass.Variable:
+                total += 1
+            elif recursive and ref.NodeClass == ua.NodeClass.Object and ref.NodeId not in seen:
+                seen.add(ref.NodeId)
+                todo.append(client.get_node(ref.NodeId))
+    return total
+
+
 class _Updates:
     def __init__(self) -> None:
         self.values: list[Any] = []
@@ -422,7 +385,7 @@ class _Updates:
 
 
 async def _subscriptions(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:
-    from restoredrill.twins.scada import resolve_node
+    from restoredrill.twins.opcua_client import resolve_node
 
     out = []
     for item in spec.subscribe:
@@ -477,10 +440,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return str(value)
-
-
-def _dict(expected: Any) -> dict:
-    return expected if isinstance(expected, dict) else {}
 
 
 def _status(exc: BaseException) -> str:

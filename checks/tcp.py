@@ -1,4 +1,9 @@
-"""``tcp``: a port of the twin accepts (or refuses) connections."""
+"""``tcp``: a port of the twin accepts (or refuses) connections.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: tcp, port: 8080}
+"""
 
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
             )
         ]
     except Exception as exc:  # noqa: BLE001 - a check never raises
-        return [error_result(spec, exc, started).model_copy(update={"name": name})]
+        return [error_result(spec, exc, started, name=name)]
 
 
 def _hostport(host: str, port: int) -> str:

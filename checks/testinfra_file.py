@@ -7,6 +7,10 @@ plugin of :mod:`.remote`, run from inside the twin's sandbox); each test becomes
 test passes, its reason in the message). ``file`` should be absolute: the inventory loader
 (flows) resolves a relative path against the site file's directory before the check runs;
 a path still relative here is taken relative to the working directory.
+
+Example (a ``checks:`` entry of a system in site.yaml)::
+
+    - {kind: testinfra, file: tests/test_mes.py, select: "not slow"}
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ tarball of the HMI, and an ERP archive cut short (the broken backup).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import shutil
@@ -15,6 +16,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -39,8 +41,24 @@ EXPECTED = {
 """What the demo plant must show: the good systems pass, each broken one is caught."""
 
 
-def prepare(console: Console, backups: Path = BACKUPS) -> None:
-    """Make whatever demo backups are missing."""
+@dataclass
+class _Build:
+    """Where the demo's backups are made from and go, and the tag prefix of their images."""
+
+    client: object
+    backups: Path
+    apps: Path
+    tag: str
+
+
+def prepare(
+    console: Console, backups: Path = BACKUPS, apps: Path = APPS, tag: str = "restoredrill-demo"
+) -> None:
+    """Make whatever demo backups are missing, or older than the app they hold.
+
+    ``apps`` holds the demo applications (a copy may carry other addresses); the images
+    built on the way are tagged ``<tag>/<name>:build`` and removed again.
+    """
     import docker
 
     from restoredrill.twins.images import ensure_base_image
@@ -54,38 +72,56 @@ def prepare(console: Console, backups: Path = BACKUPS) -> None:
             "(or `systemctl start docker`), or install it with `apt-get install docker.io`"
         ) from None
     backups.mkdir(parents=True, exist_ok=True)
+    build = _Build(client, backups, apps, tag)
     with console.status("demo: base image (built offline from Debian packages the first time)"):
         ensure_base_image(client, BASE)
     steps = [
-        ("historian restic snapshot", backups / "historian-restic" / "config", _historian),
-        ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes),
-        ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi),
-        ("ERP archive (broken)", backups / "erp" / "erp-20261124.tar.gz", _erp),
+        ("historian restic snapshot", backups / "historian-restic" / "config", _historian, None),
+        ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes, None),
+        ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi, None),
+        ("ERP archive (broken)", backups / "erp" / "erp-20261124.tar.gz", _erp, None),
         (
             "line 1 gateway archive",
             backups / "gateway" / "line1-gateway-20261124.tar.gz",
             partial(_gateway, line="line1", config="gateway.ini"),
+            apps / "gateway",
         ),
         (
             "line 2 gateway archive (wrong register)",
             backups / "gateway" / "line2-gateway-20261124.tar.gz",
             partial(_gateway, line="line2", config="gateway-line2.ini"),
+            apps / "gateway",
         ),
     ]
-    for label, marker, make in steps:
-        if marker.exists():
+    for label, marker, make, source in steps:
+        stamp = marker.with_name(f".{marker.name}.source") if source else None
+        if marker.exists() and (stamp is None or _read(stamp) == _digest(source)):
             continue
         with console.status(f"demo: making the {label}"):
             t0 = time.perf_counter()
-            make(client, backups)
+            make(build)
+        if stamp:
+            stamp.write_text(_digest(source) + "\n")
         console.print(f"demo: made the {label} in {time.perf_counter() - t0:.1f}s")
 
 
-def _historian(client: object, backups: Path) -> None:
+def _digest(folder: Path) -> str:
+    """A digest of the files an archive is built from (to rebuild it when they change)."""
+    sha = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        sha.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes())
+    return sha.hexdigest()
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def _historian(b: _Build) -> None:
     """The historian's application and data, backed up with restic."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp)
-        shutil.copy(APPS / "historian" / "historian.py", tree / "historian.py")
+        shutil.copy(b.apps / "historian" / "historian.py", tree / "historian.py")
         (tree / "data").mkdir()
         con = sqlite3.connect(tree / "data" / "history.db")
         con.execute("create table samples (tag text, ts text, value real)")
@@ -102,8 +138,8 @@ def _historian(client: object, backups: Path) -> None:
             )
         con.commit()
         con.close()
-        repo = backups / "historian-restic"
-        password = backups / "restic.pass"
+        repo = b.backups / "historian-restic"
+        password = b.backups / "restic.pass"
         if not password.exists():
             password.write_text(os.urandom(12).hex() + "\n")
             password.chmod(0o600)
@@ -136,26 +172,27 @@ def _historian(client: object, backups: Path) -> None:
         )
 
 
-def _build(client: object, name: str) -> str:
+def _build(b: _Build, name: str) -> str:
     from restoredrill.twins.images import build_image
 
-    tag = f"restoredrill-demo/{name}:build"
-    build_image(client, APPS / name, tag, base=BASE)
+    tag = f"{b.tag}/{name}:build"
+    build_image(b.client, b.apps / name, tag, base=BASE)
     return tag
 
 
-def _mes(client: object, backups: Path) -> None:
+def _mes(b: _Build) -> None:
     """The MES image as its nightly `docker save`, gzipped."""
-    _save(client, _build(client, "mes"), backups / "mes" / "mes-20261124.tar.gz")
+    _save(b.client, _build(b, "mes"), b.backups / "mes" / "mes-20261124.tar.gz")
 
 
-def _hmi(client: object, backups: Path) -> None:
+def _hmi(b: _Build) -> None:
     """The HMI server's disk as a root-filesystem tarball (zstd)."""
     import zstandard
 
-    tag = _build(client, "hmi")
+    client = b.client
+    tag = _build(b, "hmi")
     container = client.containers.create(tag, command=["true"])  # type: ignore[attr-defined]
-    out = backups / "hmi" / "hmi-20261124.tar.zst"
+    out = b.backups / "hmi" / "hmi-20261124.tar.zst"
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".part")
     try:
@@ -168,16 +205,15 @@ def _hmi(client: object, backups: Path) -> None:
     partial.rename(out)
 
 
-def _gateway(client: object, backups: Path, line: str, config: str) -> None:
+def _gateway(b: _Build, line: str, config: str) -> None:
     """An OPC UA gateway image (pymodbus + asyncua) as its nightly `docker save`."""
     from restoredrill.twins.emulator_image import ensure_emulator_image
     from restoredrill.twins.images import build_image
 
-    base = ensure_emulator_image(client)
-    tag = f"restoredrill-demo/{line}-gateway:build"
-    build_image(client, APPS / "gateway", tag, base=base, buildargs={"CONFIG": config})
-    out = backups / "gateway" / f"{line}-gateway-20261124.tar.gz"
-    _save(client, tag, out)
+    base = ensure_emulator_image(b.client)
+    tag = f"{b.tag}/{line}-gateway:build"
+    build_image(b.client, b.apps / "gateway", tag, base=base, buildargs={"CONFIG": config})
+    _save(b.client, tag, b.backups / "gateway" / f"{line}-gateway-20261124.tar.gz")
 
 
 def _save(client: object, tag: str, out: Path) -> None:
@@ -191,12 +227,12 @@ def _save(client: object, tag: str, out: Path) -> None:
     client.images.remove(tag, force=True)  # type: ignore[attr-defined]
 
 
-def _erp(client: object, backups: Path) -> None:
+def _erp(b: _Build) -> None:
     """The ERP's archive, cut short the way a full backup disk cuts it."""
-    mes = backups / "mes" / "mes-20261124.tar.gz"
+    mes = b.backups / "mes" / "mes-20261124.tar.gz"
     if not mes.exists():
-        _mes(client, backups)
-    out = backups / "erp" / "erp-20261124.tar.gz"
+        _mes(b)
+    out = b.backups / "erp" / "erp-20261124.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     with mes.open("rb") as src, out.open("wb") as dst:
         dst.write(src.read(mes.stat().st_size * 6 // 10))

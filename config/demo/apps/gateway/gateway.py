@@ -1,7 +1,9 @@
 """Demo plant OPC UA gateway: polls its PLC over Modbus TCP, serves the tags over OPC UA,
 and writes setpoints that OPC UA clients change back to the PLC.
 
-Its configuration (/etc/gateway/gateway.ini) names the PLC by its production address.
+A client's write is queued and forwarded to the PLC on the next poll, so it reaches the
+PLC within a poll cycle and is never overwritten by a poll that was under way. Its
+configuration (/etc/gateway/gateway.ini) names the PLC by its production address.
 """
 
 import asyncio
@@ -9,6 +11,7 @@ import configparser
 import logging
 
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from pymodbus.client import AsyncModbusTcpClient
 
 logging.basicConfig(level=logging.WARNING)
@@ -40,7 +43,17 @@ async def main():
             await node.set_writable()
         nodes[name] = (node, table, address, kind, writable)
     client = AsyncModbusTcpClient(PLC["host"], port=int(PLC["port"]), timeout=2)
-    pushed = {}
+    written = {}  # tag name -> the value a client wrote, to forward on the next poll
+
+    async def on_write(event, _dispatcher):
+        if not event.is_external:  # the gateway's own updates
+            return
+        for item, status in zip(event.request_params.NodesToWrite, event.response_params or []):
+            for name, (node, *_rest, writable) in nodes.items():
+                if writable and item.NodeId == node.nodeid and status.is_good():
+                    written[name] = item.Value.Value.Value
+
+    server.subscribe_server_callback(CallbackType.PostWrite, on_write)
     async with server:
         print(f"gateway: PLC {PLC['host']}:{PLC['port']}, OPC UA {CONF['opcua']['endpoint']}", flush=True)
         while True:
@@ -49,9 +62,8 @@ async def main():
             try:
                 for name, (node, table, address, kind, writable) in nodes.items():
                     dtype = getattr(client.DATATYPE, TYPES[kind][0])
-                    current = await node.read_value()
-                    if writable and name in pushed and current != pushed[name]:
-                        regs = client.convert_to_registers(current, dtype)
+                    if name in written:  # a newer write, come meanwhile, stays queued
+                        regs = client.convert_to_registers(written.pop(name), dtype)
                         await client.write_registers(address, regs, device_id=int(PLC["unit"]))
                     read = (client.read_input_registers if table == "input"
                             else client.read_holding_registers)
@@ -59,8 +71,8 @@ async def main():
                     if rsp.isError():
                         continue
                     value = client.convert_from_registers(rsp.registers, dtype)
-                    await node.write_value(ua.Variant(value, TYPES[kind][2]))
-                    pushed[name] = value
+                    if name not in written:  # a write come meanwhile is shown on the next poll
+                        await node.write_value(ua.Variant(value, TYPES[kind][2]))
             except Exception as exc:  # noqa: BLE001 - keep polling, as a gateway does
                 print(f"gateway: poll failed: {exc}", flush=True)
                 client.close()

@@ -1,0 +1,101 @@
+"""OPC UA helpers a client and a server share: find a node, coerce a value, a certificate.
+
+The opcua check (a client) and the SCADA twin (a server) both use these; neither module
+imports the other.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from asyncua import Node, ua
+
+
+async def resolve_node(
+    session: Any, text: str, *, cache: dict | None = None, verify: bool = True
+) -> Node:
+    """A node by NodeId (``ns=2;s=X``, ``i=85``) or browse path (``Objects/2:Line1/Level``).
+
+    Path segments may carry a namespace index (``2:Level``) or match a name in any
+    namespace. ``session`` is an asyncua Server or Client; ``cache`` (a dict kept by the
+    caller) saves browsing a folder again. Raises KeyError if the node does not exist
+    (a NodeId is checked only with ``verify``).
+    """
+    text = text.strip()
+    if text[:3] in ("ns=", "nsu") or text[:2] in ("i=", "s=", "g=", "b="):
+        try:
+            node = session.get_node(ua.NodeId.from_string(text))
+        except Exception:  # noqa: BLE001 - a malformed NodeId is a missing node
+            raise KeyError(f"{text!r} is not a NodeId") from None
+        if verify:
+            try:
+                await node.read_browse_name()
+            except ua.UaStatusCodeError:
+                raise KeyError(f"node {text} does not exist") from None
+        return node
+    cache = {} if cache is None else cache
+    parts = [p for p in text.split("/") if p]
+    if parts and parts[0] in ("Root", "0:Root"):
+        parts = parts[1:]
+    nodeid = ua.NodeId(ua.ObjectIds.RootFolder)
+    walked = ["Root"]
+    for part in parts:
+        index, _, name = part.rpartition(":")
+        by_name = cache.get(nodeid)
+        if by_name is None:  # a folder's children, browsed once and indexed by name
+            refs = await session.get_node(nodeid).get_references(
+                ua.ObjectIds.HierarchicalReferences,
+                ua.BrowseDirection.Forward,
+                includesubtypes=True,
+            )
+            by_name = {}
+            for r in refs:
+                by_name.setdefault(r.BrowseName.Name, []).append(r)
+            cache[nodeid] = by_name
+        match = [
+            r
+            for r in by_name.get(name, ())
+            if not index or str(r.BrowseName.NamespaceIndex) == index
+        ]
+        if not match:
+            raise KeyError(f"{'/'.join(walked)} has no child {part!r}")
+        nodeid = match[0].NodeId
+        walked.append(part)
+    return session.get_node(nodeid)
+
+
+def coerce(value: Any, vtype: ua.VariantType) -> Any:
+    """``value`` as the Python type a variable of ``vtype`` holds (numbers rounded to ints)."""
+    if vtype == ua.VariantType.Boolean:
+        return bool(value)
+    if vtype in (ua.VariantType.Float, ua.VariantType.Double):
+        return float(value)
+    if vtype == ua.VariantType.String:
+        return str(value)
+    if vtype.name.startswith(("Int", "UInt", "SByte", "Byte")) and vtype.name != "ByteString":
+        return int(round(value))
+    return value
+
+
+async def ensure_certificate(
+    cert_dir: str | Path, name: str, app_uri: str, server: bool
+) -> tuple[Path, Path]:
+    """A self-signed certificate and key in ``cert_dir``, generated once and reused."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    folder = Path(cert_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{name}-cert.der", folder / f"{name}-key.pem"
+    uses = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    await setup_self_signed_certificate(
+        key,
+        cert,
+        app_uri,
+        socket.gethostname(),
+        uses,
+        {"commonName": name, "organizationName": "restoredrill"},
+    )
+    return cert, key
