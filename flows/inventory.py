@@ -150,7 +150,11 @@ class System(_Model):
     labels: Labels = Field(default_factory=Labels)
     backup: SourceSpec
     run: RunSpec = Field(default_factory=RunSpec)
-    ready: Probe | None = Field(None, description="how to tell the restored system is up")
+    ready: Probe | list[Probe] | None = Field(
+        None,
+        description="how to tell the restored system is up; a list: each in turn (e.g. a "
+        "VM's console, then its service)",
+    )
     checks: list[CheckSpec] = Field(default_factory=list)
     rto: Duration = Field(description="recovery time objective, e.g. 15m")
     rpo: Duration | None = Field(None, description="maximum age of the backup, e.g. 24h")
@@ -354,8 +358,11 @@ def _vm_problems(i: int, system: System) -> list[tuple[tuple[Any, ...], str]]:
                     f"(this backup is {system.backup.kind}, run as a container)",
                 )
             )
-        if system.ready is not None and system.ready.kind == "console":
-            out.append(((*at, "ready", "kind"), "a console probe needs a VM twin (disk_image)"))
+        probes = system.ready if isinstance(system.ready, list) else [system.ready]
+        for k, probe in enumerate(probes):
+            if probe is not None and probe.kind == "console":
+                where = (*at, "ready", k) if isinstance(system.ready, list) else (*at, "ready")
+                out.append(((*where, "kind"), "a console probe needs a VM twin (disk_image)"))
         for j, check in enumerate(system.checks):
             if check.kind in VM_CHECKS:
                 out.append(

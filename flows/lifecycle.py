@@ -234,11 +234,14 @@ def start(job: SystemJob) -> None:
 
 
 def ready(job: SystemJob) -> None:
-    """Wait until the readiness probe passes (or the twin dies, or the probe times out);
-    tcp and http probes connect from inside the sandbox (``twin.inside()``)."""
+    """Wait until the readiness probe passes (each in turn, if several), or the twin dies,
+    or a probe times out; tcp and http probes connect from inside the sandbox
+    (``twin.inside()``)."""
     assert job.twin is not None
-    if job.system.ready is not None:
-        wait_ready(job.twin, job.system.ready)
+    probes = job.system.ready
+    if probes is not None:
+        for probe in probes if isinstance(probes, list) else [probes]:
+            wait_ready(job.twin, probe)
     elif not job.twin.is_running():
         raise TwinError(f"{job.system.name} exited at once; last output:\n{job.twin.logs(20)}")
 

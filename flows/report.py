@@ -86,7 +86,7 @@ def verdict_table(record: RunRecord) -> Table:
         if s.near_miss:
             verdict.append(" (near miss)", style="yellow")
         recovery = Text(f"{format_duration(s.recovery_time_s)} / {format_duration(s.rto_s)}")
-        if s.emulated:
+        if s.emulated and s.recovery_time_s is not None:
             recovery.append(f"\n{TCG_NOTE}", style="yellow")
         t.add_row(
             s.system,
