@@ -196,6 +196,9 @@ def _classes() -> dict[str, type]:
 
 def _why(exc: BaseException) -> str:
     """A connection failure in a few words (never the request, which may carry a secret)."""
+    inner = getattr(exc, "errors", None)  # paramiko's NoValidConnectionsError: per address
+    if isinstance(inner, dict) and inner:
+        return _why(next(iter(inner.values())))
     text = str(exc)
     lowered = text.lower()
     if isinstance(exc, ConnectionRefusedError) or "refused" in lowered:
