@@ -58,7 +58,7 @@ def host_for(target: Any) -> Any:
     return testinfra.host.Host(cls(str(target.address), access=access))
 
 
-def pytest_host(target: Any) -> tuple[str, dict[str, str]]:
+def subprocess_host(target: Any) -> tuple[str, dict[str, str]]:
     """``--hosts`` and the extra environment for a testinfra file run against ``target``."""
     access = access_of(target)
     if access is None:

@@ -67,7 +67,7 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
         url = target.testinfra_url
         if not url:
             raise CheckError(no_shell(target, "testinfra tests"))
-        hosts, env = remote.pytest_host(target)
+        hosts, env = remote.subprocess_host(target)
         with tempfile.TemporaryDirectory(prefix="restoredrill-testinfra-") as tmp:
             junit = Path(tmp) / "report.xml"
             rc, output = _pytest(path, hosts, spec, Path(tmp), junit, env)

@@ -219,3 +219,21 @@ def test_a_vm_without_a_login_says_how_to_give_one() -> None:
 
     [result] = run_host(HostCheck(file="/x"), Bare("10.235.0.30", None), SandboxGuard(["0.0.0.0/0"]))
     assert "is a VM without a login for checks" in result.message and "run.vm.ssh" in result.message
+
+
+def test_testinfra_file_over_ssh_runs_the_plugin_and_never_shows_the_password(
+    monkeypatch, tmp_path
+) -> None:
+    from restoredrill.checks.base import SandboxGuard, Status
+    from restoredrill.checks.testinfra_file import TestinfraCheck
+    from restoredrill.checks.testinfra_file import run as run_file
+
+    monkeypatch.setenv("RD_TEST_SSH_PW", "S3cret-file")
+    (tmp_path / "test_hmi.py").write_text("def test_up(host):\n    assert host.run('true').rc == 0\n")
+    port = closed_port()
+    target = FakeVM("127.0.0.1", SshAccess(password_env="RD_TEST_SSH_PW", port=port, timeout=5))
+    results = run_file(TestinfraCheck(file=tmp_path / "test_hmi.py"), target, SandboxGuard(["0.0.0.0/0"]))
+    assert [r.name for r in results] == ["test_hmi.py::test_up"]
+    assert results[0].status is Status.FAIL
+    assert f"ssh root@127.0.0.1:{port}: cannot connect: connection refused" in results[0].message
+    assert "S3cret-file" not in results[0].model_dump_json()
