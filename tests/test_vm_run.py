@@ -128,8 +128,15 @@ def run_cli(site: Path, **popen) -> subprocess.Popen:
         [sys.executable, "-m", "restoredrill.flows.cli", "run", str(site), "--json"],
         env=env,
         start_new_session=True,  # its own process group, as a shell starts a command
+        preexec_fn=_ctrl_c_default,
         **popen,
     )
+
+
+def _ctrl_c_default() -> None:
+    """Ctrl-C as in a terminal, even when these tests run in a background job (which
+    starts every command with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +264,10 @@ def vm_run(site_dir: Path, production, docker_client) -> dict:
         record = json.loads(out)
         record["_seen_by_host"] = list(listener.seen)
     record["_prod_log"] = production.logs().decode()
-    record["_new_qemus"] = {p: c for p, c in qemu_pids().items() if p not in before}
+    mine = [f"-name {s['name']}," for s in site["systems"]]  # other VMs may run meanwhile
+    record["_new_qemus"] = {
+        p: c for p, c in qemu_pids().items() if p not in before and any(m in c for m in mine)
+    }
     return record
 
 
