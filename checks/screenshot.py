@@ -1,9 +1,8 @@
 """``screenshot``: what a VM shows on its screen, kept as evidence and read by OCR.
 
-```yaml
-- {kind: screenshot, text: ["Press Ctrl+Alt+Delete"], timeout: 120}
-- {kind: screenshot, text: ["LINE 1 OVERVIEW"], unchanged_for: 30}
-```
+Example (a ``checks:`` entry of a VM system in site.yaml)::
+
+    - {kind: screenshot, text: ["Press Ctrl+Alt+Delete"], timeout: 120, unchanged_for: 30}
 
 The screen is dumped (QMP ``screendump``, PNG) every ``interval`` seconds until every
 ``text`` is read on it (tesseract OCR; case and spacing ignored, and ``similarity``
