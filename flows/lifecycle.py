@@ -103,6 +103,13 @@ class SystemJob:
             with contextlib.suppress(Exception):  # teardown will try again
                 self.sandbox.remove(self.twin)
 
+    def interrupt(self) -> None:
+        """The run is interrupted (Ctrl-C): stop where it is, as the watchdog does, so a
+        step waiting on the twin returns and the system's teardown runs at once."""
+        if self.expired_in is None:
+            self.disarm_watchdog()
+            self._expire()
+
     def watchdog_message(self) -> str:
         """What a step or check cut short by the watchdog says (not its own timeout)."""
         rto = self.system.rto.total_seconds()

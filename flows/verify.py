@@ -42,6 +42,8 @@ class RunContext:
         self.sandbox = sandbox
         self.engine = engine
         self.kept: dict[str, SystemJob] = {}
+        self.running: set[SystemJob] = set()
+        """Systems being verified now (stopped at once if the run is interrupted)."""
         self.lock = threading.Lock()
         self.devices: tuple[list[Any], list[Any]] = ([], [])
         self.device_error: str | None = None
@@ -117,6 +119,8 @@ def _verify(
         box.append(job)
     failure: StepFailed | None = None
     job.arm_watchdog()
+    with ctx.lock:
+        ctx.running.add(job)
     try:
         for name, _ in lifecycle.STEPS:
             state = STEP_TASKS[name](job=job, return_state=True)
@@ -133,6 +137,8 @@ def _verify(
         else:
             STEP_TASKS["teardown"](job=job, return_state=True)
             result.steps = job.steps
+        with ctx.lock:
+            ctx.running.discard(job)
         job.progress.step = "done"
         job.progress.verdict = result.verdict.value
         emit(job.progress)
@@ -195,8 +201,12 @@ def verify_site(
                     name: pool.submit(contextvars.copy_context().run, one, name)
                     for name in runnable
                 }
-                for name, future in futures.items():
-                    results[name] = future.result()
+                try:
+                    for name, future in futures.items():
+                        results[name] = future.result()
+                except BaseException:  # Ctrl-C: stop what runs, so its threads end now
+                    interrupt(ctx)
+                    raise
     finally:
         close_run(ctx, results)
         if dispatch:
@@ -312,6 +322,14 @@ def start_devices_task(ctx: RunContext, systems: list[str]) -> None:
         ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.run_id, systems)
     except (TwinError, ValueError, OSError) as exc:
         ctx.device_error = str(exc)
+
+
+def interrupt(ctx: RunContext) -> None:
+    """Stop every system of the run where it is (twins removed, restores cancelled)."""
+    with ctx.lock:
+        running = list(ctx.running)
+    for job in running:
+        job.interrupt()
 
 
 def not_started(site: Site, name: str, why: str) -> SystemResult:
