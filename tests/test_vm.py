@@ -18,7 +18,7 @@ import pytest
 from vmfixtures import qemu_using, sha256
 
 from restoredrill.checks import agent, screenshot
-from restoredrill.checks.base import OPEN_GUARD, Status
+from restoredrill.checks.base import SandboxGuard, Status
 from restoredrill.twins import vm_image
 from restoredrill.twins.qemu import Disk, LocalLauncher, QemuVM, VMError
 from restoredrill.twins.sources.disk_image import create_overlay, detect
@@ -26,6 +26,9 @@ from restoredrill.twins.vm_readiness import ConsoleProbe, wait_console
 from restoredrill.twins.vm_spec import VMSpec
 
 pytestmark = pytest.mark.vm
+
+OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
+"""Screenshots and the guest agent go through QEMU, not the network: no address to guard."""
 
 BOOT = 420.0
 """Seconds a TCG boot may take on a loaded 2-core machine (it takes 10-60 s)."""
