@@ -31,6 +31,8 @@ from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Target, 
 from .vm_target import VMTarget, vm_target
 
 TESSERACT = "tesseract"
+SCREEN_TEXT = 2000
+"""Characters of what OCR read kept in the result: a whole 80x25 text screen."""
 
 
 class ScreenshotCheck(CheckSpecBase):
@@ -183,7 +185,7 @@ def _result(spec: Spec, ok: bool, look: dict[str, Any], started: float, why: str
     read = re.sub(r"\s+", " ", look["text"]).strip()
     observed = {
         "screen": screen,
-        "text": read[:400],
+        "text": read[:SCREEN_TEXT],
         "found": look["found"],
         "missing": look["missing"],
         "screenshot": str(path),
