@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROD_SUBNET = "10.233.7.0/24"
 PROD = "10.233.7.10"
 PASSWORD_ENV = "RD_TEST_VM_ROOT_PASSWORD"
+SPOOFED = "10.230.7.99"
+"""An address of the sandbox the VM takes as well (no twin holds it)."""
 VM_PROBE = (
     "import json, subprocess, sys\n"
     # a hostile guest is root of its own network: it adds every route it can think of
@@ -51,6 +53,14 @@ VM_PROBE = (
     "out = subprocess.run([sys.executable, '-c', sys.argv[3], sys.argv[1]],\n"
     "                     capture_output=True, text=True).stdout\n"
     "tally = {}\n"
+    # and it takes another address of the sandbox: nothing it sends from there gets out
+    "import socket\n"
+    "subprocess.run(['ip', 'addr', 'add', sys.argv[4] + '/24', 'dev', 'eth0'])\n"
+    "s = socket.socket(); s.settimeout(3); s.bind((sys.argv[4], 0))\n"
+    "try:\n"
+    "    s.connect((sys.argv[5], 502)); tally['spoofed'] = (1, 1)\n"
+    "except OSError:\n"
+    "    tally['spoofed'] = (1, 0)\n"
     "for category, host, port, outcome in json.loads(out):\n"
     "    tried, got = tally.get(category, (0, 0))\n"
     "    tally[category] = (tried + 1, got + (outcome == 'connected'))\n"
@@ -219,7 +229,7 @@ def vm_run(site_dir: Path, production, docker_client) -> dict:
                         {"kind": "agent", "command": "ip -4 addr show", "contains": f"{VM_ADDRESS}/24"},
                         {"kind": "agent", "name": "hostile probes", "timeout": 120,
                          "command": ["python3", "-c", VM_PROBE, json.dumps(targets), gateway,
-                                     ATTEMPTS]},
+                                     ATTEMPTS, SPOOFED, PLC_ADDRESS]},
                         {"kind": "tcp", "port": 22},
                     ],  # fmt: skip
                     rto="10m",
@@ -295,12 +305,15 @@ def test_vmdk_boots_at_its_production_address_and_passes_every_kind_of_check(vm_
 
 
 def test_vm_is_reached_by_a_container_twin_and_reaches_nothing_outside(vm_run) -> None:
+    """The VM's root adds routes and takes another address: it reaches the PLC twin of
+    its sandbox from its own address and nothing else (host, gateway, production)."""
     peer = systems(vm_run)["peer"]
     assert peer["verdict"] == "pass", peer["reason"]
     probe = checks(systems(vm_run)["hmi-vmdk"])["hostile probes"]
     tally = json.loads(probe["observed"]["stdout"])
     assert tally.pop("sandbox") == [1, 1]  # the PLC twin answers: the probe works
     assert tally["host"][0] > 0 and tally["gateway"][0] == 1 and tally["outside"][0] == 1
+    assert tally["spoofed"] == [1, 0]  # from an address not its own: dropped at its tap
     assert all(got == 0 for _, got in tally.values()), tally
     assert vm_run["_seen_by_host"] == []
     assert "accepted" not in vm_run["_prod_log"]
