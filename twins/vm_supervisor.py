@@ -5,8 +5,8 @@ Usage: ``vm_supervisor.py FOLDER [--tap TAP] [--drop-caps] -- qemu-system-x86_64
 1. With ``--tap``: bridge this network namespace's ``eth0`` (the sandbox address Docker
    gave the container) to a new tap device for the VM, and take the address off
    ``eth0``: the VM answers at it, the container itself holds no address. What the VM
-   sends passes only as IPv4 from that address, or ARP naming it (a ``tc`` filter on the
-   tap): a guest cannot take another twin's address inside the sandbox.
+   sends passes only as IPv4 from that address, or ARP naming it (an nftables ingress
+   chain on the tap): a guest cannot take another twin's address inside the sandbox.
 2. Listen on ``FOLDER/lifeline.sock``; the owner (restoredrill) connects and holds the
    connection. When it closes (also when the owner is killed with -9, as the kernel
    closes its sockets) QEMU is stopped. Nobody connecting within 60 s counts as closed.
@@ -47,19 +47,30 @@ def address_of(dev: str) -> str | None:
     return fields[fields.index("inet") + 1].split("/")[0] if "inet" in fields else None
 
 
+GUARD = """table netdev restoredrill {{
+  chain from_guest {{
+    type filter hook ingress device "{tap}" priority 0; policy drop;
+    ip saddr {address} accept
+    arp saddr ip {address} accept
+  }}
+}}
+"""
+"""What the VM may send: IPv4 from its own address, ARP naming it; nothing else."""
+
+
 def only_from(tap: str, address: str) -> None:
     """Frames the VM sends through ``tap`` pass only as IPv4 from ``address`` or as ARP
-    whose sender is ``address``; anything else (another source, IPv6, other protocols)
-    is dropped before the bridge."""
-    a, b, c, d = (int(x) for x in address.split("."))
-    sh("tc", "qdisc", "add", "dev", tap, "ingress")
-    rule = ["tc", "filter", "add", "dev", tap, "parent", "ffff:"]
-    sh(*rule, "prio", "1", "protocol", "ip", "u32", "match", "ip", "src", f"{address}/32",
-       "action", "ok")  # fmt: skip
-    sh(*rule, "prio", "2", "protocol", "arp", "u32",
-       "match", "u16", f"{a << 8 | b:#06x}", "0xffff", "at", "14",
-       "match", "u16", f"{c << 8 | d:#06x}", "0xffff", "at", "16", "action", "ok")  # fmt: skip
-    sh(*rule, "prio", "9", "protocol", "all", "u32", "match", "u32", "0", "0", "action", "drop")
+    whose sender is ``address`` (an nftables ingress chain on the tap); anything else
+    (another source, IPv6, other protocols) is dropped before the bridge."""
+    done = subprocess.run(
+        ["nft", "-f", "-"],
+        input=GUARD.format(tap=tap, address=address),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"vm-supervisor: nft refused the tap's guard: {done.stderr.strip()}")
 
 
 def bridge(tap: str) -> None:
