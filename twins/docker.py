@@ -111,6 +111,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_PLACE_ATTEMPTS = 8
+"""Tries to place a twin without an address when other processes place twins too."""
+
+
+class _AddressTaken(Exception):
+    """The engine refused the address: someone else holds it now."""
+
+
 class ExecTimeout(TwinError):
     """A command run in a twin did not finish in time (it was killed where possible)."""
 
@@ -869,8 +877,58 @@ class DockerSandbox(Sandbox):
         the sandbox (and by the guardian if this process dies). A twin kind that runs in a
         container (a VM) starts through here."""
         self._check_new(name)
-        with self._lock:
-            net, ip = self._place(name, address)
+        create = {
+            "image": image,
+            "binds": binds,
+            "host_options": host_options,
+            "limits": limits,
+            "labels": labels,
+            "restored": restored,
+            "remove_directory": remove_directory,
+            "command": command,
+            "entrypoint": entrypoint,
+            "env": env,
+            "workdir": workdir,
+            "user": user,
+            "hostname": hostname,
+        }
+        for attempt in range(_PLACE_ATTEMPTS):
+            with self._lock:
+                net, ip = self._place(name, address)
+            try:
+                return self._create(name, net, ip, **create)
+            except _AddressTaken:
+                # another process's twin (a worker of the same run) took that free address
+                # between our look and our start: never ours to fix for a production address
+                self.book.hold(ip, "a twin started by another process")
+                if address is not None or attempt == _PLACE_ATTEMPTS - 1:
+                    raise TwinError(
+                        f"{name}: address {ip} is already in use on sandbox network {net.name} "
+                        "(another twin of this run holds it)"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _create(
+        self,
+        name: str,
+        net: _Network,
+        ip: IPAddress,
+        *,
+        image: str,
+        binds: Mapping[str, Mapping[str, str]],
+        host_options: Mapping[str, Any],
+        limits: Limits,
+        labels: Mapping[str, str] | None,
+        restored: Restored | None,
+        remove_directory: bool,
+        command: Sequence[str] | str | None,
+        entrypoint: Sequence[str] | str | None,
+        env: Mapping[str, str] | None,
+        workdir: str | None,
+        user: str | None,
+        hostname: str | None,
+    ) -> DockerTwin:
+        """Create and start one container at ``ip``; undo everything if that fails."""
         hostname = hostname or _hostname(name)
         container_name = _slug(f"{self.prefix}-{name}")
         endpoint = self.client.api.create_endpoint_config(
@@ -933,6 +991,8 @@ class DockerSandbox(Sandbox):
                     "(nothing is pulled: load or build it first)"
                 ) from None
             if isinstance(exc, docker.errors.APIError):
+                if "address already in use" in _explain(exc).lower():
+                    raise _AddressTaken() from None
                 raise TwinError(f"{name}: could not start the container: {_explain(exc)}") from None
             raise
         return twin
