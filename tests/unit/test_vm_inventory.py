@@ -237,3 +237,22 @@ def test_testinfra_file_over_ssh_runs_the_plugin_and_never_shows_the_password(
     assert results[0].status is Status.FAIL
     assert f"ssh root@127.0.0.1:{port}: cannot connect: connection refused" in results[0].message
     assert "S3cret-file" not in results[0].model_dump_json()
+
+
+def test_kvm_that_crawls_is_not_used(monkeypatch) -> None:
+    """A nested KVM whose firmware reaches its boot stage only after seconds (TCG: 0.2 s)
+    hung every guest: it counts as unusable, and accel: auto runs TCG."""
+    import os
+
+    exists, access = os.path.exists, os.access
+    monkeypatch.setattr(qemu.os.path, "exists", lambda p: p == "/dev/kvm" or exists(p))
+    monkeypatch.setattr(qemu.os, "access", lambda p, m: p == "/dev/kvm" or access(p, m))
+    monkeypatch.setattr(qemu.shutil, "which", lambda name: f"/usr/bin/{name}")
+    times = {"kvm": 3.1, "tcg": 0.2}
+    monkeypatch.setattr(qemu, "_firmware_boot", lambda accel, limit: (times[accel], ""))
+    problem = qemu.kvm_problem.__wrapped__()
+    assert problem and "no faster under it than emulated (3.10 s against 0.20 s" in problem
+    times["kvm"] = 0.15  # a KVM that works: as fast as TCG's start, or faster
+    assert qemu.kvm_problem.__wrapped__() is None
+    times["kvm"] = None
+    assert "did not boot under it within 5 s" in qemu.kvm_problem.__wrapped__()
