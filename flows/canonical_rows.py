@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any
 
 from .canonical import SURROGATE
@@ -46,10 +47,23 @@ class Unsupported(Exception):
     """A value this module does not write; the exact path must."""
 
 
+_SEEN: dict[str, str] = {}
+"""Encoded strings: names, kinds, statuses and messages repeat run after run."""
+
+
 def _text(value: Any) -> str:
+    try:
+        return _SEEN[value]
+    except (KeyError, TypeError):
+        pass
     if type(value) is not str or value.startswith(_ESCAPED):
         raise Unsupported
-    return encode_basestring(value)
+    text = encode_basestring(value)
+    if len(value) < 200:
+        if len(_SEEN) > 100_000:
+            _SEEN.clear()
+        _SEEN[value] = text
+    return text
 
 
 def _opt_text(value: Any) -> str:
@@ -95,6 +109,22 @@ def _time(value: Any) -> str:
 
 def _opt_time(value: Any) -> str:
     return "null" if value is None else _time(value)
+
+
+_LABELS: dict[str, str] = {}
+
+
+def _labels(value: Any) -> str:
+    """The labels column, canonical (the same few texts recur: remembered)."""
+    if type(value) is str:
+        found = _LABELS.get(value)
+        if found is None:
+            found = _json(value, labels=True)
+            if len(_LABELS) > 10_000:
+                _LABELS.clear()
+            _LABELS[value] = found
+        return found
+    return _json(value, labels=True)
 
 
 def _json(value: Any, *, labels: bool = False) -> str:
@@ -165,7 +195,7 @@ def result_text(
     return (
         f'{{"backup":{_backup(r)},"backup_age_s":{_opt_float(r[12])},'
         f'"checks":[{",".join(map(check_text, checks))}],'
-        f'"finished_at":{_opt_time(r[8])},"labels":{_json(r[6], labels=True)},{limits}'
+        f'"finished_at":{_opt_time(r[8])},"labels":{_labels(r[6])},{limits}'
         f'"near_miss":{_bool(r[13])},"reason":{_text(r[5])},'
         f'"recovery_time_s":{_opt_float(r[9])},"rpo_s":{_opt_float(r[11])},'
         f'"rto_s":{_opt_float(r[10])},"started_at":{_opt_time(r[7])},'
@@ -185,7 +215,8 @@ def run_text(run: Sequence[Any], systems: Sequence[str]) -> str:
 
 
 def ordered(rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
-    """Child rows of one result in ``position`` order (they are stored in order)."""
-    if all(rows[i][1] < rows[i + 1][1] for i in range(len(rows) - 1)):
-        return rows
-    return sorted(rows, key=lambda row: row[1])
+    """Child rows of one result in ``position`` order (stored in order: a linear pass)."""
+    return sorted(rows, key=_POSITION)
+
+
+_POSITION = itemgetter(1)

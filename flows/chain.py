@@ -17,7 +17,6 @@ record together with its place in the chain.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, inspect, select, update
 
-from . import canonical_rows as rows_text
+from . import chain_rows
 from .evidence import (
     GENESIS,
     ChainReport,
@@ -35,17 +34,12 @@ from .evidence import (
     _records,
     chain_events_t,
     chain_head,
-    checks_t,
-    results_t,
-    runs_t,
     signatures_t,
 )
 from .signing import PublicKey, Signer, SigningError, b64, unb64
 
 LINK_TYPE = "application/vnd.restoredrill.chain-link+json"
 """The DSSE payload type of a link signature."""
-
-_RUNS_PER_BATCH = 8
 
 
 def dumps(data: Any) -> str:
@@ -75,25 +69,22 @@ class KeyState:
 
 
 def key_state(conn: Connection) -> KeyState | None:
-    """The key in effect at the head: the newest announced, else the one a checkpoint
-    says was in effect where the chain was cut, else None (an unsigned chain)."""
-    row = conn.execute(
-        select(chain_events_t.c.seq, chain_events_t.c.kind, chain_events_t.c.body)
-        .where(chain_events_t.c.kind.in_(["key", "checkpoint"]))
-        .order_by(chain_events_t.c.seq.desc())
-    ).first()
-    while row is not None:
-        body = json.loads(row.body)
-        if row.kind == "key":
-            return KeyState(body["keyid"], PublicKey.from_pem(body["public_key"]), row.seq)
-        at_cut = body.get("key_at_cut")
-        if at_cut:
-            return KeyState(at_cut["keyid"], PublicKey.from_pem(at_cut["public_key"]), row.seq)
+    """The key in effect at the head: the newest announced, else the one the newest
+    checkpoint says was in effect where the chain was cut, else None (unsigned)."""
+    columns = (chain_events_t.c.seq, chain_events_t.c.body)
+    for kind in ("key", "checkpoint"):
         row = conn.execute(
-            select(chain_events_t.c.seq, chain_events_t.c.kind, chain_events_t.c.body)
-            .where(chain_events_t.c.kind == "key", chain_events_t.c.seq < row.seq)
+            select(*columns)
+            .where(chain_events_t.c.kind == kind)
             .order_by(chain_events_t.c.seq.desc())
+            .limit(1)
         ).first()
+        if row is None:
+            continue
+        body = json.loads(row.body)
+        found = body if kind == "key" else body.get("key_at_cut")
+        if found:
+            return KeyState(found["keyid"], PublicKey.from_pem(found["public_key"]), row.seq)
     return None
 
 
@@ -248,9 +239,16 @@ class _Broken(Exception):
 
 
 def verify(
-    conn: Connection, *, content_from: int = 0, pinned: PublicKey | None = None
+    conn: Connection,
+    *,
+    content_from: int = 0,
+    pinned: PublicKey | None = None,
+    url: str | None = None,
 ) -> ChainReport:
-    """Walk the chain from its start (or its newest checkpoint) to the head."""
+    """Walk the chain from its start (or its newest checkpoint) to the head.
+
+    ``url``: the store's URL, for helper processes that rebuild the records of a long
+    chain in parallel (flows/chain_rows.py)."""
     head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
     event_rows = events(conn, head.seq)
     cut = checkpoint(event_rows)
@@ -262,15 +260,17 @@ def verify(
         if cut.get("key_at_cut"):
             at = cut["key_at_cut"]
             walk.key = KeyState(at["keyid"], PublicKey.from_pem(at["public_key"]), cut["cut_seq"])
-            walk.keys.append(at["keyid"])
-            walk.trusted = pinned is not None and pinned.keyid == at["keyid"]
+            walk.keys = succession(cut.get("announcements") or [])
+            if walk.keys[-1:] != [at["keyid"]]:
+                walk.keys.append(at["keyid"])
+            walk.trusted = pinned is not None and pinned.keyid in walk.keys
     pending = [e for e in event_rows if e.seq >= walk.expected]
     walk.sigs = signatures(conn, [walk.expected, head.seq]) if head.seq >= walk.expected else {}
-    fast = _fast_possible(conn)
+    content = chain_rows.Content(url, content_from)
     try:
-        for kind, item, text in _links(conn, walk.expected, head.seq, pending, content_from, fast):
+        for kind, item, digest in _links(conn, walk.expected, head.seq, pending, content):
             if kind == "run":
-                _run(conn, walk, item, text, content_from)
+                _run(conn, walk, item, digest, content_from)
             else:
                 _event(walk, item)
         last = walk.expected - 1
@@ -296,36 +296,55 @@ def verify(
             walk.key.keyid if walk.key else None, walk.signed, walk.unsigned, pruned,
             tuple(walk.keys),
         )  # fmt: skip
+    finally:
+        content.close()
     return ChainReport(
         True, walk.runs, head.hash, keyid=walk.key.keyid if walk.key else None,
         signed=walk.signed, unsigned=walk.unsigned, pruned=pruned, keys=tuple(walk.keys),
     )  # fmt: skip
 
 
-def _links(
-    conn: Connection, start: int, last: int, pending: list[Any], content_from: int, fast: bool
-) -> Iterator[tuple[str, Any, str | None]]:
-    """Runs and events in seq order; each run with its canonical text written from its
-    rows (None: to be rebuilt the exact way, or not checked before ``content_from``)."""
-    after = start - 1
-    queue = list(pending)
-    while True:
-        run_rows = list(
-            conn.execute(
-                select(runs_t)
-                .where(runs_t.c.seq > after, runs_t.c.seq <= last)
-                .order_by(runs_t.c.seq)
-                .limit(_RUNS_PER_BATCH)
+def succession(announcements: Sequence[dict[str, Any]]) -> list[str]:
+    """The key ids of announcements kept by a checkpoint, each checked: intact, signed by
+    the key it announces and by the key before it (else the succession ends there)."""
+    keys: list[str] = []
+    previous: PublicKey | None = None
+    for event in announcements:
+        try:
+            body = json.loads(event["body"])
+            key = PublicKey.from_pem(body["public_key"])
+            payload = link_payload("key", event["seq"], event["prev_hash"], event["hash"])
+            signers = [key] + ([previous] if previous else [])
+            good = event_hash(event["prev_hash"], event["body"]) == event["hash"] and all(
+                _signed(s, payload, event["signatures"].get(s.keyid)) for s in signers
             )
-        )
-        texts = _texts(conn, [r for r in run_rows if r.seq >= content_from]) if fast else {}
+        except (KeyError, TypeError, ValueError, SigningError):
+            good = False
+        if not good or key.keyid != body.get("keyid"):
+            break
+        keys.append(key.keyid)
+        previous = key
+    return keys
+
+
+def _signed(key: PublicKey, payload: bytes, sig: str | None) -> bool:
+    try:
+        return sig is not None and key.verify(LINK_TYPE, payload, unb64(sig))
+    except ValueError:
+        return False
+
+
+def _links(
+    conn: Connection, start: int, last: int, pending: list[Any], content: Any
+) -> Iterator[tuple[str, Any, str | None]]:
+    """Runs and events in seq order; each run with the hash of its canonical text written
+    from its rows (None: to be rebuilt the exact way, or not to be checked)."""
+    queue = list(pending)
+    for run_rows, hashes in content.batches(conn, start, last):
         for row in run_rows:
             while queue and queue[0].seq < row.seq:
                 yield "event", queue.pop(0), None
-            yield "run", row, texts.get(row.id)
-        if not run_rows:
-            break
-        after = run_rows[-1].seq
+            yield "run", row, hashes.get(row.seq)
     for event in queue:
         yield "event", event, None
 
@@ -336,7 +355,7 @@ def _missing(walk: _Walk, seq: int, what: str, run_id: str | None = None) -> Non
         raise _Broken(f"run {gone} was removed: the chain goes on at {what}", run_id, seq)
 
 
-def _run(conn: Connection, walk: _Walk, row: Any, text: str | None, content_from: int) -> None:
+def _run(conn: Connection, walk: _Walk, row: Any, digest: str | None, content_from: int) -> None:
     name = f"run {row.run_id} (#{row.seq})"
     _missing(walk, row.seq, name, row.run_id)
     if row.prev_hash != walk.prev:
@@ -345,19 +364,13 @@ def _run(conn: Connection, walk: _Walk, row: Any, text: str | None, content_from
             row.run_id,
             row.seq,
         )
-    if row.seq >= content_from:
-        fast = text is not None and chain_hash_text(walk.prev, text) == row.hash
-        if not fast:
-            problem = _exact(conn, row, walk.prev)
-            if problem:
-                raise _Broken(problem, row.run_id, row.seq)
+    if row.seq >= content_from and digest != row.hash:
+        problem = _exact(conn, row, walk.prev)
+        if problem:
+            raise _Broken(problem, row.run_id, row.seq)
     _signature(walk, "run", row.seq, row.prev_hash, row.hash, name, row.run_id)
     walk.prev, walk.expected = row.hash, row.seq + 1
     walk.runs += 1
-
-
-def chain_hash_text(prev: str, text: str) -> str:
-    return hashlib.sha256((prev + text).encode("utf-8")).hexdigest()
 
 
 def _exact(conn: Connection, row: Any, prev: str) -> str:
@@ -437,74 +450,3 @@ def _event(walk: _Walk, row: Any) -> None:
     else:
         _signature(walk, row.kind, row.seq, row.prev_hash, row.hash, name, None)
     walk.prev, walk.expected = row.hash, row.seq + 1
-
-
-def _texts(conn: Connection, run_rows: Sequence[Any]) -> dict[int, str]:
-    """Canonical texts of runs, written from their rows (runs it cannot write are left out)."""
-    if not run_rows:
-        return {}
-    ph = "%s" if conn.dialect.name == "postgresql" else "?"
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        ids = [r.id for r in run_rows]
-        cursor.execute(
-            f"SELECT {', '.join(rows_text.RESULT_COLS)} FROM system_results "
-            f"WHERE run_pk IN ({', '.join([ph] * len(ids))}) ORDER BY run_pk, position",
-            ids,
-        )
-        results = cursor.fetchall()
-        if not results:
-            return {r.id: rows_text.run_text(_run_tuple(r), []) for r in run_rows}
-        lo, hi = min(r[0] for r in results), max(r[0] for r in results)
-        steps = _children(cursor, "steps", rows_text.STEP_COLS, lo, hi, ph)
-        checks = _children(cursor, "check_results", rows_text.CHECK_COLS, lo, hi, ph)
-    finally:
-        cursor.close()
-    by_run: dict[int, list[str] | None] = {r.id: [] for r in run_rows}
-    for r in results:
-        texts = by_run.get(r[1])
-        if texts is None:
-            continue
-        try:
-            texts.append(
-                rows_text.result_text(
-                    r,
-                    rows_text.ordered(steps.get(r[0], [])),
-                    rows_text.ordered(checks.get(r[0], [])),
-                )
-            )
-        except (rows_text.Unsupported, ValueError, TypeError):
-            by_run[r[1]] = None
-    out = {}
-    for r in run_rows:
-        systems = by_run[r.id]
-        if systems is None:
-            continue
-        with contextlib.suppress(rows_text.Unsupported, ValueError, TypeError):
-            out[r.id] = rows_text.run_text(_run_tuple(r), systems)
-    return out
-
-
-def _run_tuple(row: Any) -> tuple[Any, ...]:
-    """A run row's values in RUN_COLS order (times already aware datetimes)."""
-    return tuple(row._mapping[c] for c in rows_text.RUN_COLS)
-
-
-def _children(
-    cursor: Any, table: str, cols: Sequence[str], lo: int, hi: int, ph: str
-) -> dict[int, list[Sequence[Any]]]:
-    cursor.execute(
-        f"SELECT {', '.join(cols)} FROM {table} WHERE result_pk BETWEEN {ph} AND {ph} "
-        "ORDER BY result_pk",
-        (lo, hi),
-    )
-    found: dict[int, list[Sequence[Any]]] = {}
-    for row in cursor.fetchall():
-        found.setdefault(row[0], []).append(row)
-    return found
-
-
-def _fast_possible(conn: Connection) -> bool:
-    have = {c["name"] for c in inspect(conn).get_columns(checks_t.name)}
-    have_results = {c["name"] for c in inspect(conn).get_columns(results_t.name)}
-    return "expected_json" in have and {"worker", "limits"} <= have_results

@@ -721,7 +721,7 @@ class EvidenceStore:
         from . import chain
 
         with self._errors("verify the chain"), self._read() as conn:
-            return chain.verify(conn, content_from=content_from, pinned=key)
+            return chain.verify(conn, content_from=content_from, pinned=key, url=self.url)
 
     def count(self) -> int:
         with self._errors("count runs"), self._read() as conn:

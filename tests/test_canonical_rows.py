@@ -16,7 +16,7 @@ from pg import pg_server, pg_url  # noqa: F401 - fixtures
 from sqlalchemy import select
 
 from restoredrill.checks.base import CheckResult, Status
-from restoredrill.flows import chain
+from restoredrill.flows import chain_rows
 from restoredrill.flows.canonical import canonical_json
 from restoredrill.flows.evidence import EvidenceStore, runs_t
 from restoredrill.flows.results import RunRecord, StepTiming, SystemResult, Verdict
@@ -112,8 +112,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> EvidenceStore:
 def fast_texts(store: EvidenceStore) -> dict[str, str | None]:
     with store._read() as conn:
         rows = list(conn.execute(select(runs_t).order_by(runs_t.c.seq)))
-        texts = chain._texts(conn, rows)
-    return {r.run_id: texts.get(r.id) for r in rows}
+        texts = {seq: text for seq, _, text in chain_rows.texts(conn, rows)}
+    return {r.run_id: texts.get(r.seq) for r in rows}
 
 
 def _same(store: EvidenceStore, record: RunRecord) -> str | None:
