@@ -182,8 +182,13 @@ def _run(
             )  # fmt: skip
             rows.checks.append((ids["check"], *checks[-1]))
         rows.results.append(result)
-        texts.append(rt.result_text(_as_read(result, sqlite), [_as_read(s, sqlite) for s in steps],
-                                    [_as_read(c, sqlite) for c in checks]))  # fmt: skip
+        texts.append(
+            rt.result_text(
+                _as_read(result, sqlite),
+                [rt.step_text(_as_read(s, sqlite)) for s in steps],
+                [rt.check_text(_as_read(c, sqlite)) for c in checks],
+            )
+        )
     run = [
         run_pk, seq, f"{shape.site}-{start:%Y%m%d}", shape.site, t(start), t(finished), "schedule",
         worst, 5400.0, 7200.0,

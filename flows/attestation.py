@@ -38,8 +38,8 @@ from .signing import PublicKey, Signer, SigningError, b64, unb64
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-VERIFICATION_TYPE = "https://restoredrill.dev/attestation/restore-verification/v1"
-EXPORT_TYPE = "https://restoredrill.dev/attestation/evidence-export/v1"
+VERIFICATION_TYPE = "https://restoredrill.invalid/attestation/restore-verification/v1"
+EXPORT_TYPE = "https://restoredrill.invalid/attestation/evidence-export/v1"
 
 
 class BundleError(Exception):

@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from operator import itemgetter
 from typing import Any
 
 from .canonical import SURROGATE
@@ -186,20 +185,18 @@ def _backup(r: Sequence[Any]) -> str:
     )
 
 
-def result_text(
-    r: Sequence[Any], steps: Sequence[Sequence[Any]], checks: Sequence[Sequence[Any]]
-) -> str:
-    """One system result (a ``RESULT_COLS`` row with its step and check rows, in order)."""
+def result_text(r: Sequence[Any], steps: Sequence[str], checks: Sequence[str]) -> str:
+    """One system result (a ``RESULT_COLS`` row) around its steps' and checks' texts."""
     limits = "" if r[15] is None else f'"limits":{_json(r[15])},'
     worker = "" if r[14] is None else f',"worker":{_text(r[14])}'
     return (
         f'{{"backup":{_backup(r)},"backup_age_s":{_opt_float(r[12])},'
-        f'"checks":[{",".join(map(check_text, checks))}],'
+        f'"checks":[{",".join(checks)}],'
         f'"finished_at":{_opt_time(r[8])},"labels":{_labels(r[6])},{limits}'
         f'"near_miss":{_bool(r[13])},"reason":{_text(r[5])},'
         f'"recovery_time_s":{_opt_float(r[9])},"rpo_s":{_opt_float(r[11])},'
         f'"rto_s":{_opt_float(r[10])},"started_at":{_opt_time(r[7])},'
-        f'"steps":[{",".join(map(step_text, steps))}],"system":{_text(r[3])},'
+        f'"steps":[{",".join(steps)}],"system":{_text(r[3])},'
         f'"verdict":{_text(r[4])}{worker}}}'
     )
 
@@ -214,9 +211,85 @@ def run_text(run: Sequence[Any], systems: Sequence[str]) -> str:
     )
 
 
-def ordered(rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
-    """Child rows of one result in ``position`` order (stored in order: a linear pass)."""
-    return sorted(rows, key=_POSITION)
+# --------------------------------------------------------------------------- in SQL
+#
+# Most of a check's or step's text is written by the database itself (JSON string
+# quoting is the same in SQLite's json_quote, PostgreSQL's to_json and Python's json):
+# only the float (and a step's time) is written here. A row the SQL cannot write (escaped
+# text, ``\\u`` escapes in a value, a value of another type, a 0.1 row) comes as ``#id``
+# and is read whole and written by the functions above.
+
+_MARK = {"sqlite": "char(64976)", "postgresql": "chr(64976)"}
 
 
-_POSITION = itemgetter(1)
+def _quote(column: str, dialect: str) -> str:
+    return f"json_quote({column})" if dialect == "sqlite" else f"to_json({column})::text"
+
+
+def _no_mark(column: str, dialect: str) -> str:
+    return f"substr({column}, 1, 1) <> {_MARK[dialect]}"
+
+
+def check_sql(dialect: str) -> str:
+    """(result_pk, duration_s, the rest of the text, or ``#id``) per check, in order."""
+    q = lambda c: _quote(c, dialect)  # noqa: E731
+    has = "instr" if dialect == "sqlite" else "strpos"
+    types = (
+        "typeof(expected_json) = 'text' AND typeof(observed_json) = 'text' AND typeof(name) = "
+        "'text' AND typeof(kind) = 'text' AND typeof(status) = 'text' AND typeof(message) = 'text' AND "
+        if dialect == "sqlite"
+        else ""
+    )
+    ph = "?" if dialect == "sqlite" else "%s"
+    return (
+        "SELECT result_pk, duration_s, COALESCE(CASE WHEN "
+        f"{types}{has}(expected_json, '\\u') = 0 AND {has}(observed_json, '\\u') = 0 AND "
+        f"{_no_mark('name', dialect)} AND {_no_mark('message', dialect)} THEN "
+        f"',\"expected\":' || expected_json || ',\"kind\":' || {q('kind')} || "
+        f"',\"message\":' || {q('message')} || ',\"name\":' || {q('name')} || "
+        f"',\"observed\":' || observed_json || ',\"status\":' || {q('status')} || '}}' END, "
+        f"'#' || id) FROM check_results WHERE result_pk BETWEEN {ph} AND {ph} "
+        "ORDER BY result_pk, position"
+    )
+
+
+def step_sql(dialect: str) -> str:
+    """(result_pk, duration_s, started_at, the middle of the text, or ``#id``) per step."""
+    q = lambda c: _quote(c, dialect)  # noqa: E731
+    if dialect == "sqlite":
+        types = "typeof(name) = 'text' AND typeof(message) = 'text' AND ok IN (0, 1) AND "
+        ok = "CASE ok WHEN 1 THEN 'true' ELSE 'false' END"
+        ph = "?"
+    else:
+        types, ok, ph = "", "CASE WHEN ok THEN 'true' ELSE 'false' END", "%s"
+    return (
+        "SELECT result_pk, duration_s, started_at, COALESCE(CASE WHEN "
+        f"{types}{_no_mark('name', dialect)} AND {_no_mark('message', dialect)} THEN "
+        f"',\"message\":' || {q('message')} || ',\"name\":' || {q('name')} || ',\"ok\":' || {ok} "
+        f"END, '#' || id) FROM steps WHERE result_pk BETWEEN {ph} AND {ph} "
+        "ORDER BY result_pk, position"
+    )
+
+
+_INF = (math.inf, -math.inf)
+
+
+def check_from_sql(row: Sequence[Any]) -> str:
+    """A check's text from (result_pk, duration_s, rest); ``#id`` if the SQL could not."""
+    rest, d = row[2], row[1]
+    if rest[0] == "#" or type(d) is not float or d != d or d in _INF:
+        return rest if rest[0] == "#" else "#?"
+    return '{"duration_s":' + float.__repr__(d) + rest
+
+
+def step_from_sql(row: Sequence[Any]) -> str:
+    """A step's text from (result_pk, duration_s, started_at, middle); ``#id`` if not."""
+    middle, d = row[3], row[1]
+    if middle[0] == "#" or type(d) is not float or d != d or d in _INF:
+        return middle if middle[0] == "#" else "#?"
+    try:
+        return (
+            '{"duration_s":' + float.__repr__(d) + middle + ',"started_at":' + _time(row[2]) + "}"
+        )
+    except Unsupported:
+        return "#?"

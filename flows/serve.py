@@ -16,6 +16,7 @@ targets become digest deployments.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -167,6 +168,7 @@ def serve(site_path: Path, *, limit: int | None = None, port: int = 4200) -> Non
 
     loaded = load_site(site_path)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(metrics_endpoint(loaded))
         if not PREFECT_API_URL.value():
             url = stack.enter_context(local_server(loaded, port))
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
@@ -285,3 +287,48 @@ def deploy(site_path: Path, *, work_pool: str = POOL) -> list[str]:
         d.apply(work_pool_name=work_pool)
         names.append(f"{d.flow_name}/{d.name}")
     return names
+
+
+METRICS_ENV = "RESTOREDRILL_METRICS_LISTEN"
+METRICS_DEFAULT = "127.0.0.1:9847"
+
+
+@contextlib.contextmanager
+def metrics_endpoint(loaded: LoadedSite) -> Iterator[str | None]:
+    """``/metrics`` (Prometheus text format, read from the evidence store at each scrape)
+    on ``$RESTOREDRILL_METRICS_LISTEN`` (HOST:PORT, default 127.0.0.1:9847; ``off``)."""
+    import sys
+
+    from prometheus_client import start_http_server
+
+    from .evidence import default_url
+    from .metrics import registry
+
+    listen = os.environ.get(METRICS_ENV, METRICS_DEFAULT).strip()
+    if listen.lower() in {"", "off", "no", "0"}:
+        yield None
+        return
+    host, _, port = listen.rpartition(":")
+    try:
+        server, thread = start_http_server(
+            int(port),
+            addr=host.strip("[]") or "127.0.0.1",
+            registry=registry(
+                loaded.site.evidence or default_url(loaded.path),
+                loaded.site.site,
+                [s.name for s in loaded.site.systems],
+            ),
+        )
+    except (OSError, ValueError) as exc:
+        raise DeployError(
+            f"cannot serve metrics on {listen} (${METRICS_ENV}): {exc}; set it to a free "
+            "HOST:PORT, or to off"
+        ) from None
+    url = f"http://{listen}/metrics"
+    print(f"metrics: {url}", file=sys.stderr)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
