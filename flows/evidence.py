@@ -625,7 +625,8 @@ class EvidenceStore:
     def runs(
         self, limit: int | None = 20, system: str | None = None, site: str | None = None
     ) -> list[RunRecord]:
-        """Whole run records, newest first (only runs that include ``system``, if given)."""
+        """Run records, newest first; with ``system``: the runs that include it, each with
+        that system's result only (a run of 500 systems is not read whole for one)."""
         query = select(runs_t).order_by(runs_t.c.seq.desc()).limit(limit)
         if system is not None:
             query = query.where(
@@ -634,7 +635,7 @@ class EvidenceStore:
         if site is not None:
             query = query.where(runs_t.c.site == site)
         with self._errors("read runs"), self._read() as conn:
-            return _records(conn, list(conn.execute(query)))
+            return _records(conn, list(conn.execute(query)), only=system)
 
     def history(
         self, system: str | None = None, limit: int | None = 50, site: str | None = None
@@ -835,18 +836,22 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
         )
 
 
-def _records(conn: Connection, run_rows: Sequence[Any], unsure: bool = False) -> list[RunRecord]:
+def _records(
+    conn: Connection, run_rows: Sequence[Any], unsure: bool = False, only: str | None = None
+) -> list[RunRecord]:
     """Rebuild RunRecords from run rows and their child rows (``unsure``: mark the numbers
-    of 0.1 SQLite rows whose type may be lost, for :meth:`EvidenceStore.verify`)."""
+    of 0.1 SQLite rows whose type may be lost, for :meth:`EvidenceStore.verify`; ``only``:
+    the result of that system alone)."""
     if not run_rows:
         return []
-    result_rows = list(
-        conn.execute(
-            select(*_columns(conn, results_t))
-            .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
-            .order_by(results_t.c.run_pk, results_t.c.position)
-        )
+    query = (
+        select(*_columns(conn, results_t))
+        .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
+        .order_by(results_t.c.run_pk, results_t.c.position)
     )
+    if only is not None:
+        query = query.where(results_t.c.system == only)
+    result_rows = list(conn.execute(query))
     results = _results(conn, result_rows, unsure)
     by_run: dict[int, list[SystemResult]] = {}
     for row in result_rows:

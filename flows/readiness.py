@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -114,7 +115,6 @@ class Readiness:
     chain_error: str | None = None
     content_from_run: str | None = None
     compliance: list[ControlEvidence] = field(default_factory=list)
-    inventory_known: bool = True
 
     @property
     def period_days(self) -> float:
@@ -201,23 +201,32 @@ def gather(
     """
     end = now or datetime.now(UTC)
     start = end - since
-    with store._errors("read the evidence for the report"), store._read() as conn:
-        run_rows = list(
-            conn.execute(
-                select(runs_t.c.id, runs_t.c.seq, runs_t.c.run_id, runs_t.c.started_at,
-                       runs_t.c.verdict, runs_t.c.site_recovery_time_s, runs_t.c.site_rto_s)
-                .where(runs_t.c.site == site, runs_t.c.started_at >= start, runs_t.c.started_at <= end)
-                .order_by(runs_t.c.seq)
-            )
-        )  # fmt: skip
-        rows = _results(conn, [r.id for r in run_rows])
-        if inventory is None:
-            inventory = _seen(conn, site)
-        systems = _systems(inventory, rows, {r.id: r for r in run_rows})
-        for name, at in _last_passes(conn, site, end).items():
-            if name in systems:
-                systems[name].last_pass = at
-        _failures(conn, systems, rows, {r.id: r for r in run_rows})
+    with store._errors("read the evidence for the report"):
+        with store._read() as conn:
+            run_rows = list(
+                conn.execute(
+                    select(runs_t.c.id, runs_t.c.seq, runs_t.c.run_id, runs_t.c.started_at,
+                           runs_t.c.verdict, runs_t.c.site_recovery_time_s, runs_t.c.site_rto_s)
+                    .where(runs_t.c.site == site, runs_t.c.started_at >= start,
+                           runs_t.c.started_at <= end)
+                    .order_by(runs_t.c.seq)
+                )
+            )  # fmt: skip
+        with ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
+            # the chain is checked (mostly in helper processes) while the figures are read
+            first = run_rows[0].seq if run_rows else 1 << 62
+            checked = pool.submit(store.verify, content_from=first) if verify else None
+            with store._read() as conn:
+                rows = _results(conn, [r.id for r in run_rows])
+                if inventory is None:
+                    inventory = _seen(conn, site)
+                by_id = {r.id: r for r in run_rows}
+                systems = _systems(conn, inventory, rows, by_id)
+                for name, at in _last_passes(conn, site, end).items():
+                    if name in systems:
+                        systems[name].last_pass = at
+                _failures(conn, systems, rows, by_id)
+            chain = checked.result() if checked else None
     counts: dict[int, int] = {}
     for row in rows:
         counts[row.run_pk] = counts.get(row.run_pk, 0) + 1
@@ -227,13 +236,9 @@ def gather(
         for r in run_rows
     ]  # fmt: skip
     report = Readiness(
-        site, start, end, store.shown, sorted(systems.values(), key=lambda s: s.name), runs, None,
-        inventory_known=inventory is not None,
+        site, start, end, store.shown, sorted(systems.values(), key=lambda s: s.name), runs, chain,
+        content_from_run=run_rows[0].run_id if run_rows and verify else None,
     )  # fmt: skip
-    if verify:
-        first = run_rows[0].seq if run_rows else 1 << 62
-        report.chain = store.verify(content_from=first)
-        report.content_from_run = run_rows[0].run_id if run_rows else None
     report.compliance = assess(report)
     return report
 
@@ -241,7 +246,7 @@ def gather(
 def _results(conn: Any, run_pks: list[int]) -> list[Any]:
     if not run_pks:
         return []
-    cols = ("id", "run_pk", "system", "verdict", "reason", "labels", "recovery_time_s", "rto_s",
+    cols = ("id", "run_pk", "system", "verdict", "reason", "recovery_time_s", "rto_s",
             "backup_age_s", "rpo_s", "backup_id", "position")  # fmt: skip
     query = (
         select(*(results_t.c[c] for c in cols))
@@ -278,26 +283,35 @@ def _seen(conn: Any, site: str) -> list[dict[str, Any]]:
 
 
 def _systems(
-    inventory: list[dict[str, Any]], rows: list[Any], runs: dict[int, Any]
+    conn: Any, inventory: list[dict[str, Any]], rows: list[Any], runs: dict[int, Any]
 ) -> dict[str, SystemReadiness]:
     systems = {
         s["name"]: SystemReadiness(s["name"], s.get("zone") or "none", s.get("role") or "",
                                    True, s.get("rto_s"), s.get("rpo_s"))
         for s in inventory
     }  # fmt: skip
+    gone: dict[str, Any] = {}
     for row in rows:
         system = systems.get(row.system)
         if system is None:  # in the evidence, no longer in the inventory
-            labels = row.labels or {}
             system = systems[row.system] = SystemReadiness(
-                row.system, labels.get("zone") or "none", labels.get("role") or "", False,
-                row.rto_s, row.rpo_s,
-            )  # fmt: skip
+                row.system, "none", "", False, row.rto_s, row.rpo_s
+            )
+        if not system.in_inventory:
+            gone[row.system] = row.id
         run = runs[row.run_pk]
         system.points.append(
             Point(run.started_at, run.run_id, row.verdict, row.recovery_time_s, row.rto_s,
                   row.backup_age_s, row.rpo_s, row.backup_id is not None)
         )  # fmt: skip
+    if gone:  # their zone and role from their last result's labels
+        query = select(results_t.c.system, results_t.c.labels).where(
+            results_t.c.id.in_(list(gone.values()))
+        )
+        for row in conn.execute(query):
+            labels = row.labels or {}
+            systems[row.system].zone = labels.get("zone") or "none"
+            systems[row.system].role = labels.get("role") or ""
     return systems
 
 
