@@ -183,6 +183,7 @@ class BundleReport:
     """Runs whose chain hash and record-time signature were rebuilt from the bundle."""
     export_key: str | None = None
     keys: list[str] = field(default_factory=list)
+    keys_found: dict[str, PublicKey] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -236,6 +237,10 @@ def _parse(number: int, line: bytes) -> tuple[_Envelope | None, str | None]:
     return _Envelope(number, payload, statement, str(env["signatures"][0]["keyid"]), sig), None
 
 
+_SHAPE = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+"""What reading an altered structure raises (a bundle is input: any shape may come)."""
+
+
 def verify_bundle(path: Path, trusted: PublicKey) -> BundleReport:
     """Check a bundle offline against the key the auditor trusts (any key of the chain's
     succession: each announced key is signed by the one before it)."""
@@ -254,57 +259,96 @@ def verify_bundle(path: Path, trusted: PublicKey) -> BundleReport:
         return report
     head = envelopes[0]
     if head.statement.get("predicateType") != EXPORT_TYPE:
-        raise BundleError(f"{path}: line 1 is not a restoredrill evidence export manifest")
-    manifest = head.statement.get("predicate") or {}
-    report.site = manifest.get("site")
-    keys = _keys(manifest, report.problems)
-    report.keys = list(keys)
-    export_id = manifest.get("export_key")
-    report.export_key = export_id
-    export_key = keys.get(export_id or "")
+        report.problems.append("line 1: not a restoredrill evidence export manifest")
+        return report
+    try:
+        export_key = _trust(head, trusted, report)
+    except _SHAPE as exc:
+        report.problems.append(
+            f"line 1: altered: the manifest is not in the form written ({_why(exc)})"
+        )
+        return report
     if export_key is None:
-        report.problems.append(
-            f"line 1: the bundle's signing key {export_id} is not among its keys"
-        )
         return report
-    if trusted.keyid not in keys:
-        report.problems.append(
-            f"signed by another key: this bundle is signed by {export_id[:16]} (keys of its "
-            f"chain: {', '.join(k[:16] for k in keys)}), not by the key you trust, "
-            f"{trusted.keyid[:16]}"
-        )
-        return report
-    _check_signature(head, export_key, "the manifest", report.problems)
-    _check_checkpoint(manifest, keys, report.problems)
-    subjects = head.statement.get("subject") or []
+    subjects = head.statement.get("subject")
     body = envelopes[1:]
+    if report.problems:
+        return report  # the manifest itself is altered: nothing it lists can be trusted
+    manifest = head.statement["predicate"]
     if manifest.get("attestations") != len(lines) - 1:
         report.problems.append(
             f"the manifest lists {manifest.get('attestations')} attestations, the file holds "
             f"{len(lines) - 1}: lines were added or removed"
         )
     for env in body:
-        index = env.line - 1
-        want = subjects[index - 1]["digest"]["sha256"] if 0 < index <= len(subjects) else None
-        name = _name(env)
-        if want != sha256(env.payload):
+        try:
+            _check_envelope(env, subjects, export_key, report.problems)
+        except _SHAPE as exc:
             report.problems.append(
-                f"line {env.line} ({name}): altered: not the attestation the manifest lists"
+                f"line {env.line}: altered: not in the form written ({_why(exc)})"
             )
-            continue
-        if _check_signature(env, export_key, name, report.problems):
-            _check_statement(env, name, report.problems)
     report.attestations = len(body)
-    _check_runs(body, keys, manifest, report)
+    _check_runs(body, report.keys_found, manifest, report)
     report.ok = not report.problems
     return report
 
 
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:80]}"
+
+
+def _trust(head: _Envelope, trusted: PublicKey, report: BundleReport) -> PublicKey | None:
+    """The key that signed the bundle, if the auditor's key vouches for it and the
+    manifest's signature holds."""
+    manifest = head.statement["predicate"]
+    if not isinstance(manifest, dict):
+        raise TypeError("the predicate is not an object")
+    report.site = manifest.get("site")
+    keys = _keys(manifest, report.problems)
+    report.keys = list(keys)
+    report.keys_found = keys
+    export_id = str(manifest.get("export_key"))
+    report.export_key = export_id
+    export_key = keys.get(export_id)
+    if export_key is None:
+        report.problems.append(
+            f"line 1: the bundle's signing key {export_id[:16]} is not among its keys"
+        )
+        return None
+    if trusted.keyid not in keys:
+        report.problems.append(
+            f"signed by another key: this bundle is signed by {export_id[:16]} (keys of its "
+            f"chain: {', '.join(k[:16] for k in keys)}), not by the key you trust, "
+            f"{trusted.keyid[:16]}"
+        )
+        return None
+    _check_signature(head, export_key, "the manifest", report.problems)
+    _check_checkpoint(manifest, keys, report.problems)
+    return export_key
+
+
+def _check_envelope(
+    env: _Envelope, subjects: list[dict[str, Any]], key: PublicKey, problems: list[str]
+) -> None:
+    index = env.line - 1
+    want = subjects[index - 1]["digest"]["sha256"] if 0 < index <= len(subjects) else None
+    name = _name(env)
+    if want != sha256(env.payload):
+        problems.append(
+            f"line {env.line} ({name}): altered: not the attestation the manifest lists"
+        )
+        return
+    if _check_signature(env, key, name, problems):
+        _check_statement(env, name, problems)
+
+
 def _name(env: _Envelope) -> str:
-    predicate = env.statement.get("predicate") or {}
-    run = (predicate.get("run") or {}).get("run_id")
-    system = (predicate.get("system") or {}).get("system")
-    return f"run {run}, system {system}" if run and system else "attestation"
+    try:
+        predicate = env.statement["predicate"]
+        run, system = predicate["run"]["run_id"], predicate["system"]["system"]
+    except _SHAPE:
+        return "attestation"
+    return f"run {run}, system {system}"
 
 
 def _check_signature(env: _Envelope, key: PublicKey, name: str, problems: list[str]) -> bool:
@@ -377,13 +421,16 @@ def _body(event: dict[str, Any]) -> dict[str, Any]:
 def _announced(
     event: dict[str, Any], key: PublicKey, previous: PublicKey | None, problems: list[str]
 ) -> bool:
-    where = f"line 1: announcement of key {key.keyid[:16]} (#{event.get('seq')})"
+    where = f"line 1: announcement of key {key.keyid[:16]}"
     try:
         body = json.loads(event["body"])
-        ok_hash = event_hash(event["prev_hash"], event["body"]) == event["hash"]
-        sigs = event["signatures"]
-    except (KeyError, TypeError, ValueError):
-        problems.append(f"{where}: incomplete")
+        ok_hash = event_hash(str(event["prev_hash"]), event["body"]) == event["hash"]
+        sigs = dict(event["signatures"])
+        payload = link_payload(
+            "key", int(event["seq"]), str(event["prev_hash"]), str(event["hash"])
+        )
+    except _SHAPE:
+        problems.append(f"{where}: altered (incomplete)")
         return False
     if not ok_hash or body.get("keyid") != key.keyid:
         problems.append(f"{where}: altered")
@@ -391,8 +438,7 @@ def _announced(
     signers = [key] + ([previous] if previous is not None else [])
     for signer in signers:
         sig = sigs.get(signer.keyid)
-        payload = link_payload("key", event["seq"], event["prev_hash"], event["hash"])
-        if sig is None or not _valid(signer, payload, sig):
+        if not isinstance(sig, str) or not _valid(signer, payload, sig):
             problems.append(f"{where}: not signed by {signer.keyid[:16]}")
             return False
     return True
@@ -428,7 +474,7 @@ def _check_checkpoint(
 def _valid(key: PublicKey, payload: bytes, sig: str) -> bool:
     try:
         return key.verify(LINK_TYPE, payload, unb64(sig))
-    except ValueError:
+    except _SHAPE:
         return False
 
 
@@ -442,47 +488,54 @@ def _check_runs(
     recorded, with the key in effect at its seq."""
     runs: dict[str, list[_Envelope]] = {}
     for env in body:
-        run = ((env.statement.get("predicate") or {}).get("run") or {}).get("run_id")
-        runs.setdefault(str(run), []).append(env)
+        try:
+            run = str(env.statement["predicate"]["run"]["run_id"])
+        except _SHAPE:
+            run = f"of line {env.line}"
+        runs.setdefault(run, []).append(env)
     report.runs = len(runs)
-    since = _key_seqs(manifest)
+    try:
+        since = _key_seqs(manifest)
+    except _SHAPE as exc:
+        report.problems.append(
+            f"line 1: altered: its keys are not in the form written ({_why(exc)})"
+        )
+        return
     for run_id, envs in runs.items():
-        predicate = envs[0].statement["predicate"]
-        chain, run = predicate.get("chain") or {}, predicate.get("run") or {}
-        names = run.get("systems") or []
-        by_position = {e.statement["predicate"]["chain"].get("position"): e for e in envs}
-        if sorted(by_position) != list(range(len(names))):
-            report.problems.append(
-                f"run {run_id}: not all of its {len(names)} systems are in the bundle"
-            )
-            continue
-        systems = [by_position[i].statement["predicate"]["system"] for i in range(len(names))]
-        if any(
-            _place(e) != _place(envs[0]) or e.statement["predicate"].get("run") != run for e in envs
-        ):
-            report.problems.append(
-                f"run {run_id}: its attestations disagree on the run or its place in the chain"
-            )
-            continue
-        problem = _rehash(run, systems, chain)
+        try:
+            problem = _check_run(envs, keys, since)
+        except _SHAPE as exc:
+            problem = f"altered: its attestations are not in the form written ({_why(exc)})"
         if problem:
-            report.problems.append(f"run {run_id} (#{chain.get('seq')}): {problem}")
-            continue
-        key = _key_at(since, keys, chain.get("seq", 0))
-        sig = chain.get("signature")
-        if key is not None:
-            payload = link_payload("run", chain["seq"], chain["prev_hash"], chain["hash"])
-            if (
-                not sig
-                or sig.get("keyid") != key.keyid
-                or not _valid(key, payload, sig.get("sig", ""))
-            ):
-                report.problems.append(
-                    f"run {run_id} (#{chain.get('seq')}): its record-time signature by key "
-                    f"{key.keyid[:16]} is missing or does not match"
-                )
-                continue
-        report.chained += 1
+            report.problems.append(f"run {run_id} (line {envs[0].line}): {problem}")
+        else:
+            report.chained += 1
+
+
+def _check_run(
+    envs: list[_Envelope], keys: dict[str, PublicKey], since: list[tuple[int, str]]
+) -> str:
+    """'' if the run's attestations rebuild its chain hash and its record-time signature."""
+    predicate = envs[0].statement["predicate"]
+    chain, run = predicate["chain"], predicate["run"]
+    names = run["systems"]
+    by_position = {e.statement["predicate"]["chain"]["position"]: e for e in envs}
+    if sorted(by_position) != list(range(len(names))):
+        return f"not all of its {len(names)} systems are in the bundle"
+    systems = [by_position[i].statement["predicate"]["system"] for i in range(len(names))]
+    if any(_place(e) != _place(envs[0]) or e.statement["predicate"]["run"] != run for e in envs):
+        return "its attestations disagree on the run or its place in the chain"
+    problem = _rehash(run, systems, chain)
+    if problem:
+        return f"#{chain['seq']}: {problem}"
+    key = _key_at(since, keys, int(chain["seq"]))
+    if key is None:
+        return ""  # recorded before the chain was signed
+    sig = chain["signature"] or {}
+    payload = link_payload("run", int(chain["seq"]), str(chain["prev_hash"]), str(chain["hash"]))
+    if sig.get("keyid") != key.keyid or not _valid(key, payload, str(sig.get("sig", ""))):
+        return f"#{chain['seq']}: its record-time signature by key {key.keyid[:16]} is missing or does not match"
+    return ""
 
 
 def _place(env: _Envelope) -> dict[str, Any]:

@@ -318,7 +318,7 @@ def succession(announcements: Sequence[dict[str, Any]]) -> list[str]:
             good = event_hash(event["prev_hash"], event["body"]) == event["hash"] and all(
                 _signed(s, payload, event["signatures"].get(s.keyid)) for s in signers
             )
-        except (KeyError, TypeError, ValueError, SigningError):
+        except (KeyError, TypeError, ValueError, AttributeError, SigningError):
             good = False
         if not good or key.keyid != body.get("keyid"):
             break
@@ -329,7 +329,7 @@ def succession(announcements: Sequence[dict[str, Any]]) -> list[str]:
 
 def _signed(key: PublicKey, payload: bytes, sig: str | None) -> bool:
     try:
-        return sig is not None and key.verify(LINK_TYPE, payload, unb64(sig))
+        return isinstance(sig, str) and key.verify(LINK_TYPE, payload, unb64(sig))
     except ValueError:
         return False
 

@@ -21,7 +21,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -88,7 +88,7 @@ class PublicKey:
         data = text.encode("ascii", "replace") if isinstance(text, str) else text
         try:
             key = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise SigningError(f"{where}: not a PEM public key ({exc})") from None
         if not isinstance(key, Ed25519PublicKey):
             raise SigningError(f"{where}: not an ed25519 key ({type(key).__name__})")
@@ -169,7 +169,7 @@ def load_signer(path: str | Path, origin: str = "") -> Signer:
         raise SigningError(
             f"{where}: it is encrypted; restoredrill needs an unencrypted key file (mode 0600)"
         ) from None
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         hint = " (that is a public key: give the private one)" if b"PUBLIC KEY" in data else ""
         raise SigningError(f"{where}: not a PEM private key{hint}") from None
     if not isinstance(key, Ed25519PrivateKey):
