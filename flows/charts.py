@@ -46,7 +46,7 @@ def line_chart(
         return H - BOTTOM - (H - TOP - BOTTOM) * value / top
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{W}" height="{H}" '
+        f'<svg class="chart" width="{W}" height="{H}" '
         f'viewBox="0 0 {W} {H}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
         f'<text x="{LEFT}" y="12" class="t">{escape(title)}</text>',
