@@ -39,9 +39,20 @@ EXPECTED = {
 """What the demo plant must show: the good systems pass, each broken one is caught."""
 
 
+SIGNING_KEY = DEMO_DIR / ".restoredrill" / "keys" / "site.key"
+"""The demo's signing key (site.yaml's signing_key). A plant keeps its key where the
+evidence database's owner cannot read it; the demo keeps it beside its evidence."""
+
+
 def prepare(console: Console, backups: Path = BACKUPS) -> None:
-    """Make whatever demo backups are missing."""
+    """Make whatever demo backups (and the demo's signing key) are missing."""
     import docker
+
+    from .signing import fingerprint, keygen
+
+    if not SIGNING_KEY.exists():
+        signer = keygen(SIGNING_KEY)
+        console.print(f"demo: made the site's signing key {fingerprint(signer.keyid)}")
 
     from restoredrill.twins.images import ensure_base_image
 

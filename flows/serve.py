@@ -319,11 +319,18 @@ def metrics_endpoint(loaded: LoadedSite) -> Iterator[str | None]:
                 [s.name for s in loaded.site.systems],
             ),
         )
-    except (OSError, ValueError) as exc:
+    except ValueError:
         raise DeployError(
-            f"cannot serve metrics on {listen} (${METRICS_ENV}): {exc}; set it to a free "
-            "HOST:PORT, or to off"
+            f"${METRICS_ENV}={listen!r} is not HOST:PORT (e.g. 127.0.0.1:9847), nor off"
         ) from None
+    except OSError as exc:  # the verifications matter more than their metrics: go on
+        print(
+            f"warning: metrics not served: cannot listen on {listen} ({exc.strerror or exc}); "
+            f"set ${METRICS_ENV} to a free HOST:PORT",
+            file=sys.stderr,
+        )
+        yield None
+        return
     url = f"http://{listen}/metrics"
     print(f"metrics: {url}", file=sys.stderr)
     try:

@@ -152,6 +152,12 @@ def test_serve_exposes_metrics(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(METRICS_ENV, "off")
     with metrics_endpoint(loaded) as where:
         assert where is None
+    with socket.socket() as taken:  # a port in use: serve goes on without metrics, and says so
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv(METRICS_ENV, f"127.0.0.1:{taken.getsockname()[1]}")
+        with metrics_endpoint(loaded) as where:
+            assert where is None
 
 
 def test_an_unreadable_store_shows_as_evidence_down(tmp_path: Path) -> None:
