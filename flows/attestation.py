@@ -432,7 +432,7 @@ def _announced(
     except _SHAPE:
         problems.append(f"{where}: altered (incomplete)")
         return False
-    if not ok_hash or body.get("keyid") != key.keyid:
+    if not ok_hash or body.get("keyid") != key.keyid or body.get("kind") != "key":
         problems.append(f"{where}: altered")
         return False
     signers = [key] + ([previous] if previous is not None else [])

@@ -39,6 +39,8 @@ from .evidence import (
 from .signing import PublicKey, Signer, SigningError, b64, unb64
 
 LINK_TYPE = "application/vnd.restoredrill.chain-link+json"
+EVENTS = ("key", "checkpoint")
+"""The kinds of event a chain holds besides runs."""
 """The DSSE payload type of a link signature."""
 
 
@@ -71,6 +73,8 @@ class KeyState:
 def key_state(conn: Connection) -> KeyState | None:
     """The key in effect at the head: the newest announced, else the one the newest
     checkpoint says was in effect where the chain was cut, else None (unsigned)."""
+    if not _exists(conn, chain_events_t):
+        return None  # a store written before signing, opened read-only
     columns = (chain_events_t.c.seq, chain_events_t.c.body)
     for kind in ("key", "checkpoint"):
         row = conn.execute(
@@ -320,7 +324,7 @@ def succession(announcements: Sequence[dict[str, Any]]) -> list[str]:
             )
         except (KeyError, TypeError, ValueError, AttributeError, SigningError):
             good = False
-        if not good or key.keyid != body.get("keyid"):
+        if not good or key.keyid != body.get("keyid") or body.get("kind") != "key":
             break
         keys.append(key.keyid)
         previous = key
@@ -429,6 +433,8 @@ def _event(walk: _Walk, row: Any) -> None:
         body = json.loads(row.body)
     except ValueError:
         raise _Broken(f"{name} was altered: its body is not JSON", None, row.seq) from None
+    if not isinstance(body, dict) or body.get("kind") != row.kind or row.kind not in EVENTS:
+        raise _Broken(f"{name} was altered: its kind is not the one its body holds", None, row.seq)
     if row.kind == "key":
         try:
             new = PublicKey.from_pem(body["public_key"])

@@ -64,8 +64,6 @@ M = TypeVar("M", bound=BaseModel)
 GENESIS = "0" * 64
 """The ``prev_hash`` of the first run of a store."""
 
-_BATCH = 200
-
 
 class EvidenceError(Exception):
     """The evidence database cannot be used; the message names it (password masked) and says what to do."""

@@ -73,10 +73,8 @@ def export(
         "keys": keys
         or [{"keyid": signer.keyid, "public_key": signer.public.pem, "announcement": None}],
         "checkpoint": checkpoint,
+        "unsigned_chain": not keys,  # then the bundle's key stands on its own
     }
-    if not keys:  # an unsigned chain: the bundle's key stands on its own
-        manifest["keys"][0]["announcement"] = None
-        manifest["unsigned_chain"] = True
 
     def items():  # noqa: ANN202 - one run loaded at a time
         for row in rows:
