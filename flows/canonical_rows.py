@@ -98,11 +98,12 @@ def _time(value: Any) -> str:
             return f'"{value[:19]}Z"'
         return f'"{value[:26]}Z"'
     if isinstance(value, datetime) and value.tzinfo is not None:
-        value = value.astimezone(UTC)
+        if value.utcoffset():
+            value = value.astimezone(UTC)
         if not 1000 <= value.year <= 9999:
             raise Unsupported
-        text = value.strftime("%Y-%m-%dT%H:%M:%S")
-        return f'"{text}.{value.microsecond:06d}Z"' if value.microsecond else f'"{text}Z"'
+        text = value.isoformat()  # ...SS[.ffffff]+00:00: the fraction only when not zero
+        return f'"{text[:-6]}Z"'
     raise Unsupported
 
 

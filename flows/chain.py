@@ -39,9 +39,9 @@ from .evidence import (
 from .signing import PublicKey, Signer, SigningError, b64, unb64
 
 LINK_TYPE = "application/vnd.restoredrill.chain-link+json"
+"""The DSSE payload type of a link signature."""
 EVENTS = ("key", "checkpoint")
 """The kinds of event a chain holds besides runs."""
-"""The DSSE payload type of a link signature."""
 
 
 def dumps(data: Any) -> str:
@@ -85,10 +85,16 @@ def key_state(conn: Connection) -> KeyState | None:
         ).first()
         if row is None:
             continue
-        body = json.loads(row.body)
-        found = body if kind == "key" else body.get("key_at_cut")
-        if found:
-            return KeyState(found["keyid"], PublicKey.from_pem(found["public_key"]), row.seq)
+        try:
+            body = json.loads(row.body)
+            found = body if kind == "key" else body.get("key_at_cut")
+            if found:
+                return KeyState(found["keyid"], PublicKey.from_pem(found["public_key"]), row.seq)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SigningError(
+                f"the chain's {kind} event #{row.seq} cannot be read: it was altered; "
+                "`restoredrill evidence verify` says more"
+            ) from None
     return None
 
 

@@ -193,11 +193,13 @@ def gather(
     inventory: list[dict[str, Any]] | None,
     now: datetime | None = None,
     verify: bool = True,
+    records: bool = True,
 ) -> Readiness:
     """The readiness of ``site`` over the ``since`` before ``now``.
 
     ``inventory``: the site file's systems (name, zone, role, rto_s, rpo_s); None to take
-    the systems the store has seen for the site.
+    the systems the store has seen for the site. ``verify``: check the chain's links and
+    signatures; ``records``: also rebuild the period's records from their rows.
     """
     end = now or datetime.now(UTC)
     start = end - since
@@ -214,7 +216,7 @@ def gather(
             )  # fmt: skip
         with ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
             # the chain is checked (mostly in helper processes) while the figures are read
-            first = run_rows[0].seq if run_rows else 1 << 62
+            first = run_rows[0].seq if run_rows and records else 1 << 62
             checked = pool.submit(store.verify, content_from=first) if verify else None
             with store._read() as conn:
                 rows = _results(conn, [r.id for r in run_rows])
@@ -237,7 +239,7 @@ def gather(
     ]  # fmt: skip
     report = Readiness(
         site, start, end, store.shown, sorted(systems.values(), key=lambda s: s.name), runs, chain,
-        content_from_run=run_rows[0].run_id if run_rows and verify else None,
+        content_from_run=run_rows[0].run_id if run_rows and verify and records else None,
     )  # fmt: skip
     report.compliance = assess(report)
     return report

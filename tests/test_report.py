@@ -231,3 +231,18 @@ def test_report_is_read_while_the_store_is_written(plant, tmp_path: Path) -> Non
     thread.join()
     assert not errors and done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["chain"]["ok"]
+
+
+def test_a_quick_report_checks_links_and_signatures_only(plant, tmp_path: Path) -> None:
+    site, _ = plant
+    with sqlite3.connect(tmp_path / "evidence.db") as db:  # a record edited: only a rebuild sees it
+        db.execute("UPDATE steps SET duration_s = 1.0 WHERE id = 1")
+    quick = cli("report", str(site), "--quick", "-o", str(tmp_path / "q.html"))
+    assert quick.returncode == 0, quick.stderr
+    assert "the records themselves were not rebuilt" in (tmp_path / "q.html").read_text()
+    full = cli("report", str(site), "-f", "json")
+    assert full.returncode == 1 and "run-010" in full.stderr
+    with sqlite3.connect(tmp_path / "evidence.db") as db:  # a signature edited: both see it
+        db.execute("UPDATE signatures SET sig = 'AAAA' || substr(sig, 5) WHERE seq = 5")
+    quick = cli("report", str(site), "--quick", "-f", "json")
+    assert quick.returncode == 1 and "signature" in quick.stderr
