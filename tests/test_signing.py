@@ -280,3 +280,34 @@ def test_cli_keygen_rotate_and_verify(tmp_path: Path) -> None:
         and "nope.pub" in missing.stderr
         and "Traceback" not in missing.stderr
     )
+
+
+def test_a_key_this_user_cannot_read_is_named(tmp_path: Path) -> None:
+    """As a user without the right to read the key file (root would ignore the mode)."""
+    import multiprocessing
+
+    keygen(tmp_path / "site.key")  # mode 0600, owned by this user
+    os.chmod(tmp_path, 0o755)
+
+    def child(conn) -> None:  # type: ignore[no-untyped-def]
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+        else:
+            os.chmod(tmp_path / "site.key", 0)
+        try:
+            load_signer(tmp_path / "site.key", "signing_key in the site file")
+            conn.send("no error")
+        except SigningError as exc:
+            conn.send(f"SigningError: {exc}")
+        except BaseException as exc:  # noqa: BLE001 - report what escaped
+            conn.send(f"{type(exc).__name__}: {exc}")
+
+    ctx = multiprocessing.get_context("fork")
+    parent, kid = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(kid,))
+    proc.start()
+    message = parent.recv()
+    proc.join()
+    assert message.startswith("SigningError: ") and "Permission denied" in message, message
+    assert str(tmp_path / "site.key") in message and "signing_key in the site file" in message
