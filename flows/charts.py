@@ -1,7 +1,8 @@
 """Small inline SVG charts for the readiness report: no library, no script, no fetch.
 
 A chart is one ``<svg>``: axes, the measured series as a ``<path>``, the target (RTO,
-RPO) as a dashed ``<path>``, and a red dot for each verification that did not pass.
+RPO) as a dashed ``<path>``, a red dot for each verification that did not pass (and, in
+a short series, a dot for each that did).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from markupsafe import Markup, escape
 from restoredrill.durations import format_duration
 
 W, H = 340, 130
+DOTS = 60
+"""Up to this many samples each gets a dot (a single run shows); beyond, only failures."""
 LEFT, RIGHT, TOP, BOTTOM = 52, 8, 18, 22
 
 
@@ -69,12 +72,18 @@ def line_chart(
     series = _path([(x(s.at), y(s.value)) if s.value is not None else None for s in samples])
     if series:
         parts.append(f'<path class="series" d="{series}"/>')
+    dots = len(samples) <= DOTS
     for s in samples:
+        value = s.value if s.value is not None else 0.0
         if not s.ok:
-            value = s.value if s.value is not None else 0.0
             parts.append(
                 f'<circle class="bad" cx="{x(s.at):.1f}" cy="{y(value):.1f}" r="2.5"><title>'
                 f"{s.at:%Y-%m-%d %H:%M} not passed</title></circle>"
+            )
+        elif dots and s.value is not None:
+            parts.append(
+                f'<circle class="dot" cx="{x(s.at):.1f}" cy="{y(value):.1f}" r="2"><title>'
+                f"{s.at:%Y-%m-%d %H:%M} {escape(format_duration(s.value))}</title></circle>"
             )
     if not samples:
         parts.append(f'<text x="{W / 2}" y="{H / 2}" class="l" text-anchor="middle">no runs</text>')
