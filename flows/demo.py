@@ -48,13 +48,13 @@ def prepare(console: Console, backups: Path = BACKUPS) -> None:
     """Make whatever demo backups (and the demo's signing key) are missing."""
     import docker
 
+    from restoredrill.twins.images import ensure_base_image
+
     from .signing import fingerprint, keygen
 
     if not SIGNING_KEY.exists():
         signer = keygen(SIGNING_KEY)
         console.print(f"demo: made the site's signing key {fingerprint(signer.keyid)}")
-
-    from restoredrill.twins.images import ensure_base_image
 
     try:
         client = docker.from_env(timeout=600)
