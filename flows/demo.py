@@ -29,11 +29,17 @@ EXPECTED = {
 """What the demo plant must show: the good systems pass, each broken one is caught."""
 
 
+SIGNING_KEY = Path(".restoredrill") / "keys" / "site.key"
+"""The demo's signing key, beside its site file (site.yaml's signing_key). A plant keeps
+its key where the evidence database's owner cannot read it; the demo keeps it beside its
+evidence."""
+
+
 def prepare(
     console: Console, backups: Path = BACKUPS, apps: Path = APPS, tag: str = "restoredrill-demo"
 ) -> None:
-    """Make whatever demo backups are missing, or older than the app they hold
-    (:func:`restoredrill.twins.demo_plant.make_backups`).
+    """Make whatever demo backups (and the demo's signing key) are missing, or older than
+    the app they hold (:func:`restoredrill.twins.demo_plant.make_backups`).
 
     ``apps`` holds the demo applications (a copy may carry other addresses); the images
     built on the way are tagged ``<tag>/<name>:build`` and removed again.
@@ -43,6 +49,12 @@ def prepare(
     def made(label: str, seconds: float) -> None:
         console.print(f"demo: made the {label} in {seconds:.1f}s")
 
+    from .signing import fingerprint, keygen
+
+    key = backups.parent / SIGNING_KEY
+    if not key.exists():
+        signer = keygen(key)
+        console.print(f"demo: made the site's signing key {fingerprint(signer.keyid)}")
     make_backups(
         backups, apps, tag, status=lambda label: console.status(f"demo: {label}"), made=made
     )
