@@ -27,9 +27,6 @@ from restoredrill.twins.vm_spec import VMSpec
 
 pytestmark = pytest.mark.vm
 
-OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
-"""Screenshots and the guest agent go through QEMU, not the network: no address to guard."""
-
 BOOT = 420.0
 """Seconds a TCG boot may take on a loaded 2-core machine (it takes 10-60 s)."""
 
