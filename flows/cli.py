@@ -305,11 +305,10 @@ def stack_build(
 ) -> None:
     """Build (or reuse) restoredrill/stack:local from this installation: no registry."""
     from restoredrill.twins.base import TwinError
-    from restoredrill.twins.docker import DockerBackend
-    from restoredrill.twins.stack_image import STACK_BASE, ensure_stack_image
+    from restoredrill.twins.stack_image import STACK_BASE, build_on_local_engine
 
     try:
-        tag = ensure_stack_image(DockerBackend().client, base or STACK_BASE)
+        tag = build_on_local_engine(base or STACK_BASE)
     except TwinError as exc:
         raise bad_input(str(exc)) from None
     console.print(f"{tag} (also tagged restoredrill/stack:local)", highlight=False)
@@ -546,8 +545,8 @@ def demo(
         raise typer.Exit(1)
     console.print(
         "[bold green]demo: as designed[/] — the good systems recovered within their RTOs; "
-        "the truncated ERP backup, the system blocked behind it and the line-2 gateway's "
-        "wrong register were all caught. `restoredrill history` shows the run."
+        "the truncated ERP backup, the system blocked behind it, the line-2 gateway's "
+        "wrong register and the disk image that cannot boot were all caught. `restoredrill history` shows the run."
     )
 
 

@@ -19,7 +19,6 @@ from restoredrill.twins.devices import (
     device_env,
     device_files,
 )
-from restoredrill.twins.emulator_image import ensure_emulator_image
 from restoredrill.twins.limits import DEFAULT_CAPABILITIES, Limits, effective
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.spec import TcpProbe
@@ -53,13 +52,12 @@ def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | Scada
 
 
 def start_devices(
-    loaded: LoadedSite, sandbox: Any, docker: Any, run_id: str, systems: Iterable[str]
+    loaded: LoadedSite, sandbox: Sandbox, run_id: str, systems: Iterable[str]
 ) -> tuple[list[Twin], list[Path]]:
     """Start each needed device and wait until it listens; returns twins and scratch dirs."""
     specs = needed(loaded, systems)
     if not specs:
         return [], []
-    image = ensure_emulator_image(docker)
     by_name = {d.name: d for d in loaded.site.devices}
     resolved = {
         name: spec.model_copy(update=_resolved_paths(loaded, spec))
@@ -77,9 +75,8 @@ def start_devices(
                     raise TwinError(f"device {spec.name}: {host} not found")
                 shutil.copy(host, folder / inside)
             folder.chmod(0o755)
-            twin = sandbox.start_aux(
+            twin = sandbox.start_device(
                 f"device-{spec.name}",
-                image,
                 device_command(spec, "/dev-config", resolved),
                 address=str(spec.address),
                 mounts={"/dev-config": str(folder)},

@@ -247,6 +247,7 @@ results_t = Table(
     Column("near_miss", Boolean, nullable=False),
     Column("worker", String(200)),
     Column("limits", JSONText),
+    Column("platform", JSONText),
     Column("backup_source", String(100)),
     Column("backup_id", SafeText),
     Column("backup_location", SafeText),
@@ -386,7 +387,7 @@ class HistoryRow:
 
 
 _ADDED = {
-    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT"},
+    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT", "platform": "TEXT"},
     "check_results": {"expected_json": "TEXT", "observed_json": "TEXT"},
 }
 """Columns added since the first release (nullable, so old rows stay valid)."""
@@ -798,6 +799,7 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
             near_miss=r.near_miss,
             worker=r.worker,
             limits=r.limits,
+            platform=r.platform,
             backup_source=b.source if b else None,
             backup_id=b.backup_id if b else None,
             backup_location=b.location if b else None,
@@ -893,6 +895,7 @@ def _results(
             near_miss=r.near_miss,
             worker=r.worker,
             limits=r._mapping.get("limits"),
+            platform=r._mapping.get("platform"),
             backup=_backup(r),
             steps=steps.get(r.id, []),
             checks=checks.get(r.id, []),

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from restoredrill.twins.base import Sandbox, backend
+from restoredrill.twins.base import Backend, Sandbox, backend
 
 from . import artifacts, lifecycle, signing, spool
 from .alerts import AlertConfig, Delivery, plan_alerts, send
@@ -34,12 +34,16 @@ def new_run_id() -> str:
 class RunContext:
     """What the systems of one run share: the site, the sandbox, twins kept for dependents."""
 
-    def __init__(self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Any) -> None:
+    def __init__(
+        self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Backend
+    ) -> None:
         self.loaded = loaded
         self.run_id = run_id
         self.sandbox = sandbox
         self.engine = engine
         self.kept: dict[str, SystemJob] = {}
+        self.running: set[SystemJob] = set()
+        """Systems being verified now (stopped at once if the run is interrupted)."""
         self.lock = threading.Lock()
         self.devices: tuple[list[Any], list[Any]] = ([], [])
         self.device_error: str | None = None
@@ -110,13 +114,13 @@ def _verify(
     box: list[SystemJob] | None = None,
 ) -> SystemResult:
     spec = ctx.loaded.site.system(system)
-    job = SystemJob(
-        ctx.loaded, spec, ctx.sandbox, run_id, ctx.engine.client, ctx.loaded.site.sandbox.watchdog
-    )
+    job = SystemJob(ctx.loaded, spec, ctx.sandbox, run_id, ctx.loaded.site.sandbox.watchdog)
     if box is not None:
         box.append(job)
     failure: StepFailed | None = None
     job.arm_watchdog()
+    with ctx.lock:
+        ctx.running.add(job)
     try:
         for name, _ in lifecycle.STEPS:
             state = STEP_TASKS[name](job=job, return_state=True)
@@ -133,6 +137,8 @@ def _verify(
         else:
             STEP_TASKS["teardown"](job=job, return_state=True)
             result.steps = job.steps
+        with ctx.lock:
+            ctx.running.discard(job)
         job.progress.step = "done"
         job.progress.verdict = result.verdict.value
         emit(job.progress)
@@ -195,8 +201,12 @@ def verify_site(
                     name: pool.submit(contextvars.copy_context().run, one, name)
                     for name in runnable
                 }
-                for name, future in futures.items():
-                    results[name] = future.result()
+                try:
+                    for name, future in futures.items():
+                        results[name] = future.result()
+                except BaseException:  # Ctrl-C: stop what runs, so its threads end now
+                    interrupt(ctx)
+                    raise
     finally:
         close_run(ctx, results)
         if dispatch:
@@ -296,14 +306,9 @@ def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
     # dead runs of this host at once (Docker objects, firewall rules, scratch folders);
     # runs of other hosts sharing the engine after a day
     engine.reap_stale(max_age=timedelta(hours=24))
-    subnets = loaded.site.sandbox.subnets
-    sandbox = engine.open_sandbox(run_id, subnets[0], reserved=claimed(loaded.site))
-    try:
-        for subnet in subnets[1:]:
-            sandbox.add_network(subnet)
-    except BaseException:
-        sandbox.close()
-        raise
+    sandbox = engine.open_sandbox(
+        run_id, loaded.site.sandbox.subnets, reserved=claimed(loaded.site)
+    )
     ctx = RunContext(loaded, run_id, sandbox, engine)
     _RUNS[run_id] = ctx
     return ctx
@@ -317,9 +322,17 @@ def start_devices_task(ctx: RunContext, systems: list[str]) -> None:
     from .devices import start_devices
 
     try:
-        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.engine.client, ctx.run_id, systems)
+        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.run_id, systems)
     except (TwinError, ValueError, OSError) as exc:
         ctx.device_error = str(exc)
+
+
+def interrupt(ctx: RunContext) -> None:
+    """Stop every system of the run where it is (twins removed, restores cancelled)."""
+    with ctx.lock:
+        running = list(ctx.running)
+    for job in running:
+        job.interrupt()
 
 
 def not_started(site: Site, name: str, why: str) -> SystemResult:

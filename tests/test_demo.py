@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from restoredrill.flows.demo import DEMO_SITE, prepare
+from restoredrill.flows.demo import DEMO_SITE, EXPECTED, prepare
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,34 @@ def test_wrong_register_fails_with_the_mismatched_value(demo_run: dict) -> None:
     bad = [c for c in line2["checks"] if c["status"] == "fail"]
     assert bad and not 40 <= bad[0]["observed"] <= 60
     assert bad[0]["expected"] == {"min": 40.0, "max": 60.0}
+
+
+def test_vm_system_passes_at_its_production_address_beside_the_others(demo_run: dict) -> None:
+    systems = by_name(demo_run)
+    vm = systems["hmi-vm"]
+    assert vm["verdict"] == "pass", vm["reason"]
+    assert 0 < vm["recovery_time_s"] < vm["rto_s"]
+    assert vm["backup"]["source"] == "disk_image" and vm["backup"]["backup_id"].endswith(".vmdk")
+    assert {c["kind"] for c in vm["checks"]} >= {"http", "screenshot", "host", "agent", "tcp"}
+    assert all(c["status"] == "pass" for c in vm["checks"])
+    reads = [c for c in vm["checks"] if c["name"].startswith("HMI reads the PLC twin json value")]
+    assert reads and reads[0]["observed"] == 1450  # its service read the PLC twin over Modbus
+    platform = vm["platform"]
+    assert platform["disks"] == [{"file": vm["backup"]["backup_id"], "format": "vmdk"}]
+    assert Path(platform["console"]["path"]).is_file()
+    if platform["accel"] == "tcg":
+        assert platform["rto_note"] == "TCG: not the plant's RTO"
+
+
+def test_broken_disk_image_errors_with_its_console_tail(demo_run: dict) -> None:
+    broken = by_name(demo_run)["hmi-vm-broken"]
+    assert broken["verdict"] == "error"
+    assert "not ready after 30s: console showing 'login:' not shown" in broken["reason"]
+    assert "Loading /vmlinuz failed" in broken["reason"]  # the console's last lines
+
+
+def test_verdicts_are_what_the_demo_is_built_to_show(demo_run: dict) -> None:
+    assert {s["system"]: s["verdict"] for s in demo_run["systems"]} == EXPECTED
 
 
 def test_nothing_of_the_run_is_left(demo_run: dict, docker_client) -> None:
