@@ -19,6 +19,7 @@ from typing import Any
 from restoredrill.checks.base import CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import run_check
 from restoredrill.twins.base import Restored, Sandbox, Twin, TwinError
+from restoredrill.twins.files import resolve_files
 from restoredrill.twins.limits import Limits
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreContext
@@ -198,6 +199,7 @@ def start(job: SystemJob) -> None:
         spec = spec.model_copy(
             update={"volumes": {k: _host_path(job, v) for k, v in spec.volumes.items()}}
         )
+    spec = resolve_files(spec, job.loaded.base_dir)
     job.twin = job.sandbox.start(
         spec, job.restored, name=job.system.name, labels=labels(job), limits=job.limits
     )

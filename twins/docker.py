@@ -51,6 +51,7 @@ from .anchor import HOST_CONFIG as ANCHOR_HOST_CONFIG
 from .anchor import USER as ANCHOR_USER
 from .anchor import ensure_anchor_image
 from .base import ExecOutput, Restored, Sandbox, Twin, TwinError
+from .files import lay_in
 from .guardian import start as start_guardian
 from .guardian import stop as stop_guardian
 from .limits import Limits, capabilities, effective
@@ -888,6 +889,7 @@ class DockerSandbox(Sandbox):
             )
             with self._lock:
                 self._twins[name] = twin
+            lay_in(self.client, container_id, getattr(spec, "files", None) or (), name)
             self.client.api.start(container_id)
             self._watch(twin, limits)
         except BaseException as exc:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from restoredrill.durations import Duration
 
+from .files import FileSpec
 from .limits import Limits
 
 
@@ -74,4 +75,9 @@ class RunSpec(_Spec):
     )
     limits: Limits | None = Field(
         None, description="this system's bounds; what it leaves out keeps sandbox.limits"
+    )
+    files: list[FileSpec] = Field(
+        default_factory=list,
+        description="files or folders of the site laid into the twin before it starts "
+        "(configuration kept apart from the backup)",
     )
