@@ -207,6 +207,11 @@ def run(
     raise typer.Exit(0 if record.verdict.ok else 1)
 
 
+from .regress_cli import regress  # noqa: E402
+
+app.command()(regress)
+
+
 @app.command()
 def serve(
     site: SiteArg,

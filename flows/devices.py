@@ -38,10 +38,13 @@ LIMITS = Limits(
 and keeps only the capability to listen on ports below 1024 (502)."""
 
 
-def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | ScadaDevice]:
-    """The devices the given systems name, plus the PLCs those SCADA devices bind to."""
+def needed(
+    loaded: LoadedSite, systems: Iterable[str], devices: Iterable[str] = ()
+) -> list[PlcDevice | ScadaDevice]:
+    """The devices the given systems name (and ``devices``), plus the PLCs those SCADA
+    devices bind to."""
     by_name = {d.name: d for d in loaded.site.devices}
-    wanted: set[str] = set()
+    wanted: set[str] = set(devices)
     for name in systems:
         wanted.update(loaded.site.system(name).devices)
     for name in list(wanted):
@@ -53,10 +56,15 @@ def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | Scada
 
 
 def start_devices(
-    loaded: LoadedSite, sandbox: Any, docker: Any, run_id: str, systems: Iterable[str]
+    loaded: LoadedSite,
+    sandbox: Any,
+    docker: Any,
+    run_id: str,
+    systems: Iterable[str],
+    devices: Iterable[str] = (),
 ) -> tuple[list[Twin], list[Path]]:
     """Start each needed device and wait until it listens; returns twins and scratch dirs."""
-    specs = needed(loaded, systems)
+    specs = needed(loaded, systems, devices)
     if not specs:
         return [], []
     image = ensure_emulator_image(docker)

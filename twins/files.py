@@ -16,8 +16,9 @@ Example (a system's ``run:`` in site.yaml)::
 
 A file keeps its own permission bits unless ``mode`` is given (for a folder, ``mode``
 applies to every file in it; its sub-folders are 0755). Files are owned by root unless
-``owner`` (numeric ``UID`` or ``UID:GID``) says otherwise. Symbolic links in a folder are
-laid in as links, never followed on this host. Container twins only: a whole-disk (VM)
+``owner`` (numeric ``UID`` or ``UID:GID``) says otherwise. A source that is a link is
+read through; links inside a folder are laid in as links, never followed on this host
+(a candidate configuration cannot copy a host file into a twin). Container twins only: a whole-disk (VM)
 twin does not take files.
 """
 
@@ -121,8 +122,9 @@ def archive(files: Sequence[FileSpec], name: str = "twin") -> bytes:
         for i, spec in enumerate(files):
             where = f"{name}: run.files[{i}] ({spec.source} -> {spec.target})"
             source = Path(spec.source)
-            if not source.exists() and not source.is_symlink():
+            if not source.exists():
                 raise TwinError(f"{where}: {source} does not exist")
+            source = source.resolve()  # the named file itself; links inside a folder stay links
             for path, member in _members(source, spec):
                 count += 1
                 total += member.size
@@ -142,7 +144,7 @@ def archive(files: Sequence[FileSpec], name: str = "twin") -> bytes:
 def _members(source: Path, spec: FileSpec) -> Iterator[tuple[Path, tarfile.TarInfo]]:
     """(host path, tar entry) pairs of one spec, the target's own folder left out."""
     target = spec.target.lstrip("/")
-    if not source.is_dir() or source.is_symlink():
+    if not source.is_dir():
         yield source, _entry(source, target, spec)
         return
     for folder, dirs, names in os.walk(source):
