@@ -123,6 +123,10 @@ def run(
             "(after `restoredrill deploy`); this process orchestrates",
         ),
     ] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="also write a JUnit XML report (Jenkins, GitLab, GitHub Actions)"),
+    ] = None,
 ) -> None:
     """Verify a site now: restore, start, check, time, record, tear down.
 
@@ -177,6 +181,10 @@ def run(
         record, spooled = exc.record, exc
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
+    if junit is not None:
+        from .junit import for_run
+
+        for_run(record).write(junit)
     deliveries = spooled.deliveries if spooled else _recorded_deliveries(loaded, record.run_id)
     shown = _shown_store(loaded)
     if as_json:
