@@ -71,6 +71,8 @@ class Plan:
     baseline: LoadedSite
     candidate: LoadedSite
     impact: Impact
+    original: LoadedSite
+    """The site file as given (its evidence store records the regression)."""
 
     def close(self) -> None:
         self.configs.close()
@@ -114,7 +116,7 @@ def plan(site: Path, candidate: Path | None = None, git_base: str | None = None)
             baseline, cand, configs.changed, configs.baseline_root, configs.candidate_root
         )
         _validate_files(configs, cand, found)
-        return Plan(configs, baseline, cand, found)
+        return Plan(configs, baseline, cand, found, original)
     except BaseException:
         configs.close()
         raise

@@ -105,7 +105,7 @@ def regress(
     else:
         render(record, all_checks)
         if spooled is None:
-            cli.console.print(f"evidence: {cli._shown_store(the_plan.candidate)}", highlight=False)
+            cli.console.print(f"evidence: {cli._shown_store(the_plan.original)}", highlight=False)
     if spooled is not None:
         cli.err.print(f"[bold red]error: the regression was not recorded as evidence:[/] {spooled}")
         raise typer.Exit(3)

@@ -14,6 +14,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from restoredrill.checks.modbus import run_sync
@@ -43,8 +44,11 @@ def take(ctx: Any, systems: Iterable[str], window: float = 3.0) -> list[Snapshot
         spec = devices.get(twin.name.removeprefix("device-"))
         if spec is not None:
             plans += _device_plans(loaded, spec, window)
-    with ctx.sandbox.inside():
-        return [_take(owner, endpoint, factory) for owner, endpoint, factory in plans]
+    if not plans:
+        return []
+    # threads started inside the sandbox's network stay in it
+    with ctx.sandbox.inside(), ThreadPoolExecutor(min(8, len(plans)), "snapshot") as pool:
+        return list(pool.map(lambda plan: _take(*plan), plans))
 
 
 def _take(owner: str, endpoint: str, factory: Any) -> Snapshot:
