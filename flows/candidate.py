@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -150,7 +149,8 @@ class Mirror:
                 _place(real, mine)
 
     def remove(self) -> None:
-        shutil.rmtree(self.dest, ignore_errors=True)
+        """Remove the mirror and its scratch folder (links are removed, never followed)."""
+        shutil.rmtree(self.dest.parent, ignore_errors=True)
 
 
 def _place(origin: Path, target: Path) -> None:
@@ -172,8 +172,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"restoredrill-regress-{prefix}-"))
+def _scratch(name: str) -> Path:
+    """A scratch folder with an owner file: a killed regression's is reaped by the next run."""
+    from restoredrill.twins import scratch
+
+    return scratch.create(f"{name}-{os.urandom(3).hex()}")
 
 
 def common_root(paths: Iterable[Path]) -> Path:
@@ -189,11 +192,13 @@ def _shown_by(mirror: Mirror, name: Callable[[str], str]) -> Callable[[str], str
 # --------------------------------------------------------------------------- --candidate
 
 
-def from_candidate(site: Path, candidate: Path, reach: Iterable[str] = ()) -> Configurations:
+def from_candidate(
+    site: Path, candidate: Path, reach: Iterable[str] = (), name: str = "regress"
+) -> Configurations:
     """The site as it is (baseline) and the site with ``candidate``'s files (candidate).
 
     ``reach``: paths the site names relative to its folder (``../shared/map.yaml``): the
-    mirror starts high enough to hold them.
+    mirror starts high enough to hold them. ``name``: of the mirror's scratch folder.
     """
     site = site.absolute()
     if not site.is_file():
@@ -222,7 +227,7 @@ def from_candidate(site: Path, candidate: Path, reach: Iterable[str] = ()) -> Co
             ignored.append((rel, f"the site has a folder at {rel}"))
         else:
             changed.append(ChangedFile(mine, "added", None, new_digest))
-    mirror = Mirror(root, _scratch("candidate") / "tree")
+    mirror = Mirror(root, _scratch(f"{name}-candidate") / "tree")
     placed = {c.path for c in changed}
     for rel, path in files.items():
         mine = relative(root, folder, rel) or rel
@@ -309,7 +314,9 @@ def _git(cwd: Path, *args: str, binary: bool = False) -> Any:
     return proc.stdout if binary else proc.stdout.decode(errors="replace")
 
 
-def from_git(site: Path, ref: str, reach: Iterable[str] = ()) -> Configurations:
+def from_git(
+    site: Path, ref: str, reach: Iterable[str] = (), name: str = "regress"
+) -> Configurations:
     """The site's files at ``ref`` (baseline) and the working tree (candidate)."""
     site = site.absolute()
     if not site.is_file():
@@ -349,7 +356,7 @@ def from_git(site: Path, ref: str, reach: Iterable[str] = ()) -> Configurations:
             f"--git-base {ref}: the site file {site_in_repo} did not exist at {ref} "
             "(nothing to compare with)"
         ) from None
-    mirror = Mirror(root, _scratch("baseline") / "tree")
+    mirror = Mirror(root, _scratch(f"{name}-baseline") / "tree")
     changed: list[ChangedFile] = []
     modes = _modes(top_abs, base, [rel for rel, status in entries if status != "added"])
     for rel, status in entries:

@@ -73,6 +73,7 @@ class Plan:
     impact: Impact
     original: LoadedSite
     """The site file as given (its evidence store records the regression)."""
+    regression_id: str
 
     def close(self) -> None:
         self.configs.close()
@@ -96,11 +97,12 @@ def plan(site: Path, candidate: Path | None = None, git_base: str | None = None)
     except InventoryError as exc:
         raise RegressInputError(["the site itself does not validate:", *exc.problems]) from None
     paths = reach(original)
-    configs = (
-        from_candidate(site, candidate, paths)
-        if candidate
-        else from_git(site, git_base or "", paths)
-    )
+    regression_id = new_regression_id()
+    if candidate is not None:
+        configs = from_candidate(site, candidate, paths, regression_id)
+    else:
+        configs = from_git(site, git_base or "", paths, regression_id)
+
     try:
         baseline = _load(
             configs, configs.baseline, "the baseline" + (f" ({git_base})" if git_base else "")
@@ -116,7 +118,7 @@ def plan(site: Path, candidate: Path | None = None, git_base: str | None = None)
             baseline, cand, configs.changed, configs.baseline_root, configs.candidate_root
         )
         _validate_files(configs, cand, found)
-        return Plan(configs, baseline, cand, found, original)
+        return Plan(configs, baseline, cand, found, original, regression_id)
     except BaseException:
         configs.close()
         raise
@@ -217,7 +219,7 @@ def run(
     """Run both configurations (if the change affects anything) and compare them."""
     p = the_plan
     record = RegressionRecord(
-        regression_id=regression_id or new_regression_id(),
+        regression_id=regression_id or p.regression_id,
         site=p.candidate.site.site,
         started_at=datetime.now(UTC),
         revisions=p.configs.revisions,
