@@ -100,7 +100,8 @@ class Expectation(BaseModel):
             exact = (
                 self.tolerance == 0
                 and wanted == values
-                and not any(type(x) is bool for x in (*wanted, *values))
+                and bool not in set(map(type, wanted))
+                and bool not in set(map(type, values))
             )  # the common case in one comparison; bools must match bools (True == 1)
             for i, (w, v) in enumerate([] if exact else zip(wanted, values, strict=True)):
                 if not _same(w, v, self.tolerance):

@@ -267,12 +267,17 @@ async def _read_block(
     client: Any, unit: int, table: str, start: int, count: int
 ) -> tuple[list[int], str | None]:
     """Read ``count`` registers/bits from ``start``, in requests of at most 125 / 2000."""
+    from pymodbus.exceptions import ModbusIOException
+
     call = reader(client, table)
     limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
     words: list[int] = []
     for offset in range(0, count, limit):
         n = min(limit, count - offset)
-        rsp = await call(start + offset, count=n, device_id=unit)
+        try:
+            rsp = await call(start + offset, count=n, device_id=unit)
+        except ModbusIOException:  # a device stays silent for a unit id it does not have
+            return [], f"no answer from unit {unit} (a device answers only its own unit ids)"
         problem = _exception(rsp)
         if problem:
             return [], problem

@@ -27,6 +27,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from .inventory import InventoryError, load_site  # noqa: E402
+from .learn_cli import learn_app  # noqa: E402
 
 app = typer.Typer(
     help="Prove that backups restore: restore each system into an isolated twin, "
@@ -41,6 +42,7 @@ stack_app = typer.Typer(help="The image of docker-compose.yml's server and worke
 app.add_typer(stack_app, name="stack")
 evidence_app = typer.Typer(help="The evidence store: check its hash chain, import spooled runs.")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(learn_app, name="learn")
 
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150
 console = Console(width=_WIDTH)
@@ -480,6 +482,10 @@ def emulate_scada(
     bind_node: Annotated[
         list[str] | None, typer.Option(help="NODE=PLC/TAG: a variable follows a PLC tag")
     ] = None,
+    identity: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE: BuildInfo, application, certificate (repeatable)"),
+    ] = None,
 ) -> None:
     """Serve a SCADA twin over OPC UA until Ctrl-C."""
     from restoredrill.twins import scada
@@ -491,6 +497,7 @@ def emulate_scada(
         argv += ["--plc", text]
     for text in bind_node or []:
         argv += ["--bind-node", text]
+    argv += [f"--identity={text}" for text in identity or []]
     raise typer.Exit(scada.main(argv))
 
 

@@ -521,3 +521,26 @@ def test_reap_stale_removes_dead_runs_only(engine, sandbox) -> None:
             proc.kill()
             proc.wait(10)
         engine.reap_stale(runs={dead})
+
+
+def test_two_workers_never_fight_over_a_free_address(engine, sandbox) -> None:
+    """Two processes of one run (workers) place twins without addresses at the same time: the
+    one that looked first but started second moves on to the next free address."""
+    worker = engine.attach_sandbox(sandbox.run_id)
+    look = worker._refresh_addresses
+
+    def racing_look() -> None:  # the other worker starts a twin right after this one looked
+        look()
+        worker._refresh_addresses = look
+        sandbox.start(run_spec(*SLEEP), BASE, "cache")
+
+    worker._refresh_addresses = racing_look
+    try:
+        queue = worker.start(run_spec(*SLEEP), BASE, "queue")
+        cache = sandbox.twins[0]
+        assert cache.name == "cache" and queue.address != cache.address
+        assert queue.is_running() and cache.is_running()
+        with pytest.raises(TwinError, match=rf"address {cache.address} is already taken"):
+            worker.start(run_spec(*SLEEP, address=cache.address), BASE, "pinned")
+    finally:
+        worker.close()

@@ -262,9 +262,11 @@ def test_read_only_tags_refuse_writes(plc, client):
     assert tag(plc, "pump_running") is True
 
 
-def test_unknown_address_and_unit(client):
+def test_address_outside_the_memory_area(client):
+    # the demo names holding 0-2 and 10: its area is 0-15 (device_profile's rule)
     assert client.read_holding_registers(500, count=1, device_id=1).exception_code == 2
-    assert client.read_holding_registers(0, count=1, device_id=9).exception_code == 11
+    assert client.read_holding_registers(15, count=2, device_id=1).exception_code == 2
+    assert client.read_holding_registers(15, count=1, device_id=1).registers == [0]
 
 
 def test_byte_and_word_order_on_the_wire(tmp_path):

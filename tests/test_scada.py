@@ -143,7 +143,7 @@ def test_client_write_to_bound_variable_reaches_the_plc_register(plc, scada):
         _write(scada.twin.endpoint, "Objects/Line1/LevelSetpoint", 64.25, ua.VariantType.Double)
     )
     assert plc.call(plc.twin.read_tag("level_setpoint")) == 64.25
-    regs = plc.call(plc.twin._get(1, "holding", 0, 2))
+    regs = plc.call(plc.twin.read_raw(1, "holding", 0, 2))
     assert regs == encode(64.25, "float32")
     scada.call(
         _write(scada.twin.endpoint, "Objects/Line1/PumpStartCmd", True, ua.VariantType.Boolean)

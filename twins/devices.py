@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
+from .opcua_identity import OpcuaIdentity, identity_args
+
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 PYTHON = "python3"
 PASSWORD_ENV = "RESTOREDRILL_OPCUA_PASSWORD"
@@ -54,6 +56,10 @@ class ScadaDevice(_Model):
     password_env: str | None = Field(None, description="environment variable holding the password")
     bindings: list[Binding] = Field(default_factory=list)
     plcs: list[str] = Field(default_factory=list, description="plc devices the YAML nodes bind to")
+    identity: OpcuaIdentity | None = Field(
+        None,
+        description="BuildInfo, application name/URI, certificate subject (default: restoredrill's)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ScadaDevice:
@@ -151,6 +157,8 @@ def device_command(
         ]
     for b in spec.bindings:
         argv += ["--bind-node", f"{b.node}={b.plc}/{b.tag}"]
+    if spec.identity is not None:
+        argv += identity_args(spec.identity)
     return argv
 
 

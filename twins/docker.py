@@ -77,6 +77,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_PLACE_ATTEMPTS = 8
+"""Tries to place a twin without an address when other processes place twins too."""
+
+
+class _AddressTaken(Exception):
+    """The engine refused the address: someone else holds it now."""
+
+
 class ExecTimeout(TwinError):
     """A command run in a twin did not finish in time (it was killed where possible)."""
 
@@ -843,8 +851,39 @@ class DockerSandbox(Sandbox):
             if name in self._twins:
                 raise TwinError(f"{name}: a twin of that name already runs in this sandbox")
         binds = self._binds(name, spec, restored)
-        with self._lock:
-            net, ip = self._place(name, spec.address)
+        for attempt in range(_PLACE_ATTEMPTS):
+            with self._lock:
+                net, ip = self._place(name, spec.address)
+            try:
+                return self._create(
+                    name, spec, restored, image, binds, net, ip, labels, limits, remove_directory
+                )
+            except _AddressTaken:
+                # another process's twin (a worker of the same run) took that free address
+                # between our look and our start: never ours to fix for a production address
+                with self._lock:
+                    self._addresses[ip] = "a twin started by another process"
+                if spec.address is not None or attempt == _PLACE_ATTEMPTS - 1:
+                    raise TwinError(
+                        f"{name}: address {ip} is already in use on sandbox network {net.name} "
+                        "(another twin of this run holds it)"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _create(
+        self,
+        name: str,
+        spec: Any,
+        restored: Restored,
+        image: str,
+        binds: dict[str, dict[str, str]],
+        net: _Network,
+        ip: IPAddress,
+        labels: Mapping[str, str] | None,
+        limits: Limits,
+        remove_directory: bool,
+    ) -> DockerTwin:
+        """Create and start one container at ``ip``; undo everything if that fails."""
         hostname = spec.hostname or _hostname(name)
         container_name = _slug(f"{self.prefix}-{name}")
         endpoint = self.client.api.create_endpoint_config(
@@ -908,6 +947,8 @@ class DockerSandbox(Sandbox):
                     "(nothing is pulled: load or build it first)"
                 ) from None
             if isinstance(exc, docker.errors.APIError):
+                if "address already in use" in _explain(exc).lower():
+                    raise _AddressTaken() from None
                 raise TwinError(f"{name}: could not start the container: {_explain(exc)}") from None
             raise
         return twin

@@ -7,6 +7,7 @@ imports the other.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +81,49 @@ def coerce(value: Any, vtype: ua.VariantType) -> Any:
 
 
 async def ensure_certificate(
-    cert_dir: str | Path, name: str, app_uri: str, server: bool
+    cert_dir: str | Path,
+    name: str,
+    app_uri: str,
+    server: bool,
+    subject: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """A self-signed certificate and key in ``cert_dir``, generated once and reused."""
-    from asyncua.crypto.cert_gen import setup_self_signed_certificate
-    from cryptography.x509.oid import ExtendedKeyUsageOID
+    """A self-signed certificate and key in ``cert_dir``, generated once and reused.
+
+    ``subject`` holds X.509 attribute names (``commonName``, ``organizationName``, …;
+    default CN=name, O=restoredrill). A kept certificate whose subject, application URI or
+    host no longer match is made again (with the same key).
+    """
+    from asyncua.crypto import cert_gen, uacrypto
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     folder = Path(cert_dir)
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / f"{name}-cert.der", folder / f"{name}-key.pem"
-    uses = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-    await setup_self_signed_certificate(
-        key,
-        cert,
-        app_uri,
-        socket.gethostname(),
-        uses,
-        {"commonName": name, "organizationName": "restoredrill"},
+    attrs = dict(subject or {"commonName": name, "organizationName": "restoredrill"})
+    common_name = attrs.pop("commonName", name)
+    wanted = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        + [x509.NameAttribute(cert_gen.OID_NAME_MAP[k], v) for k, v in attrs.items()]
     )
+    if not key.is_file():
+        key.write_bytes(cert_gen.dump_private_key_as_pem(cert_gen.generate_private_key()))
+        cert.unlink(missing_ok=True)
+    private = await uacrypto.load_private_key(key)
+    host = socket.gethostname()
+    if cert.is_file():
+        kept = await uacrypto.load_certificate(cert)
+        if kept.subject == wanted and not uacrypto.check_certificate(kept, app_uri, host):
+            return cert, key
+    uses = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    made = cert_gen.generate_self_signed_app_certificate(
+        private,
+        common_name,
+        attrs,
+        [x509.UniformResourceIdentifier(app_uri), x509.DNSName(host)],
+        extended=uses,
+        days=365,
+    )
+    cert.write_bytes(made.public_bytes(encoding=Encoding.DER))
     return cert, key

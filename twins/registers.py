@@ -11,16 +11,37 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from restoredrill.configfile import ConfigFileError, field_path, parse, read_text
+
+from .device_profile import (
+    Area,
+    Identity,
+    Requests,
+    Timing,
+    UnitProfile,
+    UnknownUnits,
+    default_area,
+    default_identity,
+)
+from .running import gc_paused
 
 Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
 Order = Literal["big", "little"]
-Behaviour = Literal["constant", "counter", "ramp", "sine", "random_walk", "setpoint", "toggle"]
+Behaviour = Literal[
+    "constant", "counter", "ramp", "sine", "random_walk", "setpoint", "toggle", "replay"
+]
 
 BIT_TABLES = ("coil", "discrete")
 WORD_TABLES = ("holding", "input")
@@ -118,7 +139,25 @@ class Tag(_Model):
     writable: bool | None = Field(
         None, description="clients may write it (default: setpoints only)"
     )
+    series: list[tuple[float, float | bool]] | None = Field(
+        None,
+        description="replay: [[seconds, value], ...] played back in time, looped every period",
+    )
     description: str = ""
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _series_text(cls, value: Any) -> Any:
+        """A CSV cell writes a series as ``0:12 0.5:13 1:12`` (seconds:value pairs)."""
+        if not isinstance(value, str):
+            return value
+        pairs = []
+        for item in value.replace(";", " ").split():
+            when, sep, what = item.partition(":")
+            if not sep:
+                raise ValueError(f"{item!r} is not seconds:value (write 0:12 0.5:13)")
+            pairs.append((when, cls._numbers(what)))
+        return pairs
 
     @field_validator("initial", "min", "max", "step", "period", mode="before")
     @classmethod
@@ -194,6 +233,14 @@ class Tag(_Model):
             for key in ("min", "max"):
                 if getattr(self, key) is None:
                     raise ValueError(f"{key}: behaviour {kind} needs min and max")
+        if (kind == "replay") != (self.series is not None):
+            raise ValueError(
+                "series: behaviour replay needs series: [[seconds, value], ...]"
+                if kind == "replay"
+                else f"series: only behaviour replay plays a series, not {kind}"
+            )
+        if self.series is not None:
+            self._series_fits(dtype)
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"max: {self.max:g} is below min {self.min:g}")
         if (
@@ -206,6 +253,20 @@ class Tag(_Model):
         ):
             raise ValueError(f"initial: {self.initial:g} is outside min..max")
 
+    def _series_fits(self, dtype: str) -> None:
+        assert self.series is not None
+        if not self.series:
+            raise ValueError("series: give at least one [seconds, value] pair")
+        last = -1.0
+        for i, (when, value) in enumerate(self.series):
+            if when < 0 or when <= last:
+                raise ValueError(f"series: [{i}] at {when:g}s: times must rise from 0")
+            if not fits(value, dtype):
+                raise ValueError(f"series: [{i}] {value!r} is out of range for {dtype}")
+            last = when
+        if self.period is not None and self.period <= last:
+            raise ValueError(f"period: {self.period:g}s ends before the series ({last:g}s)")
+
 
 class RegisterMap(_Model):
     """A PLC's tag table; units, tables and addresses as the PLC exports them."""
@@ -214,11 +275,67 @@ class RegisterMap(_Model):
     tick: float = Field(0.2, ge=0.01, le=10, description="seconds between behaviour updates")
     byte_order: Order = "big"
     word_order: Order = "big"
+    identity: Identity = Field(
+        default_factory=Identity, description="FC 43/14 and FC 17 (default: restoredrill's)"
+    )
+    gateway: bool = Field(False, description="a gateway: unknown unit ids get exception 0x0B")
+    unknown_units: UnknownUnits | None = Field(
+        None,
+        description="requests for unit ids the map does not name: ignore (no reply, the "
+        "default), close the connection, answer (as the first unit), or exception 0x0B "
+        "(the default of a gateway)",
+    )
+    areas: dict[Table, Area] = Field(
+        default_factory=dict, description="memory area per table, for every unit"
+    )
+    strict: bool = Field(False, description="only named addresses answer (no memory areas)")
+    units: dict[int, UnitProfile] = Field(
+        default_factory=dict, description="per unit id: areas, strict, identity"
+    )
+    timing: Timing = Field(default_factory=Timing)
+    requests: Requests = Field(default_factory=Requests)
     tags: list[Tag] = Field(min_length=1)
 
+    @field_validator("units")
+    @classmethod
+    def _unit_ids(cls, value: dict[int, UnitProfile]) -> dict[int, UnitProfile]:
+        for unit in value:
+            if not 0 <= unit <= 255:
+                raise ValueError(f"unit id {unit} is not 0-255")
+        return value
+
     @property
-    def units(self) -> list[int]:
-        return sorted({t.unit for t in self.tags})
+    def unit_ids(self) -> list[int]:
+        """Unit ids the device answers: those of its tags and of ``units:``."""
+        return sorted({t.unit for t in self.tags} | set(self.units))
+
+    @property
+    def unknown_unit_policy(self) -> str:
+        return self.unknown_units or ("exception" if self.gateway else "ignore")
+
+    def unit_strict(self, unit: int) -> bool:
+        own = self.units.get(unit)
+        return own.strict if own is not None and own.strict is not None else self.strict
+
+    def unit_identity(self, unit: int) -> Identity:
+        """The unit's identity: its own fields, then the map's, then restoredrill's."""
+        merged = self.identity.over(default_identity(self.name))
+        own = self.units.get(unit)
+        if own is not None and own.identity is not None:
+            merged = own.identity.over(merged)
+        return Identity.model_validate(merged.model_dump())
+
+    def area(self, unit: int, table: str) -> Area | None:
+        """The unit's memory area of ``table``: given, or the default rule (module doc)."""
+        own = self.units.get(unit)
+        if own is not None and table in own.areas:
+            return own.areas[table]  # type: ignore[index]
+        if table in self.areas:
+            return self.areas[table]  # type: ignore[index]
+        spans = [t.span for t in self.tags if t.unit == unit and t.table == table]
+        if not spans:
+            return None
+        return default_area(max(s.stop - 1 for s in spans))
 
     def tag(self, name: str) -> Tag:
         for t in self.tags:
@@ -232,20 +349,19 @@ class RegisterMap(_Model):
     def orders(self, tag: Tag) -> tuple[Order, Order]:
         return tag.byte_order or self.byte_order, tag.word_order or self.word_order
 
-    def problems(self) -> list[tuple[int, str, str]]:
-        """Cross-tag problems as (tag index, field, message): duplicates and overlaps."""
-        out: list[tuple[int, str, str]] = []
+    def problems(self) -> list[tuple[tuple, str]]:
+        """Cross-field problems as (location, message): duplicate names, overlapping tags,
+        tags outside a given memory area, identities too long once merged."""
+        return self._tag_problems() + self._area_problems() + self._identity_problems()
+
+    def _tag_problems(self) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
         names: dict[str, int] = {}
         owner: dict[tuple[int, str, int], tuple[int, int | None]] = {}
         for i, tag in enumerate(self.tags):
             if tag.name in names:
-                out.append(
-                    (
-                        i,
-                        "name",
-                        f"duplicate tag name {tag.name!r} (first at tags[{names[tag.name]}])",
-                    )
-                )
+                message = f"duplicate tag name {tag.name!r} (first at tags[{names[tag.name]}])"
+                out.append((("tags", i, "name"), message))
             names.setdefault(tag.name, i)
             for addr in tag.span:
                 key = (tag.unit, tag.table, addr)
@@ -255,16 +371,51 @@ class RegisterMap(_Model):
                     if tag.bit is None or bit is None or bit == tag.bit:
                         other = self.tags[j]
                         what = f" bit {tag.bit}" if tag.bit is not None and bit == tag.bit else ""
-                        out.append(
-                            (
-                                i,
-                                "address",
-                                f"{tag.table} {addr}{what} of unit {tag.unit} "
-                                f"overlaps tag {other.name!r} ({other.table} {other.address})",
-                            )
+                        message = (
+                            f"{tag.table} {addr}{what} of unit {tag.unit} "
+                            f"overlaps tag {other.name!r} ({other.table} {other.address})"
                         )
+                        out.append((("tags", i, "address"), message))
                         break
                 owner[key] = (i, tag.bit)
+        return out
+
+    def _area_problems(self) -> list[tuple[tuple, str]]:
+        """A given area must hold every tag of its unit and table, whole."""
+        out: list[tuple[tuple, str]] = []
+        reported: set[tuple] = set()
+        for tag in self.tags:
+            own = self.units.get(tag.unit)
+            if own is not None and tag.table in own.areas:
+                loc: tuple = ("units", tag.unit, "areas", tag.table)
+                area = own.areas[tag.table]  # type: ignore[index]
+            elif tag.table in self.areas:
+                loc, area = ("areas", tag.table), self.areas[tag.table]  # type: ignore[index]
+            else:
+                continue
+            last = tag.address + tag.size - 1
+            if area.holds(tag.address, last) or loc in reported:
+                continue
+            reported.add(loc)
+            where = f"{tag.address}-{last}" if last > tag.address else str(tag.address)
+            out.append(
+                (
+                    loc,
+                    f"{area} leaves out tag {tag.name!r} ({tag.dtype} at {tag.table} {where}"
+                    f" of unit {tag.unit}): the area must hold every tag of its table",
+                )
+            )
+        return out
+
+    def _identity_problems(self) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
+        for unit in self.unit_ids:
+            try:
+                self.unit_identity(unit)
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                loc = ("units", unit, "identity") if unit in self.units else ("identity",)
+                out.append((loc, message))
         return out
 
 
@@ -282,11 +433,12 @@ def load_register_map(path: str | Path) -> RegisterMap:
     """Load and validate a register map (``.yaml``/``.yml`` or ``.csv``)."""
     path = Path(path)
     text = read_text(path, RegisterMapError, "the register map")
-    if path.suffix.lower() == ".csv":
-        data, locate = _read_csv(path, text)
-    else:
-        data, locate = read_yaml(path, text, RegisterMapError)
-    return validate_register_map(data, path, locate)
+    with gc_paused():  # tens of thousands of values and models that all stay alive
+        if path.suffix.lower() == ".csv":
+            data, locate = _read_csv(path, text)
+        else:
+            data, locate = read_yaml(path, text, RegisterMapError)
+        return validate_register_map(data, path, locate)
 
 
 def validate_register_map(data: Any, path: str | Path = "<map>", locate=None) -> RegisterMap:
@@ -302,8 +454,8 @@ def validate_register_map(data: Any, path: str | Path = "<map>", locate=None) ->
             path, errors[0].line, errors[0].field, errors[0].message, errors
         ) from None
     problems = [
-        RegisterMapError(path, locate(("tags", i, field)), f"tags[{i}].{field}", msg)
-        for i, field, msg in regmap.problems()
+        RegisterMapError(path, locate(loc), pydantic_field(_keys_as_text(loc)), msg)
+        for loc, msg in regmap.problems()
     ]
     if problems:
         first = problems[0]
@@ -316,33 +468,80 @@ pydantic_field = field_path
 
 
 def _from_pydantic(path: str | Path, locate, err: dict) -> RegisterMapError:
-    loc = tuple(err["loc"])
+    loc = _keys_as_text(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    if loc and loc[-1] == "[key]":  # a mapping key pydantic refused: ``areas: {holdings: …}``
+        loc, msg = loc[:-1], f"not a valid key: {msg}"
     field = pydantic_field(loc)
+    model = _model_at(loc)
     if err["type"] == "extra_forbidden":
-        msg = f"unknown key (known: {', '.join(_known(loc))})"
-    elif ": " in msg and loc and isinstance(loc[-1], int):
+        msg = f"unknown key (known: {', '.join(_model_at(loc[:-1]).model_fields)})"
+    elif ": " in msg and msg.split(": ", 1)[0] in model.model_fields:
         # a model-level message names its field: "bit: ..." -> point at that key
-        key, rest = msg.split(": ", 1)
-        if key in Tag.model_fields:
-            loc, msg = (*loc, key), rest
-            field = f"{field}.{key}"
+        key, msg = msg.split(": ", 1)
+        loc, field = (*loc, key), f"{field}.{key}" if field else key
     elif err["type"] == "missing":
         msg = "required"
     return RegisterMapError(path, locate(loc), field or "(top)", msg)
 
 
-def _known(loc: tuple) -> list[str]:
-    model = Tag if len(loc) >= 3 and loc[0] == "tags" else RegisterMap
-    return list(model.model_fields)
+def _keys_as_text(loc: Sequence[Any]) -> tuple:
+    """Mapping keys (unit ids, object ids) as text, so ``units.1.areas`` is not ``units[1]``."""
+    return tuple(
+        str(part) if isinstance(part, int) and i and loc[i - 1] in ("units", "extended") else part
+        for i, part in enumerate(loc)
+    )
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel]:
+    """The model a location ends in (``('tags', 3)`` -> Tag, ``('units', 1, 'identity')``
+    -> Identity); list indexes and mapping keys are passed over."""
+    model: type[BaseModel] = RegisterMap
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is not None:
+            model = _inner_model(info.annotation) or model
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def read_yaml(path: Path, text: str, error: type[ConfigFileError] = ConfigFileError):
-    """Parse YAML keeping lines: returns (plain data, ``locate(loc) -> line``)."""
+    """Parse YAML keeping lines: returns (plain data, ``locate(loc) -> line``).
+
+    ``locate`` takes pydantic's locations, whose mapping keys may have become ints
+    (``units: {1: ...}``): they are matched to the file's text keys.
+    """
     doc = parse(text, path, error)
     if doc.data is None:
         raise error(path, 1, "", "the file is empty")
-    return doc.data, doc.line
+
+    def locate(loc: Sequence[Any]) -> int:
+        node, parts = doc.data, []
+        for part in loc:
+            if isinstance(node, dict) and part not in node and str(part) in node:
+                part = str(part)
+            parts.append(part)
+            node = (
+                node.get(part)
+                if isinstance(node, dict)
+                else (
+                    node[part]
+                    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+                    else None
+                )
+            )
+        return doc.line(parts)
+
+    return doc.data, locate
 
 
 def _read_csv(path: Path, text: str):
