@@ -55,6 +55,8 @@ class Configurations:
     ignored: list[tuple[str, str]] = field(default_factory=list)
     """Candidate entries left out, and why (outside the candidate, not a file)."""
     revisions: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+    """``{"candidate": DIR}`` or ``{"git_base": REF}``."""
     mirror: Mirror | None = None
     shown: Callable[[str], str] = str
     """Rewrites paths of the mirror in a message into the paths a user knows."""
@@ -237,7 +239,7 @@ def from_candidate(
     if site_rel not in placed:
         mirror.put(site_rel, site.read_bytes())
 
-    def name(rel: str) -> str:
+    def user_path(rel: str) -> str:
         inside = os.path.relpath(root / rel, folder)
         return str(candidate / inside) if inside in files else str(root / rel)
 
@@ -250,8 +252,9 @@ def from_candidate(
         changed=changed,
         ignored=ignored,
         revisions=_revisions_of(folder),
+        source={"candidate": str(candidate)},
         mirror=mirror,
-        shown=_shown_by(mirror, name),
+        shown=_shown_by(mirror, user_path),
     )
 
 
@@ -377,7 +380,7 @@ def from_git(
     head = _git(top_abs, "rev-parse", "HEAD").strip()
     dirty = bool(_git(top_abs, "status", "--porcelain").strip())
 
-    def name(rel: str) -> str:
+    def user_path(rel: str) -> str:
         inside = os.path.relpath(root / rel, top_abs)
         return f"{ref}:{inside}" if not inside.startswith("..") else str(root / rel)
 
@@ -390,8 +393,9 @@ def from_git(
         changed=changed,
         revisions={"repository": str(top_abs), "base": base, "base_ref": ref, "head": head,
                    "dirty": dirty},
+        source={"git_base": ref},
         mirror=mirror,
-        shown=_shown_by(mirror, name),
+        shown=_shown_by(mirror, user_path),
     )  # fmt: skip
 
 

@@ -223,6 +223,7 @@ def run(
         site=p.candidate.site.site,
         started_at=datetime.now(UTC),
         revisions=p.configs.revisions,
+        source=p.configs.source,
         changed_files=[f.__dict__ for f in p.impact.changed],
         ignored_files=[{"path": path, "why": why} for path, why in p.configs.ignored]
         + [{"path": f.path, "why": "not used by the site"} for f in p.impact.unused],
