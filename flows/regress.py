@@ -331,6 +331,9 @@ def run_configuration(
         return record, shots
     loaded = load_site(site_path)
     record = RunRecord(run_id=run_id, site=loaded.site.site, started_at=datetime.now(UTC))
+    if not devices:  # nothing of this configuration is affected (e.g. all of it was added)
+        record.finished_at = record.started_at
+        return record, shots
     ctx = open_run(loaded, run_id)
     try:
         ctx.devices = ([], [])

@@ -168,3 +168,31 @@ def test_bad_input_exits_2_with_the_reason(plant, tmp_path):
     assert proc.returncode == 2 and "not a folder" in proc.stderr
     proc = regress(site, "--candidate", str(bad), "--tolerance", "lots")
     assert proc.returncode == 2 and "--tolerance 'lots'" in proc.stderr
+
+
+def test_a_device_no_system_uses_is_snapshotted_on_its_own(docker_client, tmp_path):
+    """A changed register map of a PLC no system uses: only that PLC runs, in both."""
+    (tmp_path / "plc").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "plc" / f"{name}.yaml").write_text(
+            "tags:\n  - {name: speed, table: holding, address: 2, initial: 1450}\n"
+            "  - {name: level, table: input, address: 0, type: float32, behaviour: sine, min: 40, max: 60, period: 30}\n"
+        )
+    (tmp_path / "site.yaml").write_text(
+        "site: devices-only\nsandbox: {subnets: [10.253.1.0/24]}\ndevices:\n"
+        "  - {kind: plc, name: plc-a, address: 10.253.1.100, map: plc/a.yaml}\n"
+        "  - {kind: plc, name: plc-b, address: 10.253.1.101, map: plc/b.yaml}\n"
+        "systems:\n  - name: s1\n    devices: [plc-a]\n"
+        "    backup: {kind: image_archive, path: s1.tar}\n    rto: 1m\n"
+    )
+    cand = tmp_path / "candidate" / "plc"
+    cand.mkdir(parents=True)
+    (cand / "b.yaml").write_text((tmp_path / "plc/b.yaml").read_text().replace("address: 2,", "address: 3,"))
+    proc = regress(tmp_path / "site.yaml", "--candidate", str(tmp_path / "candidate"), "--json")
+    assert proc.returncode == 1, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["baseline"]["systems"] == [] and record["candidate"]["systems"] == []
+    got = {(e["key"], e["change"]) for e in record["comparison"]["entries"]}
+    assert got == {("unit 1 holding 2", "removed"), ("unit 1 holding 3", "added")}
+    assert {e["snapshot"] for e in record["comparison"]["entries"]} == {"device plc-b modbus"}
+    assert "devices plc-b; running in both configurations: (devices only)" in proc.stderr
