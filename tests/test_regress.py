@@ -196,3 +196,22 @@ def test_a_device_no_system_uses_is_snapshotted_on_its_own(docker_client, tmp_pa
     assert got == {("unit 1 holding 2", "removed"), ("unit 1 holding 3", "added")}
     assert {e["snapshot"] for e in record["comparison"]["entries"]} == {"device plc-b modbus"}
     assert "devices plc-b; running in both configurations: (devices only)" in proc.stderr
+
+
+def test_run_writes_junit_too(plant, tmp_path):
+    junit = tmp_path / "run.xml"
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "restoredrill.flows.cli", "run", str(plant / "site.yaml"),
+         "--system", "hmi", "--json", "--junit", str(junit)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    root = valid_junit(junit)
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert set(suites) == {"demo-plant.historian", "demo-plant.hmi"}
+    hmi = next(s for s in record["systems"] if s["system"] == "hmi")
+    names = [c.get("name") for c in suites["demo-plant.hmi"].findall("testcase")]
+    assert names == [c["name"] for c in hmi["checks"]] + ["recovery within RTO"]
+    assert root.get("failures") == "0" and root.get("errors") == "0"
