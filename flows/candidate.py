@@ -29,6 +29,8 @@ from .changes import ChangedFile, relative
 
 SKIPPED = {".git", ".restoredrill", "__pycache__"}
 """Folders of a candidate that are never configuration."""
+LINK = 0o120000
+"""The mode git gives a symbolic link."""
 BIG = 256 * 1024 * 1024
 """A file this large is linked, never copied, when a hard link is not possible."""
 
@@ -120,7 +122,9 @@ class Mirror:
             shutil.rmtree(target)
         if content is None:
             return
-        if isinstance(content, bytes):
+        if isinstance(content, bytes) and mode == LINK:
+            target.symlink_to(os.fsdecode(content))  # a link as git keeps it: its target
+        elif isinstance(content, bytes):
             target.write_bytes(content)
             if mode is not None:
                 target.chmod(mode)
@@ -364,7 +368,10 @@ def from_git(
     modes = _modes(top_abs, base, [rel for rel, status in entries if status != "added"])
     for rel, status in entries:
         work = top_abs / rel
-        new = sha256(work) if status != "deleted" and work.is_file() else None
+        if work.is_symlink():  # git keeps a link's target text; so is it compared
+            new = hashlib.sha256(os.fsencode(os.readlink(work))).hexdigest()
+        else:
+            new = sha256(work) if status != "deleted" and work.is_file() else None
         old_bytes = (
             None
             if status == "added"
@@ -413,7 +420,7 @@ def _git_changes(top: Path, base: str) -> list[tuple[str, str]]:
 
 
 def _modes(top: Path, base: str, paths: list[str]) -> dict[str, int]:
-    """The file modes git kept at ``base`` (0755 for executables)."""
+    """The file modes git kept at ``base`` (0755 for executables, LINK for links)."""
     if not paths:
         return {}
     out = {}
@@ -421,7 +428,8 @@ def _modes(top: Path, base: str, paths: list[str]) -> dict[str, int]:
     for item in raw.split("\0"):
         if item:
             meta, _, path = item.partition("\t")
-            out[path] = 0o755 if meta.split()[0] == "100755" else 0o644
+            kind = meta.split()[0]
+            out[path] = LINK if kind == "120000" else 0o755 if kind == "100755" else 0o644
     return out
 
 

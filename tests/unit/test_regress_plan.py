@@ -5,6 +5,7 @@ Plain files and a real git in temporary folders; nothing runs (no Docker, no Pre
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -191,6 +192,7 @@ def git(folder: Path, *args: str) -> str:
 def test_git_base_compares_a_revision_with_the_working_tree(site, tmp_path):
     root = site.parent
     (root / ".gitignore").write_text("backups/\n")
+    (root / "apps/active.ini").symlink_to("gateway.ini")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "baseline")
@@ -199,20 +201,24 @@ def test_git_base_compares_a_revision_with_the_working_tree(site, tmp_path):
     git(root, "commit", "-qam", "shift TankLevel")
     (root / "plc/line2.yaml").unlink()  # not committed: the working tree is the candidate
     (root / "new.txt").write_text("untracked")
+    (root / "apps/active.ini").unlink()
+    (root / "apps/active.ini").symlink_to("gateway-v2.ini")
     with pytest.raises(RegressInputError) as err:
         plan(site, git_base="HEAD~1")
     assert "the candidate does not validate" in str(err.value)  # plc2's map is gone
     (root / "plc/line2.yaml").write_text((root / "plc/line1.yaml").read_text())
     with plan(site, git_base="HEAD~1") as p:
         assert {f.path: f.status for f in p.impact.changed} == {
+            "apps/active.ini": "modified",
             "apps/gateway.ini": "modified",
             "new.txt": "added",
         }
+        assert os.readlink(p.configs.mirror.path("apps/active.ini")) == "gateway.ini"  # a link
         assert p.configs.revisions["base"] == first and p.configs.revisions["dirty"]
         assert list(p.impact.systems) == ["gateway"]
         assert (p.baseline.base_dir / "apps/gateway.ini").read_text().endswith("input:0:float32\n")
         assert p.candidate.path == site.resolve()  # the working tree itself
-        assert [f.path for f in p.impact.unused] == ["new.txt"]
+        assert [f.path for f in p.impact.unused] == ["apps/active.ini", "new.txt"]
 
 
 def test_git_base_bad_input(site, tmp_path):
