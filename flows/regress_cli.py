@@ -84,6 +84,7 @@ def regress(
         _refused(exc.problems, as_json, junit, site)
     with the_plan:
         _announce(the_plan)
+        cli._check_evidence(the_plan.original)
         if not the_plan.impact.nothing:
             cli.quiet_console_logs(verbose)
         server = prefect_api(cli.err) if not the_plan.impact.nothing else contextlib.nullcontext()
@@ -115,7 +116,9 @@ def regress(
 def _options(tolerance: str, floor: str, window: str) -> dict[str, float]:
     text = tolerance.strip()
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        if not text.endswith("%"):
+            raise ValueError
+        value = float(text[:-1]) / 100
     except ValueError:
         raise ValueError(f"--tolerance {tolerance!r}: give a percentage, e.g. 20%") from None
     if not 0 <= value <= 100:
