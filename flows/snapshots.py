@@ -78,12 +78,12 @@ def _system_plans(loaded: LoadedSite, system: System, address: str, window: floa
     for check in system.checks:
         if check.kind == "opcua" and _own(check, address):
             url = f"opc.tcp://{_host(address)}:{check.port}/{check.path.lstrip('/')}"
-            ranges = {
+            ranges = {  # the values its checks judge by range or change
                 v.node: (v.min, v.max)
                 for c in system.checks
                 if c.kind == "opcua" and c.port == check.port and c.path == check.path
                 for v in c.values
-                if v.min is not None or v.max is not None
+                if v.min is not None or v.max is not None or v.changes
             }
             plans.append((f"system {system.name} opcua {check.port}/{check.path.lstrip('/')}", url,
                           _opcua(url, check, ranges, window)))  # fmt: skip
@@ -141,7 +141,7 @@ def _device_plans(loaded: LoadedSite, spec: PlcDevice | ScadaDevice, window: flo
 
 
 def _bound_ranges(loaded: LoadedSite, spec: ScadaDevice) -> dict[str, tuple[Any, Any]]:
-    """Ranges of SCADA variables that follow a moving PLC tag (by NodeId or bare path)."""
+    """SCADA variables that follow a moving PLC tag, with its range (by NodeId or bare path)."""
     devices = {d.name: d for d in loaded.site.devices}
     maps: dict[str, RegisterMap] = {}
 
@@ -155,8 +155,7 @@ def _bound_ranges(loaded: LoadedSite, spec: ScadaDevice) -> dict[str, tuple[Any,
             t = maps[plc].tag(tag)
         except KeyError:
             return None
-        moving = t.behaviour in snapshot.MOVING and t.min is not None and t.max is not None
-        return (t.min, t.max) if moving else None
+        return (t.min, t.max) if t.behaviour in snapshot.MOVING else None
 
     out: dict[str, tuple[Any, Any]] = {}
     for b in spec.bindings:

@@ -94,14 +94,14 @@ def opcua_server():
 
 def test_opcua_snapshot_browses_types_access_and_sees_what_moves(opcua_server):
     url = f"opc.tcp://127.0.0.1:{opcua_server}/snap/"
-    entries = asyncio.run(
-        snapshot.opcua(url, window=1.0, interval=0.2, ranges={"Objects/2:Line1/2:Level": (40, 60)})
-    )
+    said = {"Objects/2:Line1/2:Level": (40, 60), "Objects/Line1/Site": (None, None)}
+    entries = asyncio.run(snapshot.opcua(url, window=1.0, interval=0.2, ranges=said))
     assert "Objects/Server" not in entries  # the server's own object is left out
     folder = entries["Objects/2:Line1"]
     assert folder.attrs["class"] == "Object"
     site = entries["Objects/2:Line1/2:Site"]
-    assert (site.type, site.value, site.moving, site.attrs["access"]) == ("String", "demo plant", False, "read")
+    assert (site.type, site.value, site.attrs["access"]) == ("String", "demo plant", "read")
+    assert site.moving and site.range is None  # said to move (by its bare path), no range
     sp = entries["Objects/2:Line1/2:Setpoint"]
     assert sp.type == "Double" and sp.attrs["access"] == "read,write" and not sp.moving
     level = entries["Objects/2:Line1/2:Level"]

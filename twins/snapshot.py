@@ -188,7 +188,8 @@ async def opcua(
 ) -> dict[str, Entry]:
     """Browse ``url``'s address space and read its variables over ``window`` seconds.
 
-    ``ranges``: where the values of some nodes (by browse path or NodeId) must stay.
+    ``ranges``: nodes (by browse path, NodeId, or browse path without namespace indexes)
+    said to move, with where their values must stay (``(None, None)``: anywhere).
     """
     from asyncua import Client
 
@@ -209,14 +210,17 @@ async def opcua(
             await asyncio.wait_for(client.disconnect(), timeout)
     ranges = ranges or {}
     for key, entry in entries.items():
-        bounds = (
-            ranges.get(key) or ranges.get(entry.attrs.get("node_id", "")) or ranges.get(bare(key))
-        )
-        if bounds is not None:
-            entry.range = (
-                -math.inf if bounds[0] is None else bounds[0],
-                math.inf if bounds[1] is None else bounds[1],
-            )
+        node_id = entry.attrs.get("node_id", "")
+        for name in (key, node_id, bare(key)):
+            if name in ranges:
+                low, high = ranges[name]
+                entry.moving = True  # said to move: compared by presence (and range)
+                if low is not None or high is not None:
+                    entry.range = (
+                        -math.inf if low is None else low,
+                        math.inf if high is None else high,
+                    )
+                break
     return entries
 
 

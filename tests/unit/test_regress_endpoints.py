@@ -48,4 +48,5 @@ def test_a_system_serving_modbus_is_read_with_its_plc_map_and_opcua_with_check_r
     assert _bound_ranges(loaded, loaded.site.devices[1]) == {
         "Objects/Line1/TankLevel": (40, 60),  # sine 40..60
         "Objects/Line1/OutletFlow": (0, 500),  # ramp 0..500
-    }  # counters, setpoints and constants have no range to keep
+        "Objects/Line1/PumpStarts": (None, None),  # a counter moves, with no range to keep
+    }  # setpoints and constants do not move
