@@ -40,7 +40,9 @@ emulate_app = typer.Typer(help="Run field-device emulators on their own (for HMI
 app.add_typer(emulate_app, name="emulate")
 stack_app = typer.Typer(help="The image of docker-compose.yml's server and workers, built offline.")
 app.add_typer(stack_app, name="stack")
-evidence_app = typer.Typer(help="The evidence store: check its hash chain, import spooled runs.")
+evidence_app = typer.Typer(
+    help="The evidence store: check its chain, import spooled runs, sign, export, prune."
+)
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(learn_app, name="learn")
 
@@ -391,19 +393,40 @@ def history(
 def evidence_verify(
     site: Annotated[Path | None, typer.Option("--site")] = None,
     evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="an exported bundle to check offline, with no database (needs --key)"),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="the public key you trust (PEM): the bundle, or the chain, must be signed by "
+            "it or by a key it announced"
+        ),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain of every recorded run; exit 1 if anything was altered."""
+    """Recompute the hash chain of every recorded run and check its signatures (or check an
+    exported bundle); exit 1 if anything was altered."""
     from .evidence import EvidenceError
+    from .signing import load_public
 
+    try:
+        trusted = load_public(key) if key else None
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    if bundle is not None:
+        _verify_bundle(bundle, trusted)
+        return
     store = _open_store(evidence, site, read_only=True)
     try:
-        report = store.verify()
+        report = store.verify(key=trusted)
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
     if report.ok:
         console.print(f"evidence intact: {report.runs} runs, chain head {report.head}")
+        _print_signing(report)
         return
-    err.print(f"[bold red]evidence altered:[/] {report.problem}")
+    err.print(f"[bold red]evidence altered:[/] {report.problem}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -426,7 +449,7 @@ def evidence_import(
 
     if not files and not spooled:
         raise bad_input("give the spool FILEs to import, or --spool (with --site SITE)")
-    store = _open_store(evidence, site)
+    store = _open_store(evidence, site, signer=_signer(None, site))
     paths = list(files or [])
     if spooled:
         paths += [p for p in spool.pending(site, store.shown) if p not in paths]
@@ -541,6 +564,393 @@ def demo(
     )
 
 
+# --------------------------------------------------------------------------- signed evidence,
+# readiness report, metrics (issue 13)
+
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="the site's private signing key (default: $RESTOREDRILL_SIGNING_KEY, else the "
+        "site file's signing_key)",
+    ),
+]
+
+
+@evidence_app.command("keygen")
+def evidence_keygen(
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="the private key file (its .pub is written beside)"),
+    ] = Path("restoredrill-site.key"),
+    force: Annotated[bool, typer.Option(help="replace existing files")] = False,
+) -> None:
+    """Make the site's signing key pair (ed25519): FILE (private, 0600) and its .pub.
+
+    Point `signing_key:` in the site file (or $RESTOREDRILL_SIGNING_KEY) at the private
+    file; keep it where the evidence database's owner cannot read it. The first run
+    recorded with it announces the key in the chain."""
+    from .signing import SigningError, fingerprint, keygen, public_path
+
+    try:
+        signer = keygen(output, force=force)
+    except SigningError as exc:
+        raise bad_input(str(exc)) from None
+    console.print(f"private key: {output} (mode 0600)", highlight=False)
+    console.print(f"public key:  {public_path(output)}", highlight=False)
+    console.print(f"fingerprint: {fingerprint(signer.keyid)}", highlight=False)
+
+
+@evidence_app.command("rotate")
+def evidence_rotate(
+    new_key: Annotated[Path, typer.Argument(help="the new private key (from evidence keygen)")],
+    site: Annotated[Path | None, typer.Option("--site")] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+    key: KeyOption = None,
+) -> None:
+    """Announce a new signing key in the chain, signed by the current one (and by itself);
+    runs are then signed by the new key only."""
+    from . import chain
+    from .evidence import EvidenceError
+    from .signing import fingerprint, load_signer
+
+    try:
+        new = load_signer(new_key, "the new key")
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    old = _signer(key, site)
+    store = _open_store(evidence, site)
+    try:
+        with store._errors("announce the new key"), store._write() as conn:
+            seq = chain.rotate(conn, store.shown, old, new)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    console.print(
+        f"key {fingerprint(new.keyid)} announced at #{seq}"
+        + (f", signed by {fingerprint(old.keyid)}" if old else ""),
+        highlight=False,
+    )
+    console.print(
+        f"Now sign with {new_key}: set signing_key: (or $RESTOREDRILL_SIGNING_KEY) to it.",
+        highlight=False,
+    )
+
+
+@evidence_app.command("export")
+def evidence_export(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the bundle to write (.intoto.jsonl)")
+    ],
+    site: Annotated[
+        Path | None, typer.Option("--site", help="the site file (its runs only)")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only runs started this long ago or later, e.g. 30d")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+    key: KeyOption = None,
+) -> None:
+    """Export runs as in-toto Statements in DSSE envelopes (one per system verification),
+    signed by the site key, with the chain's public keys: `evidence verify --bundle` checks
+    them offline. The chain is verified first; nothing is exported from a broken one."""
+    from datetime import UTC, datetime
+
+    from .evidence import EvidenceError
+    from .export import ExportRefused, export
+
+    if since and run_id:
+        raise bad_input("give --since or --run, not both")
+    cutoff = datetime.now(UTC) - _duration(since, "--since") if since else None
+    signer = _signer(key, site)
+    if signer is None:
+        raise bad_input(
+            "exporting needs the site's signing key: --key FILE, $RESTOREDRILL_SIGNING_KEY or "
+            "signing_key: in the site file (make one with `restoredrill evidence keygen`)"
+        )
+    store = _open_store(evidence, site, read_only=True)
+    name = _load(site).site.site if site is not None and site.exists() else None
+    try:
+        done = export(store, output, signer, site=name, since=cutoff, run_id=run_id)
+    except ExportRefused as exc:
+        err.print(f"[bold red]not exported:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    if not done.runs:
+        err.print("[yellow]no runs in that selection: the bundle holds its manifest only[/]")
+    console.print(
+        f"exported {done.runs} runs ({done.attestations} attestations) to {done.path}, signed by "
+        f"key {done.keyid[:16]}; check with: restoredrill evidence verify --bundle {done.path} "
+        "--key SITE.pub",
+        highlight=False,
+    )
+
+
+@evidence_app.command("prune")
+def evidence_prune(
+    keep: Annotated[str, typer.Option(help="keep the runs of this period, e.g. 400d")],
+    site: Annotated[Path | None, typer.Option("--site")] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+    key: KeyOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only say what would be removed")
+    ] = False,
+) -> None:
+    """Remove runs older than --keep; a checkpoint signed by the site key stands for them,
+    so the chain still verifies. The chain is verified first."""
+    from .evidence import EvidenceError
+    from .retention import prune
+
+    period = _duration(keep, "--keep")
+    signer = _signer(key, site)
+    store = _open_store(evidence, site, signer=signer)
+    try:
+        done = prune(store, signer, period, dry_run=dry_run)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    if not done.runs:
+        console.print(f"nothing to prune: no run older than {keep}", highlight=False)
+        return
+    what = f"{done.runs} runs ({done.first_run} … {done.last_run}, up to #{done.cut_seq})"
+    if dry_run:
+        console.print(f"would prune {what}", highlight=False)
+        return
+    console.print(f"pruned {what}; signed checkpoint #{done.checkpoint_seq}", highlight=False)
+
+
+@app.command()
+def report(
+    site: Annotated[
+        str,
+        typer.Argument(help="the site file (or, with --evidence, a site name)", show_default=False),
+    ],
+    since: Annotated[str, typer.Option(help="the period, back from now, e.g. 90d, 4w")] = "90d",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file to write (default: stdout)")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="html, json, csv (compliance) or pdf; default from -o's suffix, else html",
+        ),
+    ] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+    verify: Annotated[
+        bool, typer.Option(help="check the chain (links, signatures, the period's records)")
+    ] = True,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="check every link and signature but do not rebuild the period's records "
+            "from their rows (evidence verify does)",
+        ),
+    ] = False,
+) -> None:
+    """The readiness report: what was proven restorable, how fast against RTO, how often,
+    coverage, OT vs IT, charts per system, last failures, compliance mapping, and the
+    chain's integrity. Self-contained HTML (no script, no fetch), JSON, CSV or PDF.
+    Exit 1 if the chain does not verify (the report says where)."""
+    from .compliance import to_csv
+    from .evidence import EvidenceError
+    from .readiness import gather
+    from .report_html import ReportError, as_json, html, pdf, write
+
+    kind = (fmt or (output.suffix.lstrip(".").lower() if output else "") or "html").lower()
+    if kind == "htm":
+        kind = "html"
+    if kind not in {"html", "json", "csv", "pdf"}:
+        raise bad_input(f"--format {kind!r}: use html, json, csv or pdf")
+    if kind == "pdf" and output is None:
+        raise bad_input("--format pdf needs -o FILE")
+    period = _duration(since, "--since")
+    name, inventory, store = _report_site(site, evidence)
+    try:
+        readiness = gather(
+            store, name, since=period, inventory=inventory, verify=verify, records=not quick
+        )
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    try:
+        if kind == "json":
+            text = json.dumps(as_json(readiness), indent=2, default=str) + "\n"
+        elif kind == "csv":
+            text = to_csv(readiness)
+        else:
+            text = html(readiness)
+        if kind == "pdf":
+            pdf(text, output)  # type: ignore[arg-type]
+        elif output is None:
+            sys.stdout.write(text)
+        else:
+            write(output, text)
+    except ReportError as exc:
+        raise bad_input(str(exc)) from None
+    chain = readiness.chain
+    where = f"{output}" if output else "stdout"
+    state = "not checked" if chain is None else ("intact" if chain.ok else "BROKEN")
+    err.print(
+        f"report of {name}: {len(readiness.runs)} runs, {readiness.verifications} verifications "
+        f"in {since}; chain {state} → {where}",
+        highlight=False,
+    )
+    if chain is not None and not chain.ok:
+        err.print(
+            f"[bold red]evidence altered:[/] {chain.problem}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def metrics(
+    site: Annotated[
+        str,
+        typer.Argument(help="the site file (or, with --evidence, a site name)", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="the .prom file (node_exporter textfile collector); default stdout",
+        ),
+    ] = None,
+    evidence: Annotated[str | None, typer.Option(help="evidence database URL")] = None,
+) -> None:
+    """Prometheus metrics of the site's latest verifications (text format): per system its
+    last verification and success times, recovery time, RTO, RPO, backup age, verdict and
+    failed checks; per site its last run. `serve` answers /metrics with the same."""
+    from .evidence import EvidenceError
+    from .metrics import exposition
+    from .report_html import ReportError, write
+
+    name, inventory, store = _report_site(site, evidence)
+    try:
+        text = exposition(store, name, [s["name"] for s in inventory] if inventory else None)
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        write(output, text)  # replaced whole: the collector never reads half a file
+    except ReportError as exc:
+        raise bad_input(str(exc)) from None
+
+
+def _report_site(site: str, evidence: str | None):  # noqa: ANN202 - (name, inventory, store)
+    """A site file (its name, systems and store), or with --evidence a site name the store
+    knows (its systems then those recorded)."""
+    from sqlalchemy import select
+
+    from .evidence import EvidenceError, runs_t
+
+    path = Path(site)
+    if path.exists() or evidence is None:
+        if not path.exists():
+            raise bad_input(
+                f"{site}: no such site file (to report on a site by name, give --evidence URL)"
+            )
+        loaded = _load(path)
+        inventory = [
+            {
+                "name": s.name,
+                "zone": s.labels.zone or "",
+                "role": s.labels.role or "",
+                "rto_s": s.rto.total_seconds(),
+                "rpo_s": s.rpo.total_seconds() if s.rpo else None,
+            }
+            for s in loaded.site.systems
+        ]
+        return loaded.site.site, inventory, _open_store(evidence, path, read_only=True)
+    store = _open_store(evidence, None, read_only=True)
+    try:
+        with store._errors("read its sites"), store._read() as conn:
+            known = sorted(conn.execute(select(runs_t.c.site).distinct()).scalars())
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+    if site not in known:
+        raise bad_input(
+            f"evidence database {store.shown} has no runs of site {site!r} "
+            f"(its sites: {', '.join(known) or 'none'})"
+        )
+    return site, None, store
+
+
+def _duration(text: str | None, option: str):  # noqa: ANN202 - timedelta
+    from restoredrill.durations import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise bad_input(f"{option} {exc}") from None
+    if value.total_seconds() <= 0:
+        raise bad_input(f"{option} {text!r}: give a period longer than zero, e.g. 30d")
+    return value
+
+
+def _signer(key: Path | None, site: Path | None):  # noqa: ANN202 - Signer | None
+    """--key, else $RESTOREDRILL_SIGNING_KEY, else the site file's signing_key."""
+    from .evidence import EvidenceError
+    from .signing import configured, load_signer
+
+    try:
+        if key is not None:
+            return load_signer(key, "--key")
+        if site is not None and site.exists():
+            loaded = _load(site)
+            return configured(loaded.site.signing_key, loaded.base_dir)
+        return configured()
+    except EvidenceError as exc:
+        raise bad_input(str(exc)) from None
+
+
+def _verify_bundle(bundle: Path, trusted) -> None:  # noqa: ANN001
+    from .attestation import BundleError, verify_bundle
+
+    if trusted is None:
+        raise bad_input("--bundle needs --key PUB: the public key you trust")
+    try:
+        report = verify_bundle(bundle, trusted)
+    except BundleError as exc:
+        raise bad_input(str(exc)) from None
+    if report.ok:
+        console.print(
+            f"bundle intact: {report.attestations} attestations of {report.runs} runs"
+            + (f" of site {report.site}" if report.site else "")
+            + f", signed by key {str(report.export_key)[:16]}; {report.chained} runs' chain hashes "
+            "and record-time signatures rebuilt from the bundle",
+            highlight=False,
+        )
+        return
+    err.print(f"[bold red]bundle altered or not trusted:[/] {bundle}", highlight=False)
+    for problem in report.problems[:50]:
+        err.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+    if len(report.problems) > 50:
+        err.print(f"  … and {len(report.problems) - 50} more", highlight=False)
+    raise typer.Exit(1)
+
+
+def _print_signing(report) -> None:  # noqa: ANN001 - ChainReport
+    from .signing import fingerprint
+
+    if report.keyid:
+        console.print(
+            f"signed: {report.signed} runs by key {fingerprint(report.keyid)}"
+            + (f" ({report.unsigned} recorded before signing began)" if report.unsigned else ""),
+            highlight=False,
+        )
+    else:
+        console.print("not signed: make a key with `restoredrill evidence keygen`", highlight=False)
+    if report.pruned:
+        console.print(
+            f"pruned: {report.pruned} runs (a signed checkpoint stands for them)", highlight=False
+        )
+
+
 class _OnlyOurs(logging.Filter):
     """On the console, keep restoredrill's own warnings and anything critical.
 
@@ -573,9 +983,10 @@ def _check_alerts(loaded) -> None:  # noqa: ANN001
         raise typer.Exit(2)
 
 
-def _open_store(url: str | None, site: Path | None, read_only: bool = False):  # noqa: ANN202
+def _open_store(url: str | None, site: Path | None, read_only: bool = False, signer=None):  # noqa: ANN001, ANN202
     """The store of ``--evidence``, else of ``--site``, else $RESTOREDRILL_EVIDENCE, else the
-    one last used here (``read_only``: nothing is written to it)."""
+    one last used here (``read_only``: nothing is written to it; ``signer`` signs what is
+    appended)."""
     from .evidence import EvidenceError, EvidenceStore, default_url
 
     try:
@@ -585,7 +996,7 @@ def _open_store(url: str | None, site: Path | None, read_only: bool = False):  #
         url = url or os.environ.get("RESTOREDRILL_EVIDENCE") or _recall()
         if url is None:
             raise bad_input("which evidence? give --site SITE or --evidence URL")
-        store = EvidenceStore.reader(url) if read_only else EvidenceStore(url)
+        store = EvidenceStore.reader(url) if read_only else EvidenceStore(url, signer=signer)
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
     if not read_only:
@@ -597,7 +1008,12 @@ def _check_evidence(loaded) -> None:  # noqa: ANN001
     """Before a run: a wrong evidence URL is bad input; a store that cannot be written now
     only warns (if it still cannot at the end, the run's record is spooled)."""
     from .evidence import EvidenceConfigError, EvidenceError, EvidenceStore, default_url
+    from .signing import SigningError, for_site
 
+    try:
+        for_site(loaded)  # a missing or unreadable signing key is bad input, before the run
+    except SigningError as exc:
+        raise bad_input(str(exc)) from None
     try:
         EvidenceStore(loaded.site.evidence or default_url(loaded.path)).close()
     except EvidenceConfigError as exc:

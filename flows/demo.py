@@ -41,6 +41,12 @@ EXPECTED = {
 """What the demo plant must show: the good systems pass, each broken one is caught."""
 
 
+SIGNING_KEY = Path(".restoredrill") / "keys" / "site.key"
+"""The demo's signing key, beside its site file (site.yaml's signing_key). A plant keeps
+its key where the evidence database's owner cannot read it; the demo keeps it beside its
+evidence."""
+
+
 @dataclass
 class _Build:
     """Where the demo's backups are made from and go, and the tag prefix of their images."""
@@ -54,7 +60,8 @@ class _Build:
 def prepare(
     console: Console, backups: Path = BACKUPS, apps: Path = APPS, tag: str = "restoredrill-demo"
 ) -> None:
-    """Make whatever demo backups are missing, or older than the app they hold.
+    """Make whatever demo backups (and the demo's signing key) are missing, or older than
+    the app they hold.
 
     ``apps`` holds the demo applications (a copy may carry other addresses); the images
     built on the way are tagged ``<tag>/<name>:build`` and removed again.
@@ -62,6 +69,13 @@ def prepare(
     import docker
 
     from restoredrill.twins.images import ensure_base_image
+
+    from .signing import fingerprint, keygen
+
+    key = backups.parent / SIGNING_KEY
+    if not key.exists():
+        signer = keygen(key)
+        console.print(f"demo: made the site's signing key {fingerprint(signer.keyid)}")
 
     try:
         client = docker.from_env(timeout=600)

@@ -173,6 +173,11 @@ class Site(_Model):
     evidence: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite in .restoredrill/ beside the site file"
     )
+    signing_key: str | None = Field(
+        None,
+        description="ed25519 private key that signs the evidence (path, relative to this file; "
+        "$RESTOREDRILL_SIGNING_KEY overrides it); made by `restoredrill evidence keygen`",
+    )
     rto: Duration | None = Field(None, description="site RTO: the critical path's target")
     schedule: Cron | None = Field(
         None, description="cron expression for `restoredrill serve`, e.g. nightly: 0 2 * * *"

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from restoredrill.twins.base import Sandbox, backend
 
-from . import lifecycle, spool
+from . import artifacts, lifecycle, signing, spool
 from .alerts import AlertConfig, Delivery, plan_alerts, send
 from .evidence import EvidenceError, EvidenceStore, default_url, shown_url
 from .inventory import LoadedSite, Site, claimed, load_site, waves
@@ -216,6 +216,7 @@ def verify_site(
     record.site_recovery_time_s = critical_path(graph, results)
     record.site_rto_s = site.rto.total_seconds() if site.rto else None
     record.verdict = site_verdict(record)
+    artifacts.publish(record)  # the verdict table beside the flow run in the Prefect UI
     if evidence:
         record_and_alert(loaded, record)
     return record
@@ -232,7 +233,9 @@ def record_and_alert(loaded: LoadedSite, record: RunRecord) -> list[Delivery]:
     config = AlertConfig.from_site(loaded.site, loaded.base_dir)
     store, previous, problem = None, {}, None
     try:
-        store = EvidenceStore(loaded.site.evidence or default_url(loaded.path))
+        store = EvidenceStore(
+            loaded.site.evidence or default_url(loaded.path), signer=signing.for_site(loaded)
+        )
         spool.import_pending(store, loaded.path)
         previous = store.previous_verdicts(record)
     except EvidenceError as exc:

@@ -69,3 +69,22 @@ def test_nothing_of_the_run_is_left(demo_run: dict, docker_client) -> None:
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
     assert docker_client.networks.list(filters={"label": label}) == []
     assert docker_client.images.list(filters={"label": label}) == []
+
+
+def test_the_demo_evidence_is_signed_and_reported(demo_run: dict, tmp_path) -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("RESTOREDRILL_SIGNING_KEY", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "restoredrill.flows.cli", *args],
+                              capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+
+    report = cli("report", str(DEMO_SITE), "-o", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "Compliance mapping" in html and "SR 7.4" in html and html.count("<svg") > 7
+    data = json.loads(cli("report", str(DEMO_SITE), "-f", "json").stdout)
+    assert data["chain"]["ok"] and data["chain"]["signed"] >= 1
+    systems = {s["system"]: s for s in data["systems"]}
+    assert demo_run["run_id"] in [p["run_id"] for p in systems["historian"]["points"]]
+    assert "truncated" in systems["erp"]["last_failure"]["reason"]

@@ -541,10 +541,10 @@ def assert_stopped_in_restore(record, docker_client) -> None:
     assert "stopped by the watchdog" in result.reason and "in step restore" in result.reason
     steps = {s.name: s for s in result.steps}
     assert steps["locate"].ok and not steps["restore"].ok
-    assert "cancelled by the watchdog" in steps["restore"].message
+    assert steps["restore"].message.startswith("stopped by the watchdog after")
     assert result.steps[-1].name == "teardown" and result.steps[-1].ok
     assert not docker_client.images.list(filters={"label": f"restoredrill.run={record.run_id}"})
-    assert not list(Path(tempfile.gettempdir()).glob(f"restoredrill-{record.run_id}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"restoredrill-{record.run_id}*"))
 
 
 def test_watchdog_stops_an_image_archive_restore(slow_layer, tmp_path, docker_client):
@@ -570,6 +570,9 @@ def test_watchdog_stops_an_image_archive_restore(slow_layer, tmp_path, docker_cl
 class _RestServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """restic hangs up on a stalled pack when it is killed: expected, not worth a trace."""
 
 
 def rest_server(repo: Path, stall_above: int, release: threading.Event) -> _RestServer:
