@@ -345,15 +345,22 @@ def history(
     from restoredrill.durations import format_duration
 
     from .evidence import EvidenceError
+    from .regress_evidence import regressions
     from .report import STYLE
 
     try:
         records = store.runs(limit=limit, system=system)
+        tested = regressions(store, limit, system)  # pre-change regression tests (regress)
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
     if as_json:
-        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
+        rows = [r.model_dump(mode="json") for r in records] + tested
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
+    if tested:
+        from .regress_cli import history_table
+
+        console.print(history_table(tested, store.shown, system))
     if not records:
         console.print("no runs recorded yet" + (f" for {system}" if system else ""))
         return

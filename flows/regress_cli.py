@@ -96,7 +96,13 @@ def regress(
         except KeyboardInterrupt:
             cli.err.print("interrupted: the runs' twins and networks were removed")
             raise typer.Exit(130) from None
-    spooled = None  # evidence: see flows/regress_evidence.py
+    from .evidence import EvidenceError
+    from .regress_evidence import record_regression
+
+    try:
+        spooled = record_regression(the_plan.original, record)
+    except EvidenceError as exc:  # not recorded, and no spool folder could be written
+        spooled = str(exc)
     if junit is not None:
         from .junit import for_regression
 
@@ -264,6 +270,33 @@ def _entries(record: Any) -> Table | None:
                   _short(e.baseline), _short(e.candidate), e.detail)  # fmt: skip
     if len(rows) > 200:
         t.add_row("…", f"{len(rows) - 200} more (see --json)", "", "", "", "")
+    return t
+
+
+def history_table(rows: list[dict[str, Any]], shown: str, system: str | None) -> Table:
+    """Recorded regression tests (``restoredrill history``), newest first."""
+    t = Table(
+        title=f"regression tests{' of ' + system if system else ''} · {shown}", title_justify="left"
+    )
+    for col in ("regression", "started", "site", "change", "ran", "verdict", "summary"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        source = r.get("source") or {}
+        rev = r.get("revisions") or {}
+        what = (
+            f"git {source['git_base']} ({str(rev.get('base', ''))[:10]})"
+            if "git_base" in source
+            else f"candidate {source.get('candidate', '?')}"
+        )
+        files = [f["path"] for f in r.get("changed_files", [])]
+        what += f": {', '.join(files[:3])}{' …' if len(files) > 3 else ''}" if files else ""
+        affected = r.get("affected") or {}
+        ran = sorted(set(affected.get("baseline", [])) | set(affected.get("candidate", [])))
+        style = "bold red" if r["verdict"] == "regression" else "bold green"
+        t.add_row(
+            r["regression_id"], str(r["started_at"])[:19].replace("T", " "), r["site"], what,
+            ", ".join(ran) or "-", Text(r["verdict"], style=style), r.get("summary", ""),
+        )  # fmt: skip
     return t
 
 

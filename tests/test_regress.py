@@ -7,6 +7,7 @@ Real Docker, real restic, the real PLC twin and the restored gateway's OPC UA se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from lxml import etree
 from rich.console import Console
 
 from restoredrill.flows.demo import BACKUPS, DEMO_DIR, prepare
+from restoredrill.flows.signing import keygen
 
 pytestmark = [pytest.mark.docker, pytest.mark.restic]
 
@@ -37,6 +39,7 @@ def plant(docker_client, restic_bin, tmp_path_factory) -> Path:
     (root / "backups").symlink_to(BACKUPS)
     for path in [root / "site.yaml", *(root / "apps" / "gateway").glob("*.ini")]:
         path.write_text(path.read_text().replace("10.77.0.", "10.253.0."))
+    keygen(root / ".restoredrill" / "keys" / "site.key")  # the site signs its evidence
     return root
 
 
@@ -46,6 +49,18 @@ def regress(site: Path, *args: str, cwd: Path | None = None) -> subprocess.Compl
         [sys.executable, "-m", "restoredrill.flows.cli", "regress", str(site), *args],
         capture_output=True, text=True, timeout=900, env=env, cwd=cwd,
     )  # fmt: skip
+
+
+def cli(plant: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1"}
+    argv = [sys.executable, "-m", "restoredrill.flows.cli", *args, str(plant / "site.yaml")]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+
+
+def cli_json(plant: Path, *args: str) -> list:
+    proc = cli(plant, *args[:-1], "--json", args[-1])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 def candidate(tmp_path: Path, plant: Path, rel: str, change: tuple[str, str]) -> Path:
@@ -94,6 +109,14 @@ def test_a_shifted_register_is_a_regression_naming_checks_and_snapshot_entries(p
     assert "gateway serves live PLC data over OPC UA: TankLevel follows the PLC" in failed
     assert "Objects/2:Line1/2:TankLevel: value" in failed
     assert "changed: apps/gateway/gateway.ini (modified)" in proc.stderr
+    # recorded in the site's evidence chain, shown by history
+    tested = [r for r in cli_json(plant, "history", "--site") if r.get("kind") == "regression"]
+    mine = next(r for r in tested if r["regression_id"] == record["regression_id"])
+    digest = hashlib.sha256((cand / "apps/gateway/gateway.ini").read_bytes()).hexdigest()
+    assert mine["changed_files"][0]["candidate_sha256"] == digest
+    assert mine["verdict"] == "regression" and mine["baseline"]["systems"][0]["verdict"] == "pass"
+    verify = cli(plant, "evidence", "verify", "--site")
+    assert verify.returncode == 0 and "intact" in verify.stdout
 
 
 def test_harmless_candidates_report_no_regression(plant, tmp_path):
@@ -128,7 +151,7 @@ def git(folder: Path, *args: str) -> None:
 def test_git_base_head_1_in_a_temporary_repository(plant, tmp_path):
     repo = tmp_path / "ot-config"
     shutil.copytree(plant, repo / "line1", symlinks=True)
-    (repo / ".gitignore").write_text("backups\n")
+    (repo / ".gitignore").write_text("backups\n.restoredrill\n")
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "line 1 as installed")
@@ -144,6 +167,10 @@ def test_git_base_head_1_in_a_temporary_repository(plant, tmp_path):
     assert "Objects/2:Line1/2:TankLevel" in proc.stdout
     root = valid_junit(junit)
     assert int(root.get("failures")) >= 2
+    head_1 = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=repo, capture_output=True, text=True)
+    tested = [r for r in cli_json(repo / "line1", "history", "--site") if r.get("kind") == "regression"]
+    assert tested[0]["revisions"]["base"] == head_1.stdout.strip()
+    assert tested[0]["source"] == {"git_base": "HEAD~1"}
 
 
 def test_bad_input_exits_2_with_the_reason(plant, tmp_path):
