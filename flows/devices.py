@@ -62,9 +62,12 @@ def start_devices(
     run_id: str,
     systems: Iterable[str],
     devices: Iterable[str] = (),
+    running: Iterable[str] = (),
 ) -> tuple[list[Twin], list[Path]]:
-    """Start each needed device and wait until it listens; returns twins and scratch dirs."""
-    specs = needed(loaded, systems, devices)
+    """Start each needed device (but those ``running`` already) and wait until it listens;
+    returns twins and scratch dirs."""
+    skip = set(running)
+    specs = [d for d in needed(loaded, systems, devices) if d.name not in skip]
     if not specs:
         return [], []
     image = ensure_emulator_image(docker)

@@ -316,8 +316,9 @@ def run_configuration(
 
     def before_close(ctx: Any, results: dict[str, Any]) -> None:
         if devices:
+            running = [t.name.removeprefix("device-") for t in ctx.devices[0]]
             twins, dirs = start_devices(
-                ctx.loaded, ctx.sandbox, ctx.engine.client, run_id, [], devices
+                ctx.loaded, ctx.sandbox, ctx.engine.client, run_id, [], devices, running
             )
             ctx.devices[0].extend(twins)
             ctx.devices[1].extend(dirs)

@@ -242,3 +242,33 @@ def test_run_writes_junit_too(plant, tmp_path):
     names = [c.get("name") for c in suites["demo-plant.hmi"].findall("testcase")]
     assert names == [c["name"] for c in hmi["checks"]] + ["recovery within RTO"]
     assert root.get("failures") == "0" and root.get("errors") == "0"
+
+
+def test_a_device_started_for_a_snapshot_leaves_running_ones_alone(docker_client, tmp_path):
+    """A changed SCADA device bound to a PLC that runs for a system: only the SCADA twin starts."""
+    from restoredrill.flows.devices import start_devices
+    from restoredrill.flows.inventory import load_site
+    from restoredrill.flows.verify import close_run, open_run
+
+    (tmp_path / "plc").mkdir()
+    (tmp_path / "plc/a.yaml").write_text("tags:\n  - {name: level, table: holding, address: 0, initial: 5}\n")
+    (tmp_path / "plc/nodes.yaml").write_text(
+        "nodes:\n  - folder: Line\n    nodes:\n      - {variable: Level, type: Int32, bind: plc-a/level}\n"
+    )
+    (tmp_path / "site.yaml").write_text(
+        "site: running\nsandbox: {subnets: [10.253.2.0/24]}\ndevices:\n"
+        "  - {kind: plc, name: plc-a, address: 10.253.2.100, map: plc/a.yaml}\n"
+        "  - {kind: scada, name: scada-b, address: 10.253.2.101, nodes: plc/nodes.yaml, plcs: [plc-a]}\n"
+        "systems:\n  - {name: s1, devices: [plc-a], backup: {kind: image_archive, path: s1.tar}, rto: 1m}\n"
+    )
+    loaded = load_site(tmp_path / "site.yaml")
+    ctx = open_run(loaded, f"t{os.getpid()}-regress-running")
+    try:
+        ctx.devices = start_devices(loaded, ctx.sandbox, docker_client, ctx.run_id, ["s1"])
+        assert [t.name for t in ctx.devices[0]] == ["device-plc-a"]
+        twins, dirs = start_devices(loaded, ctx.sandbox, docker_client, ctx.run_id, [], ["scada-b"], ["plc-a"])
+        ctx.devices[0].extend(twins)
+        ctx.devices[1].extend(dirs)
+        assert [t.name for t in twins] == ["device-scada-b"]  # plc-a was not started again
+    finally:
+        close_run(ctx)
