@@ -18,7 +18,7 @@ import pytest
 from vmfixtures import qemu_using, sha256
 
 from restoredrill.checks import agent, screenshot
-from restoredrill.checks.base import OPEN_GUARD, Status
+from restoredrill.checks.base import SandboxGuard, Status
 from restoredrill.twins import vm_image
 from restoredrill.twins.qemu import Disk, LocalLauncher, QemuVM, VMError
 from restoredrill.twins.sources.disk_image import create_overlay, detect
@@ -29,6 +29,9 @@ pytestmark = pytest.mark.vm
 
 BOOT = 420.0
 """Seconds a TCG boot may take on a loaded 2-core machine (it takes 10-60 s)."""
+
+OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
+"""Screenshot and agent checks talk to QEMU's sockets, not the network: nothing to guard."""
 
 
 def boot(name: str, backing: Path, folder: Path, nic: str | None = None, **spec) -> QemuVM:
