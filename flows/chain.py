@@ -40,8 +40,8 @@ from .signing import PublicKey, Signer, SigningError, b64, unb64
 
 LINK_TYPE = "application/vnd.restoredrill.chain-link+json"
 """The DSSE payload type of a link signature."""
-EVENTS = ("key", "checkpoint")
-"""The kinds of event a chain holds besides runs."""
+EVENTS = ("key", "checkpoint", "regression")
+"""The kinds of event a chain holds besides runs (``regression``: flows/regress_evidence.py)."""
 
 
 def dumps(data: Any) -> str:

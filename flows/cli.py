@@ -127,6 +127,10 @@ def run(
             "(after `restoredrill deploy`); this process orchestrates",
         ),
     ] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="also write a JUnit XML report (Jenkins, GitLab, GitHub Actions)"),
+    ] = None,
 ) -> None:
     """Verify a site now: restore, start, check, time, record, tear down.
 
@@ -181,6 +185,10 @@ def run(
         record, spooled = exc.record, exc
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
+    if junit is not None:
+        from .junit import for_run
+
+        for_run(record).write(junit)
     deliveries = spooled.deliveries if spooled else _recorded_deliveries(loaded, record.run_id)
     shown = _shown_store(loaded)
     if as_json:
@@ -209,6 +217,11 @@ def run(
             )
         raise typer.Exit(3)
     raise typer.Exit(0 if record.verdict.ok else 1)
+
+
+from .regress_cli import regress  # noqa: E402
+
+app.command()(regress)
 
 
 @app.command()
@@ -331,15 +344,22 @@ def history(
     from restoredrill.durations import format_duration
 
     from .evidence import EvidenceError
+    from .regress_evidence import regressions
     from .report import STYLE
 
     try:
         records = store.runs(limit=limit, system=system)
+        tested = regressions(store, limit, system)  # pre-change regression tests (regress)
     except EvidenceError as exc:
         raise bad_input(str(exc)) from None
     if as_json:
-        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
+        rows = [r.model_dump(mode="json") for r in records] + tested
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
+    if tested:
+        from .regress_cli import history_table
+
+        console.print(history_table(tested, store.shown, system))
     if not records:
         console.print("no runs recorded yet" + (f" for {system}" if system else ""))
         return

@@ -37,10 +37,13 @@ LIMITS = Limits(
 and keeps only the capability to listen on ports below 1024 (502)."""
 
 
-def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | ScadaDevice]:
-    """The devices the given systems name, plus the PLCs those SCADA devices bind to."""
+def needed(
+    loaded: LoadedSite, systems: Iterable[str], devices: Iterable[str] = ()
+) -> list[PlcDevice | ScadaDevice]:
+    """The devices the given systems name (and ``devices``), plus the PLCs those SCADA
+    devices bind to."""
     by_name = {d.name: d for d in loaded.site.devices}
-    wanted: set[str] = set()
+    wanted: set[str] = set(devices)
     for name in systems:
         wanted.update(loaded.site.system(name).devices)
     for name in list(wanted):
@@ -52,10 +55,17 @@ def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | Scada
 
 
 def start_devices(
-    loaded: LoadedSite, sandbox: Sandbox, run_id: str, systems: Iterable[str]
+    loaded: LoadedSite,
+    sandbox: Sandbox,
+    run_id: str,
+    systems: Iterable[str],
+    devices: Iterable[str] = (),
+    running: Iterable[str] = (),
 ) -> tuple[list[Twin], list[Path]]:
-    """Start each needed device and wait until it listens; returns twins and scratch dirs."""
-    specs = needed(loaded, systems)
+    """Start each needed device (but those ``running`` already) and wait until it listens;
+    returns twins and scratch dirs."""
+    skip = set(running)
+    specs = [d for d in needed(loaded, systems, devices) if d.name not in skip]
     if not specs:
         return [], []
     by_name = {d.name: d for d in loaded.site.devices}

@@ -21,6 +21,7 @@ from typing import Any
 from restoredrill.checks.base import CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import run_check
 from restoredrill.twins.base import Artifact, Restored, Sandbox, Twin, TwinError
+from restoredrill.twins.files import resolve_files
 from restoredrill.twins.limits import Limits
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreContext
@@ -232,6 +233,7 @@ def start(job: SystemJob) -> None:
         access = spec.vm.access.resolved(job.loaded.base_dir)
         vm = spec.vm.model_copy(update={access.protocol: access})
         spec = spec.model_copy(update={"vm": vm})
+    spec = resolve_files(spec, job.loaded.base_dir)
     job.twin = job.sandbox.start(
         spec, job.restored, name=job.system.name, labels=labels(job), limits=job.limits
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -156,11 +156,15 @@ def verify_site(
     run_id: str | None = None,
     evidence: bool = True,
     dispatch: str | None = None,
+    keep_all: bool = False,
+    before_close: Callable[[RunContext, dict[str, SystemResult]], None] | None = None,
 ) -> RunRecord:
     """Verify every system (or the named ones and what they need) in dependency waves.
 
     ``dispatch`` names a ``verify-system`` deployment: each system then runs as its own
     flow run on the work pool's workers (scale-out) instead of in this process.
+    ``keep_all``: every system stays up until the run closes; ``before_close(ctx,
+    results)`` is called then, while they do (a regression's snapshots, flows/regress.py).
     """
     loaded = load_site(site_path)
     site = loaded.site
@@ -191,7 +195,7 @@ def verify_site(
                 workers = max(1, len(runnable))  # the work pool's workers set the pace
 
             def one(name: str) -> SystemResult:
-                keep = name in has_dependents
+                keep = keep_all or name in has_dependents
                 if dispatch:
                     return _dispatched(loaded, dispatch, name, run_id, keep)
                 return verify_system(str(loaded.path), name, run_id, keep_running=keep)
@@ -208,7 +212,11 @@ def verify_site(
                     interrupt(ctx)
                     raise
     finally:
-        close_run(ctx, results)
+        try:
+            if before_close is not None:
+                before_close(ctx, results)
+        finally:
+            close_run(ctx, results)
         if dispatch:
             from .dispatch import cleanup
 

@@ -57,6 +57,7 @@ from .anchor import HOST_CONFIG as ANCHOR_HOST_CONFIG
 from .anchor import USER as ANCHOR_USER
 from .anchor import ensure_anchor_image
 from .base import Backend, ExecOutput, Restored, Sandbox, Twin, TwinError, registered
+from .files import lay_in
 from .guardian import start as start_guardian
 from .guardian import stop as stop_guardian
 from .limits import Limits, capabilities, effective
@@ -842,6 +843,7 @@ class DockerSandbox(Sandbox):
             workdir=spec.workdir,
             user=spec.user,
             hostname=spec.hostname,
+            files=spec.files,
         )
 
     def _check_new(self, name: str) -> None:
@@ -869,6 +871,7 @@ class DockerSandbox(Sandbox):
         workdir: str | None = None,
         user: str | None = None,
         hostname: str | None = None,
+        files: Sequence[Any] = (),
     ) -> DockerTwin:
         """Start container ``name`` from local ``image`` at ``address`` (or a free one) on
         the sandbox network holding it: the run's labels and owner labels, the sandbox's
@@ -891,6 +894,7 @@ class DockerSandbox(Sandbox):
             "workdir": workdir,
             "user": user,
             "hostname": hostname,
+            "files": files,
         }
         for attempt in range(_PLACE_ATTEMPTS):
             with self._lock:
@@ -927,8 +931,10 @@ class DockerSandbox(Sandbox):
         workdir: str | None,
         user: str | None,
         hostname: str | None,
+        files: Sequence[Any],
     ) -> DockerTwin:
-        """Create and start one container at ``ip``; undo everything if that fails."""
+        """Create and start one container at ``ip`` (``files``, resolved ``run.files``,
+        laid in before it starts); undo everything if that fails."""
         hostname = hostname or _hostname(name)
         container_name = _slug(f"{self.prefix}-{name}")
         endpoint = self.client.api.create_endpoint_config(
@@ -973,6 +979,7 @@ class DockerSandbox(Sandbox):
             )
             with self._lock:
                 self._twins[name] = twin
+            lay_in(self.client, container_id, files, name)
             self.client.api.start(container_id)
             self._watch(twin, limits)
         except BaseException as exc:

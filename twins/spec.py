@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from restoredrill.durations import Duration
 
+from .files import FileSpec
 from .limits import Limits
 from .vm_readiness import ConsoleProbe
 from .vm_spec import VMSpec
@@ -57,6 +58,7 @@ CONTAINER_FIELDS = (
     "hostname",
     "image",
     "data_path",
+    "files",
 )
 """Run fields of container twins only: a VM boots its restored disk as it is."""
 
@@ -91,6 +93,11 @@ class RunSpec(_Spec):
     )
     limits: Limits | None = Field(
         None, description="this system's bounds; what it leaves out keeps sandbox.limits"
+    )
+    files: list[FileSpec] = Field(
+        default_factory=list,
+        description="files or folders of the site laid into the twin before it starts "
+        "(configuration kept apart from the backup)",
     )
     vm: VMSpec | None = Field(
         None,
