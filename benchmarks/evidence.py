@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""What does the evidence store cost? Record, verify, and the 0.1 reading (issue 8).
+"""What does the evidence store cost? Record, verify, and the 0.1 reading (issue 8); a
+year of a large plant: report, history, verify, export, metrics (issue 13).
 
-On a throwaway SQLite file: ``--runs`` runs of one system with ``--checks`` checks each (whole-number floats,
-ints, nested values) are recorded one by one, then the chain is verified. Then the worst
-case of reading a store written by restoredrill 0.1, whose SQLite columns lost the
-int/float type of top-level whole numbers: one run with 16 such numbers (2^16 readings,
-the most ``evidence verify`` tries) whose hash matches only the last reading tried.
-Prints medians of ``--repeat`` repetitions.
+Default: on a throwaway SQLite file, ``--runs`` runs of one system with ``--checks`` checks
+each (whole-number floats, ints, nested values) are recorded one by one, then the chain is
+verified. Then the worst case of reading a store written by restoredrill 0.1, whose SQLite
+columns lost the int/float type of top-level whole numbers: one run with 16 such numbers
+(2^16 readings, the most ``evidence verify`` tries) whose hash matches only the last
+reading tried. Prints medians of ``--repeat`` repetitions.
+
+``--year``: a year of nightly runs of ``--systems`` systems (500: 182,500 system results,
+~2 M check results, signed) written by benchmarks/yeardata.py into SQLite and into the
+PostgreSQL of ``$RESTOREDRILL_TEST_PG_URL`` (a database of its own, dropped after); then
+``report`` (90 days), ``history SYSTEM``, ``evidence verify`` (whole chain), ``evidence
+export --since 30d`` and ``metrics``, each timed in this process (the work) and as the
+command a user runs (with Python's start-up), and the database size.
 """
 
 from __future__ import annotations
@@ -76,7 +84,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--checks", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--year", action="store_true", help="the year of a large plant")
+    parser.add_argument("--systems", type=int, default=500)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
+    if args.year:
+        from evidence_year import year
+
+        return year(args)
     with tempfile.TemporaryDirectory(prefix="restoredrill-bench-") as tmp:
         figures = [
             store_figures(f"sqlite:///{Path(tmp) / f'evidence-{r}.db'}", args.runs, args.checks)

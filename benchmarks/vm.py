@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Boot-to-ready of the demo VM image: restoredrill's VM runner against bare QEMU (issue 10).
+"""Boot-to-ready of the demo VM image: restoredrill's VM twin against bare QEMU (issue 10).
 
 The demo disk image (built once by ``twins.vm_image``, cached) boots until its serial
 console shows ``login:``, three ways, alternating for ``--rounds`` rounds, all under the
@@ -8,8 +8,11 @@ same accelerator (``--accel``: tcg here; kvm where ``/dev/kvm`` works):
 - **bare**: ``qemu-system-x86_64`` started by hand with the same overlay, disk (SATA),
   NIC (e1000), memory and CPUs, the serial console to a file polled for ``login:``;
   its NIC has a ``user,restrict=on`` backend (it reaches nothing).
-- **runner (container)**: ``QemuVM`` with the ``ContainerLauncher`` on an internal
-  network (bridge, tap, supervisor, capabilities dropped), what a sandboxed twin does.
+- **sandbox (wired)**: the path of a run: ``DockerSandbox.start`` of a disk restore in
+  an open sandbox (its contained network, firewall chain, anchor, guardian; opened once,
+  not timed), i.e. a VM twin (``twins/vm_twin.py``): QEMU in a container bridged to the
+  sandbox network, supervisor, capabilities dropped, limits watched; timed from ``start``
+  until the console shows ``login:``, then removed.
 - **runner (local)**: ``QemuVM`` with the ``LocalLauncher`` and the same NIC backend as
   bare: the runner's own cost without Docker.
 
@@ -35,13 +38,15 @@ import uuid
 from pathlib import Path
 
 from restoredrill.twins import vm_image
+from restoredrill.twins.base import Restored
 from restoredrill.twins.qemu import Disk, QemuVM
 from restoredrill.twins.sources.disk_image import create_overlay
-from restoredrill.twins.vm_container import ContainerLauncher, ensure_runner_image
+from restoredrill.twins.spec import RunSpec
+from restoredrill.twins.vm_container import ensure_runner_image
 from restoredrill.twins.vm_spec import VMSpec
 
 LABEL = {"restoredrill.bench": "vm"}
-SUBNET = "10.202.7.0/24"
+SUBNET = "10.236.7.0/24"
 NIC = "user,restrict=on"
 READY = "login:"
 
@@ -120,6 +125,21 @@ def runner(raw: Path, folder: Path, accel: str, launcher) -> tuple[float, int]:
         return took, peak_rss("runner")
 
 
+def wired(sandbox, raw: Path, folder: Path, accel: str, n: int) -> tuple[float, int]:
+    overlay = create_overlay(raw, "raw", folder / "disk0.qcow2")
+    address = str(ipaddress.ip_network(SUBNET).network_address + 30)
+    restored = Restored(disks=(overlay,), formats=("raw",), read_only=(raw,))
+    name = f"wired{n}"
+    started = time.monotonic()
+    twin = sandbox.start(RunSpec(address=address, vm=spec(accel)), restored, name, LABEL)
+    try:
+        twin.wait_console(READY, 600)
+        took = time.monotonic() - started
+        return took, peak_rss(name)
+    finally:
+        sandbox.remove(twin)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -127,47 +147,29 @@ def main() -> int:
     args = parser.parse_args()
     import docker
 
+    from restoredrill.twins.docker import DockerBackend
     from restoredrill.twins.images import ensure_base_image
 
     client = docker.from_env(timeout=300)
     ensure_base_image(client)
     raw = vm_image.ensure_image()
-    image = ensure_runner_image(client)
+    ensure_runner_image(client)
     tmp = Path(tempfile.mkdtemp(prefix="restoredrill-bench-vm-"))
     run = f"benchvm{uuid.uuid4().hex[:6]}"
-    from docker.types import IPAMConfig, IPAMPool
-
-    net = client.networks.create(
-        f"restoredrill-bench-vm-{run}",
-        internal=True,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=SUBNET)]),
-        options={"com.docker.network.bridge.inhibit_ipv4": "true"},
-        labels={**LABEL, "restoredrill.run": run},
-    )
-    address = str(ipaddress.ip_network(SUBNET).network_address + 30)
-    times: dict[str, list[float]] = {"bare": [], "runner (container)": [], "runner (local)": []}
+    sandbox = DockerBackend(client).open_sandbox(run, SUBNET)
+    times: dict[str, list[float]] = {"bare": [], "sandbox (wired)": [], "runner (local)": []}
     rss: dict[str, list[int]] = {k: [] for k in times}
     try:
         for n in range(1, args.rounds + 1):
             for kind in times:
-                folder = tmp / f"{n}-{kind.split()[0]}-{kind[-6:-1]}"
+                folder = tmp / f"{n}-{kind.split()[0]}"
+                folder.mkdir()
                 if kind == "bare":
                     took, peak = bare(raw, folder, args.accel)
                 elif kind == "runner (local)":
                     took, peak = runner(raw, folder, args.accel, _local())
                 else:
-                    launcher = ContainerLauncher(
-                        client,
-                        net.name,
-                        address,
-                        run,
-                        image,
-                        read_only=[raw],
-                        memory=384 << 20,
-                        kvm=args.accel == "kvm",
-                        labels=LABEL,
-                    )
-                    took, peak = runner(raw, folder, args.accel, launcher)
+                    took, peak = wired(sandbox, raw, folder, args.accel, n)
                 times[kind].append(took)
                 rss[kind].append(peak)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -176,9 +178,7 @@ def main() -> int:
                 flush=True,
             )
     finally:
-        for c in client.api.containers(all=True, filters={"label": f"restoredrill.run={run}"}):
-            client.api.remove_container(c["Id"], force=True)
-        net.remove()
+        sandbox.close()
         shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(times["bare"])
     print(f"\naccel {args.accel}, {args.rounds} rounds, boot to {READY!r} on the serial console")
@@ -188,9 +188,9 @@ def main() -> int:
             f"  {kind:20s} median {med:6.1f}s  ratio {med / base:4.2f}x  "
             f"QEMU peak RSS {max(rss[kind]) / 1024:.0f} MiB"
         )
-    ratios = [r / b for r, b in zip(times["runner (container)"], times["bare"], strict=True)]
+    ratios = [r / b for r, b in zip(times["sandbox (wired)"], times["bare"], strict=True)]
     print(
-        f"  median of per-round ratios (container/bare): {statistics.median(ratios):.2f}x "
+        f"  median of per-round ratios (wired/bare): {statistics.median(ratios):.2f}x "
         "(target <= 1.2x)"
     )
     return 0

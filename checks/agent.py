@@ -1,9 +1,10 @@
 """``agent``: a command run in a VM through the QEMU guest agent (no SSH or WinRM needed).
 
-```yaml
-- {kind: agent, command: [systemctl, is-active, historian], exit_code: 0, stdout: active}
-- {kind: agent, command: "ip -4 addr show", contains: "10.77.0.30/24"}
-```
+Example (a ``checks:`` entry of a VM system in site.yaml)::
+
+    - {kind: agent, command: [systemctl, is-active, historian], exit_code: 0, stdout: active}
+
+A string command runs through ``/bin/sh -c``; ``contains:`` looks for text in stdout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class AgentCheck(CheckSpecBase):
 
 
 Spec = AgentCheck
+NETWORK = False
+"""It goes through QEMU's guest-agent channel, not the network."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:

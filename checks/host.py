@@ -4,8 +4,9 @@ One spec names exactly one resource (``file``, ``package``, ``process``, ``servi
 ``socket`` or ``command``) and any of that resource's assertions; each assertion becomes
 one result with its expected and observed value. Without assertions the resource is only
 required to be there (file exists, package installed, process/service running, socket
-listening, command exits 0). testinfra reaches the twin through its docker backend
-(``testinfra.get_host(target.testinfra_url)``); several facts of one file come from one exec.
+listening, command exits 0). testinfra reaches a container twin through its docker backend
+(``testinfra.get_host(target.testinfra_url)``), a VM twin over SSH or WinRM from inside its
+sandbox (:mod:`.remote`); several facts of one file come from one command.
 
 Example (a ``checks:`` entry of a system in site.yaml)::
 
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from . import remote
 from .base import (
     CheckError,
     CheckResult,
@@ -178,24 +180,31 @@ class HostCheck(CheckSpecBase):
 Spec = HostCheck
 """The spec of this check kind (the registry's convention)."""
 NETWORK = False
-"""It goes through the twin (``docker exec``), not the network."""
+"""It goes through the twin (``docker exec``), not the network ..."""
+network = remote.network
+"""... unless the twin is logged in to over SSH/WinRM (a VM): then from inside its sandbox."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
     """Observe the spec's resource in ``target`` and judge each assertion; never raises."""
     started = time.perf_counter()
     try:
-        url = target.testinfra_url
-        if not url:
-            raise CheckError(
-                f"{target.name} has no shell: host checks need a twin that runs commands"
-            )
-        import testinfra  # deferred: only sites with host checks pay for it
-
-        host = testinfra.get_host(url)
+        if not target.testinfra_url:
+            raise CheckError(no_shell(target, "host checks"))
+        host = remote.host_for(target)  # testinfra deferred: only sites with host checks pay
         return _OBSERVERS[spec.resource](spec, host, started)
     except Exception as exc:  # noqa: BLE001 - a check never raises
         return [error_result(spec, exc, started)]
+
+
+def no_shell(target: Target, what: str) -> str:
+    """Why ``target`` cannot run ``what`` (a VM says how to let checks log in)."""
+    if getattr(target, "kind", "") == "vm":
+        return (
+            f"{target.name} is a VM without a login for checks: {what} need run.vm.ssh "
+            "(or run.vm.winrm) with the account and where its password or key is"
+        )
+    return f"{target.name} has no shell: {what} need a twin that runs commands"
 
 
 # --- one observer per resource -----------------------------------------------------

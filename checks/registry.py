@@ -7,8 +7,9 @@ A registered module that is not installed yet is left out (its kind is then unkn
 
 A module that talks to the target over the network runs inside the target's sandbox
 (``target.inside()``, where the twin's address answers); one that only goes through
-the twin (``docker exec``) says ``NETWORK = False``. Without the flag a module is taken
-to need the network.
+the twin (``docker exec``, a VM's guest agent or screen) says ``NETWORK = False``, and one
+that does either, depending on the twin, decides with ``network(target) -> bool``. Without
+either a module is taken to need the network.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ MODULES: dict[str, str] = {
     "http": "restoredrill.checks.http",
     "modbus": "restoredrill.checks.modbus",
     "opcua": "restoredrill.checks.opcua",
+    "screenshot": "restoredrill.checks.screenshot",
+    "agent": "restoredrill.checks.agent",
 }
 
 
@@ -67,9 +70,13 @@ def module(kind: str) -> ModuleType:
         raise CheckError(f"unknown check kind {kind!r} (known: {', '.join(KINDS)})") from None
 
 
-def needs_network(kind: str) -> bool:
-    """Whether checks of ``kind`` connect to the target (and so run inside its sandbox)."""
-    return bool(getattr(module(kind), "NETWORK", True))
+def needs_network(kind: str, target: Target | None = None) -> bool:
+    """Whether checks of ``kind`` connect to ``target`` (and so run inside its sandbox)."""
+    found = module(kind)
+    decide = getattr(found, "network", None)
+    if decide is not None and target is not None and decide(target):
+        return True
+    return bool(getattr(found, "NETWORK", True))
 
 
 def run_check(spec: Any, target: Target, guard: SandboxGuard) -> list[CheckResult]:
@@ -77,7 +84,7 @@ def run_check(spec: Any, target: Target, guard: SandboxGuard) -> list[CheckResul
     started = time.perf_counter()
     try:
         inside = getattr(target, "inside", None)
-        where = inside() if inside is not None and needs_network(spec.kind) else None
+        where = inside() if inside is not None and needs_network(spec.kind, target) else None
         with where or contextlib.nullcontext():
             return list(module(spec.kind).run(spec, target, guard))
     except Exception as exc:  # noqa: BLE001 - a check never raises

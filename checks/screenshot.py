@@ -1,9 +1,8 @@
 """``screenshot``: what a VM shows on its screen, kept as evidence and read by OCR.
 
-```yaml
-- {kind: screenshot, text: ["Press Ctrl+Alt+Delete"], timeout: 120}
-- {kind: screenshot, text: ["LINE 1 OVERVIEW"], unchanged_for: 30}
-```
+Example (a ``checks:`` entry of a VM system in site.yaml)::
+
+    - {kind: screenshot, text: ["Press Ctrl+Alt+Delete"], timeout: 120, unchanged_for: 30}
 
 The screen is dumped (QMP ``screendump``, PNG) every ``interval`` seconds until every
 ``text`` is read on it (tesseract OCR; case and spacing ignored, and ``similarity``
@@ -32,6 +31,8 @@ from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Target, 
 from .vm_target import VMTarget, vm_target
 
 TESSERACT = "tesseract"
+SCREEN_TEXT = 2000
+"""Characters of what OCR read kept in the result: a whole 80x25 text screen."""
 
 
 class ScreenshotCheck(CheckSpecBase):
@@ -54,6 +55,8 @@ class ScreenshotCheck(CheckSpecBase):
 
 
 Spec = ScreenshotCheck
+NETWORK = False
+"""It reads the VM's screen through QEMU, not the network."""
 
 
 def normalise(text: str) -> str:
@@ -182,7 +185,7 @@ def _result(spec: Spec, ok: bool, look: dict[str, Any], started: float, why: str
     read = re.sub(r"\s+", " ", look["text"]).strip()
     observed = {
         "screen": screen,
-        "text": read[:400],
+        "text": read[:SCREEN_TEXT],
         "found": look["found"],
         "missing": look["missing"],
         "screenshot": str(path),

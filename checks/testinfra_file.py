@@ -2,7 +2,8 @@
 
 The file is an ordinary testinfra test module (tests take the usual ``host`` fixture). It
 runs in a separate ``python -m pytest`` process with ``--hosts=<twin's testinfra URL>``
-and only the testinfra plugin loaded; each test becomes one result (a skipped or xfailed
+and only the testinfra plugin loaded (and, for a twin logged in to over SSH/WinRM, the
+plugin of :mod:`.remote`, run from inside the twin's sandbox); each test becomes one result (a skipped or xfailed
 test passes, its reason in the message). ``file`` should be absolute: the inventory loader
 (flows) resolves a relative path against the site file's directory before the check runs;
 a path still relative here is taken relative to the working directory.
@@ -26,7 +27,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from . import remote
 from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Status, Target, error_result
+from .host import no_shell
 
 SNIPPET = 200
 MESSAGE = 4000
@@ -49,7 +52,9 @@ class TestinfraCheck(CheckSpecBase):
 Spec = TestinfraCheck
 """The spec of this check kind (the registry's convention)."""
 NETWORK = False
-"""It goes through the twin (``docker exec``), not the network."""
+"""It goes through the twin (``docker exec``), not the network ..."""
+network = remote.network
+"""... unless the twin is logged in to over SSH/WinRM (a VM): then from inside its sandbox."""
 
 
 def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
@@ -61,12 +66,11 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
             raise CheckError(f"testinfra file {path} does not exist")
         url = target.testinfra_url
         if not url:
-            raise CheckError(
-                f"{target.name} has no shell: testinfra tests need a twin that runs commands"
-            )
+            raise CheckError(no_shell(target, "testinfra tests"))
+        hosts, env = remote.subprocess_host(target)
         with tempfile.TemporaryDirectory(prefix="restoredrill-testinfra-") as tmp:
             junit = Path(tmp) / "report.xml"
-            rc, output = _pytest(path, url, spec, Path(tmp), junit)
+            rc, output = _pytest(path, hosts, spec, Path(tmp), junit, env)
             if not junit.is_file() or rc in (3, 4):
                 raise CheckError(f"pytest could not run {path} (exit {rc}): {_tail(output, 15)}")
             results = parse_junit(junit, spec, path, url)
@@ -79,7 +83,9 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
         return [error_result(spec, exc, started)]
 
 
-def _pytest(path: Path, url: str, spec: Spec, tmp: Path, junit: Path) -> tuple[int, str]:
+def _pytest(
+    path: Path, url: str, spec: Spec, tmp: Path, junit: Path, extra_env: dict[str, str]
+) -> tuple[int, str]:
     """``python -m pytest FILE --hosts=URL`` isolated from any surrounding pytest config."""
     ini = tmp / "pytest.ini"
     ini.write_text("[pytest]\njunit_family = xunit2\n")
@@ -91,7 +97,10 @@ def _pytest(path: Path, url: str, spec: Spec, tmp: Path, junit: Path) -> tuple[i
     ]  # fmt: skip
     if spec.select:
         cmd += ["-k", spec.select]
+    if extra_env:  # a login over the network: the plugin registering its backends
+        cmd[4:4] = ["-p", remote.PLUGIN]
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.update(extra_env)
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.Popen(
         cmd, cwd=path.parent, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -123,8 +123,9 @@ def normalized(run: RunRecord) -> RunRecord:
     :func:`json_value`, times in UTC, surrogate pairs joined in every string."""
     data = _pair_all(run.model_dump())
     for system in data["systems"]:
-        if system.get("limits") is not None:
-            system["limits"] = json_value(system["limits"])
+        for key in ("limits", "platform"):
+            if system.get(key) is not None:
+                system[key] = json_value(system[key])
         for check in system["checks"]:
             check["expected"] = json_value(check["expected"])
             check["observed"] = json_value(check["observed"])
@@ -133,7 +134,7 @@ def normalized(run: RunRecord) -> RunRecord:
     return copy
 
 
-_LATER_FIELDS = ("worker", "limits")
+_LATER_FIELDS = ("worker", "limits", "platform")
 """SystemResult fields added after the first release: left out of the hash while unset."""
 
 

@@ -19,7 +19,6 @@ from restoredrill.twins.devices import (
     device_env,
     device_files,
 )
-from restoredrill.twins.emulator_image import ensure_emulator_image
 from restoredrill.twins.limits import DEFAULT_CAPABILITIES, Limits, effective
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.spec import TcpProbe
@@ -38,10 +37,13 @@ LIMITS = Limits(
 and keeps only the capability to listen on ports below 1024 (502)."""
 
 
-def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | ScadaDevice]:
-    """The devices the given systems name, plus the PLCs those SCADA devices bind to."""
+def needed(
+    loaded: LoadedSite, systems: Iterable[str], devices: Iterable[str] = ()
+) -> list[PlcDevice | ScadaDevice]:
+    """The devices the given systems name (and ``devices``), plus the PLCs those SCADA
+    devices bind to."""
     by_name = {d.name: d for d in loaded.site.devices}
-    wanted: set[str] = set()
+    wanted: set[str] = set(devices)
     for name in systems:
         wanted.update(loaded.site.system(name).devices)
     for name in list(wanted):
@@ -53,13 +55,19 @@ def needed(loaded: LoadedSite, systems: Iterable[str]) -> list[PlcDevice | Scada
 
 
 def start_devices(
-    loaded: LoadedSite, sandbox: Any, docker: Any, run_id: str, systems: Iterable[str]
+    loaded: LoadedSite,
+    sandbox: Sandbox,
+    run_id: str,
+    systems: Iterable[str],
+    devices: Iterable[str] = (),
+    running: Iterable[str] = (),
 ) -> tuple[list[Twin], list[Path]]:
-    """Start each needed device and wait until it listens; returns twins and scratch dirs."""
-    specs = needed(loaded, systems)
+    """Start each needed device (but those ``running`` already) and wait until it listens;
+    returns twins and scratch dirs."""
+    skip = set(running)
+    specs = [d for d in needed(loaded, systems, devices) if d.name not in skip]
     if not specs:
         return [], []
-    image = ensure_emulator_image(docker)
     by_name = {d.name: d for d in loaded.site.devices}
     resolved = {
         name: spec.model_copy(update=_resolved_paths(loaded, spec))
@@ -77,9 +85,8 @@ def start_devices(
                     raise TwinError(f"device {spec.name}: {host} not found")
                 shutil.copy(host, folder / inside)
             folder.chmod(0o755)
-            twin = sandbox.start_aux(
+            twin = sandbox.start_device(
                 f"device-{spec.name}",
-                image,
                 device_command(spec, "/dev-config", resolved),
                 address=str(spec.address),
                 mounts={"/dev-config": str(folder)},

@@ -40,6 +40,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -63,8 +64,6 @@ from .results import RunRecord, StepTiming, SystemResult, Verdict
 M = TypeVar("M", bound=BaseModel)
 GENESIS = "0" * 64
 """The ``prev_hash`` of the first run of a store."""
-
-_BATCH = 200
 
 
 class EvidenceError(RestoredrillError):
@@ -252,6 +251,7 @@ results_t = Table(
     Column("near_miss", Boolean, nullable=False),
     Column("worker", String(200)),
     Column("limits", JSONText),
+    Column("platform", JSONText),
     Column("backup_source", String(100)),
     Column("backup_id", SafeText),
     Column("backup_location", SafeText),
@@ -303,6 +303,32 @@ deliveries_t = Table(
 )
 """Alert deliveries (target already masked). Outside the hash chain: they follow the run."""
 
+chain_events_t = Table(
+    "chain_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+)
+"""Links of the chain that are not runs: a signing key announced (``key``), runs pruned
+(``checkpoint``). ``hash = sha256(prev_hash + body)``; ``body`` is canonical JSON text
+(see flows/chain.py)."""
+
+signatures_t = Table(
+    "signatures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False, index=True),
+    Column("keyid", String(64), nullable=False),
+    Column("sig", Text, nullable=False),
+    UniqueConstraint("seq", "keyid"),
+)
+"""ed25519 signatures of chain links (a run or an event, by ``seq``) over their hash."""
+
 
 # --------------------------------------------------------------------------- reports
 
@@ -319,11 +345,28 @@ class ChainReport:
     """The first run whose record was altered or removed (or the run after a removed one)."""
     seq: int | None = None
     problem: str = ""
+    keyid: str | None = None
+    """The signing key in effect at the head (None: the chain is not signed)."""
+    signed: int = 0
+    """Runs whose signature was checked."""
+    unsigned: int = 0
+    """Runs recorded before a key was announced (covered by the hashes that follow)."""
+    pruned: int = 0
+    """Runs removed by ``evidence prune``; a signed checkpoint stands for them."""
+    keys: tuple[str, ...] = ()
+    """Every key announced in the chain, oldest first."""
 
     def __str__(self) -> str:
-        if self.ok:
-            return f"evidence chain intact: {self.runs} runs, head {self.head[:16]}"
-        return f"evidence chain broken: {self.problem}"
+        if not self.ok:
+            return f"evidence chain broken: {self.problem}"
+        text = f"evidence chain intact: {self.runs} runs, head {self.head[:16]}"
+        if self.keyid:
+            text += f", {self.signed} signed by key {self.keyid[:16]}"
+        if self.unsigned:
+            text += f", {self.unsigned} recorded before signing began"
+        if self.pruned:
+            text += f", {self.pruned} pruned (signed checkpoint)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -348,7 +391,7 @@ class HistoryRow:
 
 
 _ADDED = {
-    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT"},
+    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT", "platform": "TEXT"},
     "check_results": {"expected_json": "TEXT", "observed_json": "TEXT"},
 }
 """Columns added since the first release (nullable, so old rows stay valid)."""
@@ -371,11 +414,18 @@ def _columns(conn: Connection, table: Table) -> list[Column[Any]]:
 class EvidenceStore:
     """Append-only, hash-chained run records in the database at ``url``."""
 
-    def __init__(self, url: str, *, create: bool = True, connect_timeout: int = 10) -> None:
-        """Open (and unless ``create=False``, e.g. for a read-only auditor, set up) the store."""
+    def __init__(
+        self, url: str, *, create: bool = True, connect_timeout: int = 10, signer: Any = None
+    ) -> None:
+        """Open (and unless ``create=False``, e.g. for a read-only auditor, set up) the store.
+
+        ``signer`` (a :class:`restoredrill.flows.signing.Signer`) signs each run appended;
+        a chain with a key announced takes runs signed by that key only (flows/chain.py).
+        """
         self.url = normalize_url(url)
         self.shown = mask_url(self.url)
         self.lock_timeout = 60.0
+        self.signer = signer
         self.engine = self._engine(connect_timeout)
         if not create:
             return
@@ -516,8 +566,11 @@ class EvidenceStore:
                     f"evidence database {self.shown}: run {run.run_id} is already recorded "
                     "(records are append-only; use a new run id)"
                 )
-            digest = chain_hash(head.hash, run)
-            seq = head.seq + 1
+            from . import chain
+
+            prev_seq, prev = chain.before_append(conn, self.shown, head.seq, head.hash, self.signer)
+            digest = chain_hash(prev, run)
+            seq = prev_seq + 1
             run_pk = conn.execute(
                 insert(runs_t).values(
                     seq=seq,
@@ -530,12 +583,14 @@ class EvidenceStore:
                     site_recovery_time_s=run.site_recovery_time_s,
                     site_rto_s=run.site_rto_s,
                     recorded_at=datetime.now(UTC),
-                    prev_hash=head.hash,
+                    prev_hash=prev,
                     hash=digest,
                 )
             ).inserted_primary_key[0]
             for position, result in enumerate(run.systems):
                 _insert_result(conn, run_pk, position, result)
+            if self.signer is not None:
+                chain.sign_link(conn, self.signer, "run", seq, prev, digest)
             conn.execute(
                 update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=digest)
             )
@@ -573,7 +628,8 @@ class EvidenceStore:
     def runs(
         self, limit: int | None = 20, system: str | None = None, site: str | None = None
     ) -> list[RunRecord]:
-        """Whole run records, newest first (only runs that include ``system``, if given)."""
+        """Run records, newest first; with ``system``: the runs that include it, each with
+        that system's result only (a run of 500 systems is not read whole for one)."""
         query = select(runs_t).order_by(runs_t.c.seq.desc()).limit(limit)
         if system is not None:
             query = query.where(
@@ -582,7 +638,7 @@ class EvidenceStore:
         if site is not None:
             query = query.where(runs_t.c.site == site)
         with self._errors("read runs"), self._read() as conn:
-            return _records(conn, list(conn.execute(query)))
+            return _records(conn, list(conn.execute(query)), only=system)
 
     def history(
         self, system: str | None = None, limit: int | None = 50, site: str | None = None
@@ -658,41 +714,18 @@ class EvidenceStore:
 
     # ----------------------------------------------------------------- auditing
 
-    def verify(self) -> ChainReport:
-        """Recompute the chain from the rows; report the first run altered or removed."""
+    def verify(self, *, content_from: int = 0, key: Any = None) -> ChainReport:
+        """Recompute the chain; report the first link altered, removed or wrongly signed.
+
+        Every link's hash and signature is checked; the records themselves are rebuilt
+        from their rows for runs from ``content_from`` (a seq) on: all of them by
+        default. ``key`` (a ``signing.PublicKey``): the chain must be signed by it, or by
+        keys it announced, from its first key on.
+        """
+        from . import chain
+
         with self._errors("verify the chain"), self._read() as conn:
-            head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
-            prev, expected_seq, count, last_seq = GENESIS, 1, 0, 0
-            after = 0
-            while True:
-                rows = list(
-                    conn.execute(
-                        select(runs_t)
-                        .where(runs_t.c.seq > after, runs_t.c.seq <= head.seq)
-                        .order_by(runs_t.c.seq)
-                        .limit(_BATCH)
-                    )
-                )
-                if not rows:
-                    break
-                for row, record in zip(rows, _records(conn, rows, unsure=True), strict=True):
-                    problem = _check_link(row, record, prev, expected_seq)
-                    if problem:
-                        return ChainReport(False, count, head.hash, row.run_id, row.seq, problem)
-                    prev, expected_seq, count, last_seq = row.hash, row.seq + 1, count + 1, row.seq
-                after = rows[-1].seq
-            if last_seq != head.seq or prev != head.hash:
-                missing = f"#{last_seq + 1}" + (f"..#{head.seq}" if head.seq > last_seq + 1 else "")
-                return ChainReport(
-                    False,
-                    count,
-                    head.hash,
-                    None,
-                    last_seq + 1,
-                    f"the newest run(s) {missing} were removed: the chain head is run #{head.seq} "
-                    f"but the last run in the database is #{last_seq}",
-                )
-            return ChainReport(True, count, head.hash)
+            return chain.verify(conn, content_from=content_from, pinned=key, url=self.url)
 
     def count(self) -> int:
         with self._errors("count runs"), self._read() as conn:
@@ -770,6 +803,7 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
             near_miss=r.near_miss,
             worker=r.worker,
             limits=r.limits,
+            platform=r.platform,
             backup_source=b.source if b else None,
             backup_id=b.backup_id if b else None,
             backup_location=b.location if b else None,
@@ -806,18 +840,22 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
         )
 
 
-def _records(conn: Connection, run_rows: Sequence[Any], unsure: bool = False) -> list[RunRecord]:
+def _records(
+    conn: Connection, run_rows: Sequence[Any], unsure: bool = False, only: str | None = None
+) -> list[RunRecord]:
     """Rebuild RunRecords from run rows and their child rows (``unsure``: mark the numbers
-    of 0.1 SQLite rows whose type may be lost, for :meth:`EvidenceStore.verify`)."""
+    of 0.1 SQLite rows whose type may be lost, for :meth:`EvidenceStore.verify`; ``only``:
+    the result of that system alone)."""
     if not run_rows:
         return []
-    result_rows = list(
-        conn.execute(
-            select(*_columns(conn, results_t))
-            .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
-            .order_by(results_t.c.run_pk, results_t.c.position)
-        )
+    query = (
+        select(*_columns(conn, results_t))
+        .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
+        .order_by(results_t.c.run_pk, results_t.c.position)
     )
+    if only is not None:
+        query = query.where(results_t.c.system == only)
+    result_rows = list(conn.execute(query))
     results = _results(conn, result_rows, unsure)
     by_run: dict[int, list[SystemResult]] = {}
     for row in result_rows:
@@ -861,6 +899,7 @@ def _results(
             near_miss=r.near_miss,
             worker=r.worker,
             limits=r._mapping.get("limits"),
+            platform=r._mapping.get("platform"),
             backup=_backup(r),
             steps=steps.get(r.id, []),
             checks=checks.get(r.id, []),

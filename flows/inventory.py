@@ -152,7 +152,11 @@ class System(_Model):
     labels: Labels = Field(default_factory=Labels)
     backup: SourceSpec
     run: RunSpec = Field(default_factory=RunSpec)
-    ready: Probe | None = Field(None, description="how to tell the restored system is up")
+    ready: Probe | list[Probe] | None = Field(
+        None,
+        description="how to tell the restored system is up; a list: each in turn (e.g. a "
+        "VM's console, then its service)",
+    )
     checks: list[CheckSpec] = Field(default_factory=list)
     rto: Duration = Field(description="recovery time objective, e.g. 15m")
     rpo: Duration | None = Field(None, description="maximum age of the backup, e.g. 24h")
@@ -174,6 +178,11 @@ class Site(_Model):
     sandbox: Sandbox = Field(default_factory=Sandbox)
     evidence: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite in .restoredrill/ beside the site file"
+    )
+    signing_key: str | None = Field(
+        None,
+        description="ed25519 private key that signs the evidence (path, relative to this file; "
+        "$RESTOREDRILL_SIGNING_KEY overrides it); made by `restoredrill evidence keygen`",
     )
     rto: Duration | None = Field(None, description="site RTO: the critical path's target")
     schedule: Cron | None = Field(
@@ -273,8 +282,11 @@ def claimed(site: Site) -> list[str]:
 
 def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
     """Checks across systems and against this host: unknown dependencies and devices,
-    cycles, address clashes, room for the sandbox's own addresses, Docker bridges."""
+    cycles, address clashes, room for the sandbox's own addresses, Docker bridges, what
+    a VM twin needs (and what only a VM can do)."""
     out: list[tuple[int, str]] = _sandbox_problems(site, data)
+    for i, s in enumerate(site.systems):
+        out += [(_line(data, loc), f"{_path(loc)}: {msg}") for loc, msg in _vm_problems(i, s)]
     names = {s.name for s in site.systems}
     devices = {d.name for d in site.devices}
     addresses = _Addresses(site, data)
@@ -332,6 +344,92 @@ def _unknown(
         for j, name in enumerate(given)
         if name not in known
     ]
+
+
+VM_CHECKS = {"screenshot", "agent"}
+"""Check kinds only a VM twin can take."""
+SHELL_CHECKS = {"host", "testinfra"}
+"""Check kinds that need a login on a VM twin (run.vm.ssh or run.vm.winrm)."""
+
+
+def _vm_problems(i: int, system: System) -> list[tuple[tuple[Any, ...], str]]:
+    """A disk image boots as a VM: no container fields, its own address, a login for
+    host checks, hardware this host has; console, screenshot and agent need a VM."""
+    from restoredrill.twins.vm_spec import VMSpec
+
+    at = ("systems", i)
+    run = system.run
+    is_vm = system.backup.kind == "disk_image"
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if not is_vm:
+        if run.vm is not None:
+            out.append(
+                (
+                    (*at, "run", "vm"),
+                    "boots a disk image: it needs backup.kind: disk_image "
+                    f"(this backup is {system.backup.kind}, run as a container)",
+                )
+            )
+        probes = system.ready if isinstance(system.ready, list) else [system.ready]
+        for k, probe in enumerate(probes):
+            if probe is not None and probe.kind == "console":
+                where = (*at, "ready", k) if isinstance(system.ready, list) else (*at, "ready")
+                out.append(((*where, "kind"), "a console probe needs a VM twin (disk_image)"))
+        for j, check in enumerate(system.checks):
+            if check.kind in VM_CHECKS:
+                out.append(
+                    (
+                        (*at, "checks", j, "kind"),
+                        f"{check.kind} checks need a VM twin (backup.kind: disk_image)",
+                    )
+                )
+        return out
+    for field in run.container_fields():
+        out.append(
+            (
+                (*at, "run", field),
+                "a disk image boots as a VM: this field applies to container twins only",
+            )
+        )
+    if run.address is None:
+        out.append(
+            (
+                (*at, "run", "address"),
+                "is required for a VM: the address its restored OS configures (its "
+                "production address)",
+            )
+        )
+    vm = run.vm or VMSpec()
+    if vm.access is None:
+        for j, check in enumerate(system.checks):
+            if check.kind in SHELL_CHECKS:
+                out.append(
+                    (
+                        (*at, "checks", j, "kind"),
+                        f"{check.kind} checks on a VM log in over the network: give "
+                        "run.vm.ssh (or run.vm.winrm) with the account and where its "
+                        "password or key is",
+                    )
+                )
+    out += [((*at, "run", "vm", key), msg) for key, msg in vm_host_problems(vm)]
+    return out
+
+
+def vm_host_problems(vm: Any) -> list[tuple[str, str]]:
+    """What this host cannot give the VM: memory, UEFI firmware, KVM (when demanded)."""
+    from restoredrill.twins.qemu import VMError, check_memory, choose_accel, firmware_files
+
+    out = []
+    for key, probe in (
+        ("memory", lambda: check_memory(vm, "vm")),
+        ("firmware", lambda: firmware_files(vm.firmware)),
+        ("accel", lambda: vm.accel == "kvm" and choose_accel("kvm", "vm")),
+    ):
+        try:
+            probe()
+        except VMError as exc:
+            out.append((key, str(exc).removeprefix("vm: ")))
+    return out
 
 
 def _sandbox_problems(site: Site, data: Any) -> list[tuple[int, str]]:

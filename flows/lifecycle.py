@@ -1,7 +1,9 @@
 """The life of one system in a run: locate → restore → start → ready → checks → teardown.
 
 Every step is one function ``step(job) -> None`` on a :class:`SystemJob`; timing,
-progress, errors and the watchdog are handled once, in :func:`run_step`.
+progress, errors and the watchdog are handled once, in :func:`run_step`. The steps use
+only the twin contract (``twins/base.py``): whichever backend runs the sandbox, and
+whichever kind of twin (container, VM) the restore calls for.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from restoredrill.checks.base import CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import run_check
 from restoredrill.errors import RestoredrillError
-from restoredrill.twins.base import Restored, Sandbox, Twin, TwinError
+from restoredrill.twins.base import Artifact, Restored, Sandbox, Twin, TwinError
+from restoredrill.twins.files import resolve_files
 from restoredrill.twins.limits import Limits
 from restoredrill.twins.readiness import wait_ready
 from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreContext
@@ -57,14 +60,12 @@ class SystemJob:
         system: System,
         sandbox: Sandbox,
         run_id: str,
-        docker: Any,
         watchdog_factor: float = 3.0,
     ) -> None:
         self.loaded = loaded
         self.system = system
         self.sandbox = sandbox
         self.run_id = run_id
-        self.docker = docker
         self.guard = SandboxGuard(list(sandbox.networks), confined=sandbox.is_inside)
         self.limits: Limits = loaded.site.limits(system.name)
         self.limit_reached: str | None = None
@@ -73,6 +74,10 @@ class SystemJob:
         self.restored: Restored | None = None
         self.twin: Twin | None = None
         self.workdir: Path | None = None
+        self.platform: dict[str, Any] | None = None
+        """What the twin ran on (a VM: accelerator, firmware, ...), kept for the evidence."""
+        self.artifacts: dict[str, Artifact] = {}
+        """Files kept as evidence (a VM's console log), by name."""
         self.steps: list[StepTiming] = []
         self.checks: list[CheckResult] = []
         self.started_at = datetime.now(UTC)
@@ -102,8 +107,16 @@ class SystemJob:
         self.cancel.set()
         if self.twin is not None:  # unblock a step waiting on the twin
             self.note_limits()
+            self.keep_artifacts()
             with contextlib.suppress(Exception):  # teardown will try again
                 self.sandbox.remove(self.twin)
+
+    def interrupt(self) -> None:
+        """The run is interrupted (Ctrl-C): stop where it is, as the watchdog does, so a
+        step waiting on the twin returns and the system's teardown runs at once."""
+        if self.expired_in is None:
+            self.disarm_watchdog()
+            self._expire()
 
     def watchdog_message(self) -> str:
         """What a step or check cut short by the watchdog says (not its own timeout)."""
@@ -115,6 +128,25 @@ class SystemJob:
             raise WatchdogExpired(
                 self.expired_in, f"{self.watchdog_message()} in step {self.expired_in}"
             )
+
+    def artifacts_dir(self) -> Path:
+        """Where this system's evidence files go: ``.restoredrill/artifacts/<run>/<system>/``
+        beside the site file (``$XDG_STATE_HOME/restoredrill/artifacts/…`` if read-only)."""
+        for base in (self.loaded.base_dir / ".restoredrill", _state_dir()):
+            folder = base / "artifacts" / self.run_id / self.system.name
+            with contextlib.suppress(OSError):
+                folder.mkdir(parents=True, exist_ok=True)
+                return folder
+        return folder
+
+    def keep_artifacts(self) -> None:
+        """Save what shows the twin's life (a VM's console), while it can still be read;
+        once: the evidence names the file by its digest."""
+        if self.twin is None or self.artifacts:
+            return
+        with contextlib.suppress(Exception):  # evidence is a bonus, never a new failure
+            for artifact in self.twin.keep(self.artifacts_dir()):
+                self.artifacts[artifact.name] = artifact
 
     def note_limits(self) -> None:
         """Remember which limit the twin hit, while it can still be told."""
@@ -185,10 +217,9 @@ def restore(job: SystemJob) -> None:
     job.t_restore = time.perf_counter()
     job.workdir = Path(tempfile.mkdtemp(prefix=f"{job.system.name}-", dir=job.sandbox.scratch))
     own = job.system.run.limits
-    ctx = RestoreContext(
-        docker=job.docker,
-        workdir=job.workdir,
-        image_tag=f"restoredrill-run/{job.system.name}:{job.run_id}",
+    ctx: RestoreContext = job.sandbox.restore_context(
+        job.workdir,
+        f"restoredrill-run/{job.system.name}:{job.run_id}",
         labels=labels(job),
         limit=job.loaded.site.limits(job.system.name).restore,
         ratio_guard=own is None or own.restore is None,  # its own limit vouches for its size
@@ -205,17 +236,28 @@ def start(job: SystemJob) -> None:
         spec = spec.model_copy(
             update={"volumes": {k: _host_path(job, v) for k, v in spec.volumes.items()}}
         )
+    if spec.vm is not None and spec.vm.access is not None:  # a key or password file
+        access = spec.vm.access.resolved(job.loaded.base_dir)
+        vm = spec.vm.model_copy(update={access.protocol: access})
+        spec = spec.model_copy(update={"vm": vm})
+    spec = resolve_files(spec, job.loaded.base_dir)
     job.twin = job.sandbox.start(
         spec, job.restored, name=job.system.name, labels=labels(job), limits=job.limits
     )
+    job.twin.evidence_dir = job.artifacts_dir()  # screenshots are kept there
+    job.platform = job.twin.platform()
+    job.limits = getattr(job.twin, "limits", None) or job.limits  # what it really runs with
 
 
 def ready(job: SystemJob) -> None:
-    """Wait until the readiness probe passes (or the twin dies, or the probe times out);
-    tcp and http probes connect from inside the sandbox (``twin.inside()``)."""
+    """Wait until the readiness probe passes (each in turn, if several), or the twin dies,
+    or a probe times out; tcp and http probes connect from inside the sandbox
+    (``twin.inside()``)."""
     assert job.twin is not None
-    if job.system.ready is not None:
-        wait_ready(job.twin, job.system.ready)
+    probes = job.system.ready
+    if probes is not None:
+        for probe in probes if isinstance(probes, list) else [probes]:
+            wait_ready(job.twin, probe)
     elif not job.twin.is_running():
         raise TwinError(f"{job.system.name} exited at once; last output:\n{job.twin.logs(20)}")
 
@@ -238,15 +280,16 @@ def checks(job: SystemJob) -> None:
 
 
 def teardown(job: SystemJob) -> None:
-    """Remove the twin, the images its restore created and its scratch directory."""
+    """Keep the twin's evidence files, then remove the twin, what its restore created and
+    its scratch directory."""
     job.note_limits()
+    job.keep_artifacts()
     twin, job.twin = job.twin, None
     if twin is not None:
         job.sandbox.remove(twin)
     if job.restored is not None and twin is None:
-        for image in job.restored.created_images:
-            with contextlib.suppress(Exception):  # already gone
-                job.docker.images.remove(image, force=True)
+        with contextlib.suppress(Exception):  # already gone
+            job.sandbox.discard(job.restored)
     if job.workdir is not None:
         shutil.rmtree(job.workdir, ignore_errors=True)
         job.workdir = None
@@ -280,6 +323,7 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
             created = created.replace(tzinfo=UTC)
         age = round((job.started_at - created).total_seconds(), 1)
     job.note_limits()
+    job.keep_artifacts()
     judged = judge_system(
         rto_s=rto,
         rpo_s=system.rpo.total_seconds() if system.rpo else None,
@@ -306,15 +350,26 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         backup=job.ref,
         steps=job.steps,
         checks=job.checks,
-        **_limits_field(job.limits),
+        limits=job.limits.model_dump(mode="json"),
+        platform=platform(job),
     )
 
 
-def _limits_field(limits: Limits) -> dict[str, Any]:
-    """The effective limits for the result, where the result model records them."""
-    if "limits" not in SystemResult.model_fields:
-        return {}
-    return {"limits": limits.model_dump(mode="json")}
+def platform(job: SystemJob) -> dict[str, Any] | None:
+    """What the twin ran on, with the evidence files it left (``None``: a plain container)."""
+    if job.platform is None and not job.artifacts:
+        return None
+    facts = dict(job.platform or {})
+    for name, artifact in job.artifacts.items():
+        facts[name] = artifact.as_dict()
+    return facts
+
+
+def _state_dir() -> Path:
+    import os
+
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "restoredrill"
 
 
 def unrun(system: System, verdict: Verdict, reason: str, **extra: Any) -> SystemResult:

@@ -17,6 +17,9 @@ from restoredrill.durations import format_duration
 from .progress import SystemProgress, subscribe
 from .results import RunRecord, Verdict
 
+TCG_NOTE = "TCG: not the plant's RTO"
+"""Beside a recovery time measured on an emulated CPU (a VM twin without KVM)."""
+
 STYLE = {
     Verdict.PASS: "bold green",
     Verdict.FAIL: "bold red",
@@ -82,11 +85,14 @@ def verdict_table(record: RunRecord) -> Table:
         verdict = Text(s.verdict.value, style=STYLE[s.verdict])
         if s.near_miss:
             verdict.append(" (near miss)", style="yellow")
+        recovery = Text(f"{format_duration(s.recovery_time_s)} / {format_duration(s.rto_s)}")
+        if s.emulated and s.recovery_time_s is not None:
+            recovery.append(f"\n{TCG_NOTE}", style="yellow")
         t.add_row(
             s.system,
             "/".join(v for v in (s.labels.get("zone"), s.labels.get("role")) if v) or "-",
             verdict,
-            f"{format_duration(s.recovery_time_s)} / {format_duration(s.rto_s)}",
+            recovery,
             f"{format_duration(s.backup_age_s)} / {format_duration(s.rpo_s)}",
             f"{passed}/{len(s.checks)}" if s.checks else "-",
             s.reason,
@@ -103,6 +109,8 @@ def summary(record: RunRecord) -> Text:
         f"   site recovery time (critical path): {format_duration(record.site_recovery_time_s)}"
         f" / RTO {site_rto}"
     )
+    if any(s.emulated for s in record.systems):
+        line.append(f" (VM times measured under {TCG_NOTE})", style="yellow")
     return line
 
 

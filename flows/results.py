@@ -64,6 +64,15 @@ class SystemResult(BaseModel):
     """The Prefect worker that verified it (scale-out); None when run in-process."""
     limits: dict[str, Any] | None = None
     """The twin's effective limits (memory, cpus, pids, ...); None when not recorded."""
+    platform: dict[str, Any] | None = None
+    """What the twin ran on when it is not a plain container: a VM's backend, accel (kvm
+    or tcg), firmware, machine, disk formats, ``rto_note`` under TCG, and its evidence
+    files (``console``: path and sha256); None for a container."""
+
+    @property
+    def emulated(self) -> bool:
+        """Measured under TCG (emulation): the recovery time is not the plant's."""
+        return bool(self.platform and self.platform.get("accel") == "tcg")
 
     @property
     def failed_checks(self) -> list[CheckResult]:

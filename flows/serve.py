@@ -16,6 +16,8 @@ targets become digest deployments.
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from prefect import flow
 
 from .alerts import AlertConfig, Delivery, daily_cron, plan_digest, send
 from .inventory import LoadedSite, load_site
-from .prefect_server import prefect_api, require_configured
+from .prefect_server import PrefectServerError, prefect_api, require_configured
 
 POOL = "restoredrill"
 
@@ -162,7 +164,9 @@ def serve(
     from prefect import serve as prefect_serve
 
     loaded = load_site(site_path)
-    with prefect_api(console, serve=True, port=port):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(metrics_endpoint(loaded))
+        stack.enter_context(prefect_api(console, serve=True, port=port))
         prefect_serve(*deployments(loaded), limit=limit, print_starting_message=False)
 
 
@@ -181,3 +185,55 @@ def deploy(site_path: Path, *, work_pool: str = POOL) -> list[str]:
         d.apply(work_pool_name=work_pool)
         names.append(f"{d.flow_name}/{d.name}")
     return names
+
+
+METRICS_ENV = "RESTOREDRILL_METRICS_LISTEN"
+METRICS_DEFAULT = "127.0.0.1:9847"
+
+
+@contextlib.contextmanager
+def metrics_endpoint(loaded: LoadedSite) -> Iterator[str | None]:
+    """``/metrics`` (Prometheus text format, read from the evidence store at each scrape)
+    on ``$RESTOREDRILL_METRICS_LISTEN`` (HOST:PORT, default 127.0.0.1:9847; ``off``)."""
+    import sys
+
+    from prometheus_client import start_http_server
+
+    from .evidence import default_url
+    from .metrics import registry
+
+    listen = os.environ.get(METRICS_ENV, METRICS_DEFAULT).strip()
+    if listen.lower() in {"", "off", "no", "0"}:
+        yield None
+        return
+    host, _, port = listen.rpartition(":")
+    try:
+        server, thread = start_http_server(
+            int(port),
+            addr=host.strip("[]") or "127.0.0.1",
+            registry=registry(
+                loaded.site.evidence or default_url(loaded.path),
+                loaded.site.site,
+                [s.name for s in loaded.site.systems],
+            ),
+        )
+    except ValueError:
+        raise PrefectServerError(
+            f"${METRICS_ENV}={listen!r} is not HOST:PORT (e.g. 127.0.0.1:9847), nor off"
+        ) from None
+    except OSError as exc:  # the verifications matter more than their metrics: go on
+        print(
+            f"warning: metrics not served: cannot listen on {listen} ({exc.strerror or exc}); "
+            f"set ${METRICS_ENV} to a free HOST:PORT",
+            file=sys.stderr,
+        )
+        yield None
+        return
+    url = f"http://{listen}/metrics"
+    print(f"metrics: {url}", file=sys.stderr)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,9 +12,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from restoredrill.twins.base import Sandbox, backend
+from restoredrill.twins.base import Backend, Sandbox, backend
 
-from . import lifecycle, spool
+from . import artifacts, lifecycle, signing, spool
 from .alerts import AlertConfig, Delivery, plan_alerts, send
 from .evidence import EvidenceError, EvidenceStore, default_url, shown_url
 from .inventory import LoadedSite, Site, claimed, load_site, waves
@@ -27,12 +27,16 @@ from .verdicts import blockers, critical_path, site_verdict
 class RunContext:
     """What the systems of one run share: the site, the sandbox, twins kept for dependents."""
 
-    def __init__(self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Any) -> None:
+    def __init__(
+        self, loaded: LoadedSite, run_id: str, sandbox: Sandbox, engine: Backend
+    ) -> None:
         self.loaded = loaded
         self.run_id = run_id
         self.sandbox = sandbox
         self.engine = engine
         self.kept: dict[str, SystemJob] = {}
+        self.running: set[SystemJob] = set()
+        """Systems being verified now (stopped at once if the run is interrupted)."""
         self.lock = threading.Lock()
         self.devices: tuple[list[Any], list[Any]] = ([], [])
         self.device_error: str | None = None
@@ -103,13 +107,13 @@ def _verify(
     box: list[SystemJob] | None = None,
 ) -> SystemResult:
     spec = ctx.loaded.site.system(system)
-    job = SystemJob(
-        ctx.loaded, spec, ctx.sandbox, run_id, ctx.engine.client, ctx.loaded.site.sandbox.watchdog
-    )
+    job = SystemJob(ctx.loaded, spec, ctx.sandbox, run_id, ctx.loaded.site.sandbox.watchdog)
     if box is not None:
         box.append(job)
     failure: StepFailed | None = None
     job.arm_watchdog()
+    with ctx.lock:
+        ctx.running.add(job)
     try:
         for name, _ in lifecycle.STEPS:
             state = STEP_TASKS[name](job=job, return_state=True)
@@ -126,6 +130,8 @@ def _verify(
         else:
             STEP_TASKS["teardown"](job=job, return_state=True)
             result.steps = job.steps
+        with ctx.lock:
+            ctx.running.discard(job)
         job.progress.step = "done"
         job.progress.verdict = result.verdict.value
         emit(job.progress)
@@ -143,11 +149,15 @@ def verify_site(
     run_id: str | None = None,
     evidence: bool = True,
     dispatch: str | None = None,
+    keep_all: bool = False,
+    before_close: Callable[[RunContext, dict[str, SystemResult]], None] | None = None,
 ) -> RunRecord:
     """Verify every system (or the named ones and what they need) in dependency waves.
 
     ``dispatch`` names a ``verify-system`` deployment: each system then runs as its own
     flow run on the work pool's workers (scale-out) instead of in this process.
+    ``keep_all``: every system stays up until the run closes; ``before_close(ctx,
+    results)`` is called then, while they do (a regression's snapshots, flows/regress.py).
     """
     loaded = load_site(site_path)
     site = loaded.site
@@ -178,7 +188,7 @@ def verify_site(
                 workers = max(1, len(runnable))  # the work pool's workers set the pace
 
             def one(name: str) -> SystemResult:
-                keep = name in has_dependents
+                keep = keep_all or name in has_dependents
                 if dispatch:
                     return _dispatched(loaded, dispatch, name, run_id, keep)
                 return verify_system(str(loaded.path), name, run_id, keep_running=keep)
@@ -188,10 +198,18 @@ def verify_site(
                     name: pool.submit(contextvars.copy_context().run, one, name)
                     for name in runnable
                 }
-                for name, future in futures.items():
-                    results[name] = future.result()
+                try:
+                    for name, future in futures.items():
+                        results[name] = future.result()
+                except BaseException:  # Ctrl-C: stop what runs, so its threads end now
+                    interrupt(ctx)
+                    raise
     finally:
-        close_run(ctx, results)
+        try:
+            if before_close is not None:
+                before_close(ctx, results)
+        finally:
+            close_run(ctx, results)
         if dispatch:
             from .dispatch import cleanup
 
@@ -201,6 +219,7 @@ def verify_site(
     record.site_recovery_time_s = critical_path(graph, results)
     record.site_rto_s = site.rto.total_seconds() if site.rto else None
     record.verdict = site_verdict(record)
+    artifacts.publish(record)  # the verdict table beside the flow run in the Prefect UI
     if evidence:
         record_and_alert(loaded, record)
     return record
@@ -217,7 +236,9 @@ def record_and_alert(loaded: LoadedSite, record: RunRecord) -> list[Delivery]:
     config = AlertConfig.from_site(loaded.site, loaded.base_dir)
     store, previous, problem = None, {}, None
     try:
-        store = EvidenceStore(loaded.site.evidence or default_url(loaded.path))
+        store = EvidenceStore(
+            loaded.site.evidence or default_url(loaded.path), signer=signing.for_site(loaded)
+        )
         spool.import_pending(store, loaded.path)
         previous = store.previous_verdicts(record)
     except EvidenceError as exc:
@@ -286,14 +307,9 @@ def open_run(loaded: LoadedSite, run_id: str) -> RunContext:
     # dead runs of this host at once (Docker objects, firewall rules, scratch folders);
     # runs of other hosts sharing the engine after a day
     engine.reap_stale(max_age=timedelta(hours=24))
-    subnets = loaded.site.sandbox.subnets
-    sandbox = engine.open_sandbox(run_id, subnets[0], reserved=claimed(loaded.site))
-    try:
-        for subnet in subnets[1:]:
-            sandbox.add_network(subnet)
-    except BaseException:
-        sandbox.close()
-        raise
+    sandbox = engine.open_sandbox(
+        run_id, loaded.site.sandbox.subnets, reserved=claimed(loaded.site)
+    )
     ctx = RunContext(loaded, run_id, sandbox, engine)
     _RUNS[run_id] = ctx
     return ctx
@@ -307,9 +323,17 @@ def start_devices_task(ctx: RunContext, systems: list[str]) -> None:
     from .devices import start_devices
 
     try:
-        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.engine.client, ctx.run_id, systems)
+        ctx.devices = start_devices(ctx.loaded, ctx.sandbox, ctx.run_id, systems)
     except (TwinError, ValueError, OSError) as exc:
         ctx.device_error = str(exc)
+
+
+def interrupt(ctx: RunContext) -> None:
+    """Stop every system of the run where it is (twins removed, restores cancelled)."""
+    with ctx.lock:
+        running = list(ctx.running)
+    for job in running:
+        job.interrupt()
 
 
 def not_started(site: Site, name: str, why: str) -> SystemResult:

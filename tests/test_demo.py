@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from restoredrill.flows.demo import DEMO_DIR, prepare
+from restoredrill.flows.demo import DEMO_DIR, DEMO_SITE, EXPECTED, prepare
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,55 @@ def test_wrong_register_fails_with_the_mismatched_value(demo_run: dict) -> None:
     assert bad[0]["expected"] == {"min": 40.0, "max": 60.0}
 
 
+def test_vm_system_passes_at_its_production_address_beside_the_others(demo_run: dict) -> None:
+    systems = by_name(demo_run)
+    vm = systems["hmi-vm"]
+    assert vm["verdict"] == "pass", vm["reason"]
+    assert 0 < vm["recovery_time_s"] < vm["rto_s"]
+    assert vm["backup"]["source"] == "disk_image" and vm["backup"]["backup_id"].endswith(".vmdk")
+    assert {c["kind"] for c in vm["checks"]} >= {"http", "screenshot", "host", "agent", "tcp"}
+    assert all(c["status"] == "pass" for c in vm["checks"])
+    reads = [c for c in vm["checks"] if c["name"].startswith("HMI reads the PLC twin json value")]
+    assert reads and reads[0]["observed"] == 1450  # its service read the PLC twin over Modbus
+    platform = vm["platform"]
+    assert platform["disks"] == [{"file": vm["backup"]["backup_id"], "format": "vmdk"}]
+    assert Path(platform["console"]["path"]).is_file()
+    if platform["accel"] == "tcg":
+        assert platform["rto_note"] == "TCG: not the plant's RTO"
+
+
+def test_broken_disk_image_errors_with_its_console_tail(demo_run: dict) -> None:
+    broken = by_name(demo_run)["hmi-vm-broken"]
+    assert broken["verdict"] == "error"
+    assert "not ready after 30s: console showing 'login:' not shown" in broken["reason"]
+    assert "Loading /vmlinuz failed" in broken["reason"]  # the console's last lines
+
+
+def test_verdicts_are_what_the_demo_is_built_to_show(demo_run: dict) -> None:
+    assert {s["system"]: s["verdict"] for s in demo_run["systems"]} == EXPECTED
+
+
 def test_nothing_of_the_run_is_left(demo_run: dict, docker_client) -> None:
     label = f"restoredrill.run={demo_run['run_id']}"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
     assert docker_client.networks.list(filters={"label": label}) == []
     assert docker_client.images.list(filters={"label": label}) == []
+
+
+def test_the_demo_evidence_is_signed_and_reported(demo_run: dict, tmp_path) -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("RESTOREDRILL_SIGNING_KEY", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "restoredrill.flows.cli", *args],
+                              capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+
+    report = cli("report", str(DEMO_SITE), "-o", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "Compliance mapping" in html and "SR 7.4" in html and html.count("<svg") > 7
+    data = json.loads(cli("report", str(DEMO_SITE), "-f", "json").stdout)
+    assert data["chain"]["ok"] and data["chain"]["signed"] >= 1
+    systems = {s["system"]: s for s in data["systems"]}
+    assert demo_run["run_id"] in [p["run_id"] for p in systems["historian"]["points"]]
+    assert "truncated" in systems["erp"]["last_failure"]["reason"]

@@ -89,12 +89,12 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
         assert ran[0].status is Status.FAIL
         assert ran[0].observed == {"exit_code": 3, "stdout": "", "stderr": "oops"}
         ran = agent.run(
-            agent.Spec(command="cat /etc/restoredrill/network.conf", contains="10.200.9.9"),
+            agent.Spec(command="cat /etc/restoredrill/network.conf", contains="10.239.9.9"),
             vm,
             GUARD,
         )
         assert (
-            ran[0].status is Status.FAIL and "ADDRESS=10.200.7.30/24" in ran[0].observed["stdout"]
+            ran[0].status is Status.FAIL and "ADDRESS=10.230.7.30/24" in ran[0].observed["stdout"]
         )
         # the guest writes to its disk: the overlay takes it, the backup does not change
         wrote = vm.agent_exec("echo restored > /root/marker && sync && cat /root/marker")

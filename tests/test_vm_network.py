@@ -245,7 +245,7 @@ from restoredrill.twins.qemu import Disk, QemuVM
 from restoredrill.twins.vm_container import ContainerLauncher
 from restoredrill.twins.vm_spec import VMSpec
 folder, raw, net, run, image = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-launcher = ContainerLauncher(docker.from_env(), net, "10.203.7.30", run, image,
+launcher = ContainerLauncher(docker.from_env(), net, "10.234.7.30", run, image,
                              read_only=[raw], memory=256 << 20, labels={"restoredrill.test": "g-vm"})
 vm = QemuVM("ownedvm", VMSpec(memory="256m", cpus=1, accel="tcg"),
             [Disk(str(folder / "disk0.qcow2"))], folder, launcher=launcher)
@@ -262,7 +262,7 @@ def test_vm_container_stops_when_its_owner_is_killed_and_is_reaped(
 
     client = docker_client
     run = f"gvm{uuid.uuid4().hex[:6]}"
-    sandbox = network(client, f"g-vm-owner-{run}", "10.203.7.0/24", run)
+    sandbox = network(client, f"g-vm-owner-{run}", "10.234.7.0/24", run)
     folder = tmp_path / "scratch"
     create_overlay(vm_raw, "raw", folder / "disk0.qcow2")
     args = [str(folder), str(vm_raw), sandbox.name, run, ensure_runner_image(client)]

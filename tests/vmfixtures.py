@@ -13,11 +13,11 @@ import pytest
 
 from restoredrill.twins import vm_image
 
-SUBNET = "10.200.7.0/24"
+SUBNET = "10.230.7.0/24"
 """The VM network tests' sandbox subnet (the image's own configuration names it)."""
-PROD_SUBNET = "10.201.7.0/24"
-VM_ADDRESS = "10.200.7.30"
-PLC_ADDRESS = "10.200.7.100"
+PROD_SUBNET = "10.231.7.0/24"
+VM_ADDRESS = "10.230.7.30"
+PLC_ADDRESS = "10.230.7.100"
 CONFIG = vm_image.GuestConfig(
     hostname="testvm",
     address=f"{VM_ADDRESS}/24",

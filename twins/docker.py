@@ -13,9 +13,14 @@
 - Every twin runs bounded (:mod:`.limits`): memory without swap, CPUs, processes,
   capabilities without NET_RAW, no-new-privileges, disk watched (:mod:`.usage`).
 - Everything created carries ``restoredrill.run``, ``restoredrill.managed=1`` and the
-  owning process (``restoredrill.pid``/``.pidstart``/``.host``), so :func:`reap_stale`
-  can remove what a crashed run left without touching a run that is still alive; a
-  guardian process (:mod:`.guardian`) does it at once when the owner is killed.
+  owning process (``restoredrill.pid``/``.pidstart``/``.host``, :mod:`.ownership`), so
+  :func:`reap_stale` can remove what a crashed run left without touching a run that is
+  still alive; a guardian process (:mod:`.guardian`) does it at once when the owner is
+  killed.
+- Twin kinds: what a restore gives (:attr:`~.base.Restored.kind`) picks how it runs. An
+  image or tree runs as a container here; disks boot as a VM in a container on the
+  sandbox network (``TWIN_KINDS``: :mod:`.vm_twin`), started through
+  :meth:`DockerSandbox.run_container` like any twin of the sandbox.
 """
 
 from __future__ import annotations
@@ -46,28 +51,59 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from . import firewall, scratch
+from .addresses import AddressBook
 from .anchor import COMMAND as ANCHOR_COMMAND
 from .anchor import HOST_CONFIG as ANCHOR_HOST_CONFIG
 from .anchor import USER as ANCHOR_USER
 from .anchor import ensure_anchor_image
-from .base import ExecOutput, Restored, Sandbox, Twin, TwinError
+from .base import Backend, ExecOutput, Restored, Sandbox, Twin, TwinError, registered
+from .files import lay_in
 from .guardian import start as start_guardian
 from .guardian import stop as stop_guardian
 from .limits import Limits, capabilities, effective
 from .netns import NamespaceError, NetNamespace
-from .owner import Owner
+from .ownership import (
+    HOST,
+    MANAGED,
+    PID,
+    PID_START,
+    ROLE,
+    RUN,
+    SUBNET,
+    SYSTEM,
+    Found,
+    judge,
+    owner_alive,
+    owner_labels,
+    owner_of,
+)
 from .usage import Counters, Usage, Watched, Watcher, reached
 
 log = logging.getLogger(__name__)
 
-RUN = "restoredrill.run"
-SYSTEM = "restoredrill.system"
-MANAGED = "restoredrill.managed"
-ROLE = "restoredrill.role"
-PID = "restoredrill.pid"
-PID_START = "restoredrill.pidstart"
-HOST = "restoredrill.host"
-SUBNET = "restoredrill.subnet"
+__all__ = [
+    "HOST",
+    "MANAGED",
+    "PID",
+    "PID_START",
+    "ROLE",
+    "RUN",
+    "SUBNET",
+    "SYSTEM",
+    "TWIN_KINDS",
+    "DockerBackend",
+    "DockerSandbox",
+    "DockerTwin",
+    "ExecTimeout",
+    "owner_alive",
+    "owner_labels",
+    "reap_stale",
+    "sweep",
+]
+
+TWIN_KINDS = {"vm": "restoredrill.twins.vm_twin:start_vm"}
+"""Kinds of twin this backend runs besides containers: ``kind -> module:function``
+(``function(sandbox, spec, restored, name, labels, limits) -> Twin``)."""
 DEFAULT_URL = "unix:///var/run/docker.sock"
 BRIDGE_NAME = "com.docker.network.bridge.name"
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
@@ -86,32 +122,6 @@ class _AddressTaken(Exception):
 
 class ExecTimeout(TwinError):
     """A command run in a twin did not finish in time (it was killed where possible)."""
-
-
-# --- owner of a run: which process, on which host ------------------------------------------
-
-
-def owner_labels() -> dict[str, str]:
-    """Labels naming this process as the owner of what it creates."""
-    me = Owner.me()
-    labels = {PID: str(me.pid), HOST: me.host}
-    if me.start:
-        labels[PID_START] = me.start
-    return labels
-
-
-def _owner(labels: Mapping[str, str]) -> Owner | None:
-    host, pid_text = labels.get(HOST), labels.get(PID)
-    if not host or not pid_text or not pid_text.isdigit():
-        return None
-    return Owner(int(pid_text), labels.get(PID_START) or None, host)
-
-
-def owner_alive(labels: Mapping[str, str]) -> bool | None:
-    """Whether the process named by ``labels`` still runs: ``None`` if it cannot be told
-    (no owner recorded, or an owner on another host)."""
-    owner = _owner(labels)
-    return None if owner is None else owner.alive()
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -196,7 +206,7 @@ def _engine_url(client: Any) -> str:
 # --- the backend ---------------------------------------------------------------------------
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     """Twins as containers on a real Docker engine (``kind: docker``)."""
 
     kind = "docker"
@@ -223,14 +233,15 @@ class DockerBackend:
     def open_sandbox(
         self,
         run_id: str,
-        subnet: str,
+        subnets: str | Sequence[str],
         gateway: str | None = None,
         name_prefix: str = "restoredrill",
         *,
         reserved: Collection[str] = (),
         guardian: bool = True,
     ) -> DockerSandbox:
-        """Open the run's contained sandbox on ``subnet`` (more with ``add_network``).
+        """Open the run's contained sandbox on ``subnets`` (more with ``add_network``);
+        ``gateway``: the reserved gateway address of the first subnet.
 
         ``reserved``: addresses the inventory claims (never picked for the gateway, the
         anchor or a twin without an address). ``guardian``: start the process that
@@ -240,7 +251,8 @@ class DockerBackend:
         sandbox = DockerSandbox(self.client, run_id, name_prefix, reserved=reserved)
         try:
             sandbox.open(guardian=guardian)
-            sandbox.add_network(subnet, gateway)
+            for i, subnet in enumerate([subnets] if isinstance(subnets, str) else subnets):
+                sandbox.add_network(subnet, gateway if i == 0 else None)
         except BaseException:
             with contextlib.suppress(TwinError):
                 sandbox.close()
@@ -283,7 +295,7 @@ class DockerBackend:
                     bridge,
                 )
             )
-            sandbox._addresses[gateway] = f"the gateway of sandbox subnet {net}"
+            sandbox.book.hold(gateway, f"the gateway of sandbox subnet {net}")
         sandbox._anchor_id = anchor_id
         sandbox._refresh_addresses()
         sandbox.scratch = scratch.create(run_id, attached=True)
@@ -292,12 +304,13 @@ class DockerBackend:
     def reap_stale(
         self,
         max_age: timedelta | float | None = None,
-        alive: Callable[[str], bool] = lambda run_id: False,
+        alive: Callable[[str], bool] | None = None,
         *,
         runs: Collection[str] | None = None,
     ) -> list[str]:
         """What dead runs left: Docker objects (:func:`reap_stale`), firewall rules and
         scratch folders. Returns what was removed."""
+        alive = alive or (lambda run_id: False)
         removed = reap_stale(self.client, max_age, alive, runs=runs)
         removed += firewall.reap(runs, alive)
         removed += scratch.reap(alive, runs=runs)
@@ -521,9 +534,9 @@ class DockerSandbox(Sandbox):
         """Labels for anything created for this run (also images a restore creates)."""
         self.scratch: Path | None = None
         self._nets: list[_Network] = []
-        self._twins: dict[str, DockerTwin] = {}
-        self._addresses: dict[IPAddress, str] = {}
-        self._reserved = {ipaddress.ip_address(str(a)) for a in reserved}
+        self._twins: dict[str, Twin] = {}
+        self.book = AddressBook(reserved)
+        """Who holds which address on the sandbox's networks."""
         self._volumes: set[str] = set()
         self._lock = threading.RLock()
         self._closed = False
@@ -550,8 +563,16 @@ class DockerSandbox(Sandbox):
         return [n.bridge for n in self._nets]
 
     @property
-    def twins(self) -> list[DockerTwin]:
+    def twins(self) -> list[Twin]:
         return list(self._twins.values())
+
+    def adopt(self, twin: Twin) -> None:
+        """Hold ``twin``, a twin of another kind wrapping a container this sandbox started
+        under the same name (``twin.container``): removing it stops it first."""
+        with self._lock:
+            if getattr(twin, "container", None) is not self._twins.get(twin.name):
+                raise TwinError(f"{twin.name}: no container of that name to adopt")
+            self._twins[twin.name] = twin
 
     def open(self, *, guardian: bool = True) -> None:
         """Make the run's scratch folder and start its guardian (before anything else)."""
@@ -636,17 +657,20 @@ class DockerSandbox(Sandbox):
             if self._closed:
                 raise TwinError(f"sandbox of run {self.run_id} is closed")
             try:
-                gw = ipaddress.ip_address(gateway) if gateway else self._pick(net, "the gateway")
+                gw = (
+                    ipaddress.ip_address(gateway) if gateway else self.book.pick(net, "the gateway")
+                )
             except ValueError as exc:
                 raise TwinError(f"sandbox gateway {gateway!r} is not an address: {exc}") from None
             if gw not in net or gw in (net.network_address, net.broadcast_address):
                 raise TwinError(f"sandbox gateway {gw} is not a host address in {net}")
-            self._addresses[gw] = (
+            self.book.hold(
+                gw,
                 f"the gateway of sandbox subnet {net} (an address Docker reserves; no system "
-                "of the inventory claimed it when the sandbox opened)"
+                "of the inventory claimed it when the sandbox opened)",
             )
-            anchor_ip = self._pick(net, "the sandbox's anchor")
-            self._addresses[anchor_ip] = "the sandbox's anchor (checks run from there)"
+            anchor_ip = self.book.pick(net, "the sandbox's anchor")
+            self.book.hold(anchor_ip, "the sandbox's anchor (checks run from there)")
             index = len(self._nets)
             name = f"{self.prefix}-net{index}"
             bridge = "rd" + hashlib.sha256(f"{self.run_id}/{index}".encode()).hexdigest()[:10]
@@ -674,19 +698,6 @@ class DockerSandbox(Sandbox):
             _check_bridge(bridge, net)
             self._join_anchor(network)
         return name
-
-    def _pick(self, net: IPNetwork, what: str) -> IPAddress:
-        """The highest host address of ``net`` nobody holds or claims (under the lock)."""
-        first = int(net.network_address) + 1
-        last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
-        for value in range(last, first - 1, -1):
-            ip = ipaddress.ip_address(value)
-            if ip not in self._addresses and ip not in self._reserved:
-                return ip
-        raise TwinError(
-            f"sandbox subnet {net} has no free address left for {what}: every address is "
-            "claimed by a system or device of the inventory; use a larger subnet"
-        )
 
     def _join_anchor(self, net: _Network) -> None:
         """Start the anchor on the first network, connect it to the others."""
@@ -740,7 +751,7 @@ class DockerSandbox(Sandbox):
                 if not run:
                     clashes.append(f"{what}, which is not restoredrill's")
                     continue
-                owner = _owner(labels)
+                owner = owner_of(labels)
                 state = owner.alive() if owner else None
                 if state is True and owner is not None:
                     clashes.append(
@@ -764,37 +775,11 @@ class DockerSandbox(Sandbox):
         return text
 
     def _place(self, name: str, address: Any) -> tuple[_Network, IPAddress]:
-        """Pick the network and reserve the address of a twin (under the lock)."""
-        if not self._nets:
-            raise TwinError(f"{name}: the sandbox has no network")
+        """Pick the network and reserve the address of a twin (:class:`AddressBook`)."""
         if self.attached:
             self._refresh_addresses()
-        if address is None:
-            net = self._nets[0]
-            ip = self._free_address(net, name)
-        else:
-            try:
-                ip = ipaddress.ip_address(str(address))
-            except ValueError as exc:
-                raise TwinError(f"{name}: {address!r} is not an IP address: {exc}") from None
-            found = [n for n in self._nets if ip in n.subnet]
-            if not found:
-                raise TwinError(
-                    f"{name}: address {ip} is outside every sandbox subnet "
-                    f"({', '.join(self.networks)}): add its subnet to sandbox.subnets, "
-                    "or change the system's address"
-                )
-            net = found[0]
-            if ip in (net.subnet.network_address, net.subnet.broadcast_address):
-                raise TwinError(f"{name}: address {ip} is not a host address in {net.subnet}")
-            holder = self._addresses.get(ip)
-            if holder is not None:
-                raise TwinError(
-                    f"{name}: address {ip} is already taken by {holder}; "
-                    "two systems cannot share an address in one sandbox"
-                )
-        self._addresses[ip] = f"twin {name!r}"
-        return net, ip
+        index, ip = self.book.place(name, address, [n.subnet for n in self._nets])
+        return self._nets[index], ip
 
     def _refresh_addresses(self) -> None:
         """Addresses other processes' twins hold on the shared networks (attached mode)."""
@@ -808,16 +793,8 @@ class DockerSandbox(Sandbox):
                     text = (endpoint.get(key) or "").split("/")[0]
                     if text:
                         ip = ipaddress.ip_address(text)
-                        self._addresses.setdefault(ip, f"twin {endpoint.get('Name', '?')!r}")
-
-    def _free_address(self, net: _Network, name: str) -> IPAddress:
-        """The highest free host address no system claims (production addresses sit low)."""
-        try:
-            return self._pick(net.subnet, name)
-        except TwinError:
-            raise TwinError(
-                f"{name}: no free address left in sandbox subnet {net.subnet}"
-            ) from None
+                        if self.book.holder(ip) is None:
+                            self.book.hold(ip, f"twin {endpoint.get('Name', '?')!r}")
 
     # --- twins ---------------------------------------------------------------------------
 
@@ -830,39 +807,105 @@ class DockerSandbox(Sandbox):
         *,
         remove_directory: bool = False,
         limits: Limits | None = None,
-    ) -> DockerTwin:
+    ) -> Twin:
         """Create and start the twin of one system from ``restored`` (see module docs).
 
-        A restored directory is bind-mounted read-write at ``spec.data_path`` and run with
-        ``spec.image``; ``remove_directory`` makes the sandbox delete it at teardown.
-        ``limits``: the twin's bounds (default: the built-in ones with ``spec.limits``).
+        An image (or a restored directory, bind-mounted read-write at ``spec.data_path``
+        and run with ``spec.image``) runs as a container; another kind of restore (disks)
+        starts as the kind of twin ``TWIN_KINDS`` names. ``remove_directory`` makes the
+        sandbox delete a restored directory at teardown. ``limits``: the twin's bounds
+        (default: the built-in ones with ``spec.limits``).
         """
+        limits = limits or effective(getattr(spec, "limits", None))
+        self._check_new(name)
+        if restored.kind != "container":
+            start_kind = registered(TWIN_KINDS, restored.kind, "kind of twin")
+            return start_kind(self, spec, restored, name, labels, limits)
         image = restored.image or spec.image
         if not image:
             raise TwinError(
                 f"{name}: the restore gave no image and the system names none: "
                 "set run.image to the image that serves the restored data"
             )
-        limits = limits or effective(getattr(spec, "limits", None))
+        return self.run_container(
+            name,
+            image,
+            address=spec.address,
+            binds=self._binds(name, spec, restored),
+            host_options=_bounds(limits),
+            limits=limits,
+            labels=labels,
+            restored=restored,
+            remove_directory=remove_directory,
+            command=spec.command,
+            entrypoint=spec.entrypoint,
+            env=spec.env,
+            workdir=spec.workdir,
+            user=spec.user,
+            hostname=spec.hostname,
+            files=spec.files,
+        )
+
+    def _check_new(self, name: str) -> None:
         with self._lock:
             if self._closed:
                 raise TwinError(f"sandbox of run {self.run_id} is closed")
             if name in self._twins:
                 raise TwinError(f"{name}: a twin of that name already runs in this sandbox")
-        binds = self._binds(name, spec, restored)
+
+    def run_container(
+        self,
+        name: str,
+        image: str,
+        *,
+        address: Any,
+        binds: Mapping[str, Mapping[str, str]],
+        host_options: Mapping[str, Any],
+        limits: Limits,
+        labels: Mapping[str, str] | None = None,
+        restored: Restored | None = None,
+        remove_directory: bool = False,
+        command: Sequence[str] | str | None = None,
+        entrypoint: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        hostname: str | None = None,
+        files: Sequence[Any] = (),
+    ) -> DockerTwin:
+        """Start container ``name`` from local ``image`` at ``address`` (or a free one) on
+        the sandbox network holding it: the run's labels and owner labels, the sandbox's
+        address book, a DNS server inside the sandbox, ``binds`` and ``host_options``
+        (bounds, capabilities, devices) as given, watched against ``limits``. Removed with
+        the sandbox (and by the guardian if this process dies). A twin kind that runs in a
+        container (a VM) starts through here."""
+        self._check_new(name)
+        create = {
+            "image": image,
+            "binds": binds,
+            "host_options": host_options,
+            "limits": limits,
+            "labels": labels,
+            "restored": restored,
+            "remove_directory": remove_directory,
+            "command": command,
+            "entrypoint": entrypoint,
+            "env": env,
+            "workdir": workdir,
+            "user": user,
+            "hostname": hostname,
+            "files": files,
+        }
         for attempt in range(_PLACE_ATTEMPTS):
             with self._lock:
-                net, ip = self._place(name, spec.address)
+                net, ip = self._place(name, address)
             try:
-                return self._create(
-                    name, spec, restored, image, binds, net, ip, labels, limits, remove_directory
-                )
+                return self._create(name, net, ip, **create)
             except _AddressTaken:
                 # another process's twin (a worker of the same run) took that free address
                 # between our look and our start: never ours to fix for a production address
-                with self._lock:
-                    self._addresses[ip] = "a twin started by another process"
-                if spec.address is not None or attempt == _PLACE_ATTEMPTS - 1:
+                self.book.hold(ip, "a twin started by another process")
+                if address is not None or attempt == _PLACE_ATTEMPTS - 1:
                     raise TwinError(
                         f"{name}: address {ip} is already in use on sandbox network {net.name} "
                         "(another twin of this run holds it)"
@@ -872,18 +915,27 @@ class DockerSandbox(Sandbox):
     def _create(
         self,
         name: str,
-        spec: Any,
-        restored: Restored,
-        image: str,
-        binds: dict[str, dict[str, str]],
         net: _Network,
         ip: IPAddress,
-        labels: Mapping[str, str] | None,
+        *,
+        image: str,
+        binds: Mapping[str, Mapping[str, str]],
+        host_options: Mapping[str, Any],
         limits: Limits,
+        labels: Mapping[str, str] | None,
+        restored: Restored | None,
         remove_directory: bool,
+        command: Sequence[str] | str | None,
+        entrypoint: Sequence[str] | str | None,
+        env: Mapping[str, str] | None,
+        workdir: str | None,
+        user: str | None,
+        hostname: str | None,
+        files: Sequence[Any],
     ) -> DockerTwin:
-        """Create and start one container at ``ip``; undo everything if that fails."""
-        hostname = spec.hostname or _hostname(name)
+        """Create and start one container at ``ip`` (``files``, resolved ``run.files``,
+        laid in before it starts); undo everything if that fails."""
+        hostname = hostname or _hostname(name)
         container_name = _slug(f"{self.prefix}-{name}")
         endpoint = self.client.api.create_endpoint_config(
             aliases=sorted({name, hostname}),
@@ -893,23 +945,23 @@ class DockerSandbox(Sandbox):
         try:
             created = self.client.api.create_container(
                 image,
-                command=spec.command,
-                entrypoint=spec.entrypoint,
-                environment=dict(spec.env) or None,
-                working_dir=spec.workdir,
-                user=spec.user,
+                command=command,
+                entrypoint=entrypoint,
+                environment=dict(env or {}) or None,
+                working_dir=workdir,
+                user=user,
                 hostname=hostname,
                 name=container_name,
                 labels={**(labels or {}), **self.labels, SYSTEM: name},
                 networking_config=self.client.api.create_networking_config({net.name: endpoint}),
                 host_config=self.client.api.create_host_config(
-                    binds=binds,
+                    binds={k: dict(v) for k, v in binds.items()},
                     network_mode=net.name,
                     # a DNS server inside the sandbox where nothing answers: lookups fail at
                     # once and never leave it (Docker < 26 forwards them from the host's
                     # namespace when the upstream is a host loopback resolver, CVE-2024-29018)
                     dns=[str(net.anchor)],
-                    **_bounds(limits),
+                    **host_options,
                 ),
             )
             container_id = created["Id"]
@@ -920,19 +972,20 @@ class DockerSandbox(Sandbox):
                 container_name,
                 str(ip),
                 net.name,
-                restored,
+                restored or Restored(image=image),
                 remove_directory,
                 sandbox=self,
                 limits=limits,
             )
             with self._lock:
                 self._twins[name] = twin
+            lay_in(self.client, container_id, files, name)
             self.client.api.start(container_id)
             self._watch(twin, limits)
         except BaseException as exc:
             with self._lock:
                 self._twins.pop(name, None)
-                self._addresses.pop(ip, None)
+                self.book.release(ip)
             self._watcher.forget(name)
             if container_id is not None:
                 td = _Teardown()
@@ -974,6 +1027,25 @@ class DockerSandbox(Sandbox):
         twin.watched.sample(disk=False)
         self._watcher.watch(twin.watched)
 
+    def start_device(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        address: str,
+        mounts: Mapping[str, str],
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+    ) -> DockerTwin:
+        """An emulated field device in the emulator image (built offline the first time)."""
+        from .emulator_image import ensure_emulator_image
+
+        image = ensure_emulator_image(self.client)
+        return self.start_aux(
+            name, image, list(command), address, mounts, labels, env=env, limits=limits
+        )
+
     def start_aux(
         self,
         name: str,
@@ -997,13 +1069,46 @@ class DockerSandbox(Sandbox):
             address=address,
             image=image,
         )
-        return self.start(
+        twin = self.start(
             spec,
             Restored(image=image),
             name,
             {ROLE: "aux", **(labels or {})},
             limits=limits,
         )
+        assert isinstance(twin, DockerTwin)
+        return twin
+
+    def restore_context(self, workdir: Path, image_tag: str, **options: Any) -> Any:
+        """A restore into this engine: image sources load into it (``ctx.docker``)."""
+        from .sources.base import RestoreContext
+
+        labels = {**self.labels, **(options.pop("labels", None) or {})}
+        return RestoreContext(
+            docker=self.client, workdir=workdir, image_tag=image_tag, labels=labels, **options
+        )
+
+    def discard(self, restored: Restored) -> None:
+        """Remove the images a restore created (its twin was never started)."""
+        td = _Teardown()
+        for image in restored.created_images:
+            td(self.client.api.remove_image, image, force=True)
+        td.finish("discarding a restore")
+
+    def twin_folder(self, name: str) -> Path:
+        """A fresh folder for one twin in the run's scratch folder, with a short name:
+        unix sockets live in it, and their paths must stay under 108 characters."""
+        if self.scratch is None:
+            raise TwinError(f"run {self.run_id}'s sandbox has no scratch folder")
+        digest = hashlib.sha256(f"{name}/{time.monotonic_ns()}".encode()).hexdigest()[:8]
+        folder = self.scratch / f"t-{digest}"
+        folder.mkdir(mode=0o700)
+        if len(str(folder / "lifeline.sock")) > 107:
+            raise TwinError(
+                f"{name}: the scratch folder {folder} is too long for the VM's sockets "
+                "(at most 107 characters): set TMPDIR to a shorter folder, e.g. /tmp"
+            )
+        return folder
 
     def _binds(self, name: str, spec: Any, restored: Restored) -> dict[str, dict[str, str]]:
         """Bind mounts: the restored tree, host paths, and run-scoped named volumes."""
@@ -1047,14 +1152,22 @@ class DockerSandbox(Sandbox):
         restored directory. Which limit it hit is judged first (the cgroup goes with it).
         Safe to call twice; gone objects are fine."""
         if not isinstance(twin, DockerTwin):
-            raise TypeError(f"not a Docker twin: {twin!r}")
+            inner = getattr(twin, "container", None)
+            if not isinstance(inner, DockerTwin):
+                raise TypeError(f"not a twin of this Docker sandbox: {twin!r}")
+            with self._lock:
+                if self._twins.get(twin.name) is twin:
+                    self._twins[twin.name] = inner
+            td = _Teardown()
+            td(twin.stop)  # its own shutdown first (a VM: QEMU stops, its folder goes)
+            td(self.remove, inner)
+            td.finish(f"removing twin {twin.name}")
+            return
         with self._lock:
             if self._twins.get(twin.name) is twin:
                 del self._twins[twin.name]
             if twin.address:
-                ip = ipaddress.ip_address(twin.address)
-                if self._addresses.get(ip) == f"twin {twin.name!r}":
-                    del self._addresses[ip]
+                self.book.release(twin.address, f"twin {twin.name!r}")
         td = _Teardown()
         td(twin._last_judgement)
         self._watcher.forget(twin.name)
@@ -1222,33 +1335,26 @@ def _remove_image(client: Any, image: Mapping[str, Any]) -> None:
 def reap_stale(
     client: Any,
     max_age: timedelta | float | None = None,
-    alive: Callable[[str], bool] = lambda run_id: False,
+    alive: Callable[[str], bool] | None = None,
     *,
     runs: Collection[str] | None = None,
 ) -> list[str]:
     """Remove what dead runs left: containers, networks and volumes labelled
-    ``restoredrill.managed=1`` and images labelled ``restoredrill.run``.
-
-    A run is alive (and left alone) when ``alive(run_id)`` says so, or when any of its
-    objects names an owner process that still runs on this host. A run whose owners on
-    this host are all gone is dead. A run that cannot be judged (owner on another host,
-    or no owner recorded) is reaped only when ``max_age`` is given and the object is
-    older. ``runs`` limits reaping to those run ids. Returns what was removed.
-    """
+    ``restoredrill.managed=1`` and images labelled ``restoredrill.run`` (which runs are
+    dead: :func:`.ownership.judge`). Returns what was removed."""
     api = client.api
-    limit = max_age.total_seconds() if isinstance(max_age, timedelta) else max_age
     managed = {"label": f"{MANAGED}=1"}
-    found: list[tuple[str, str, dict[str, str], float | None, Callable[[], None]]] = []
+    found: list[Found] = []
     for c in api.containers(all=True, filters=managed):
         name = (c.get("Names") or [c["Id"][:12]])[0].lstrip("/")
         remove = partial(api.remove_container, c["Id"], force=True, v=True)
         found.append(
-            ("container", name, c.get("Labels") or {}, _parse_time(c.get("Created")), remove)
+            Found("container", name, c.get("Labels") or {}, _parse_time(c.get("Created")), remove)
         )
     for n in api.networks(filters=managed):
         remove = partial(_remove_network, client, n["Id"])
         found.append(
-            (
+            Found(
                 "network",
                 n.get("Name", ""),
                 n.get("Labels") or {},
@@ -1259,55 +1365,29 @@ def reap_stale(
     for v in (api.volumes(filters=managed) or {}).get("Volumes") or []:
         remove = partial(api.remove_volume, v["Name"], force=True)
         found.append(
-            ("volume", v["Name"], v.get("Labels") or {}, _parse_time(v.get("CreatedAt")), remove)
+            Found(
+                "volume", v["Name"], v.get("Labels") or {}, _parse_time(v.get("CreatedAt")), remove
+            )
         )
     for i in api.images(filters={"label": RUN}):
         name = next((t for t in i.get("RepoTags") or [] if t != "<none>:<none>"), i["Id"][:19])
+        remove = partial(_remove_image, client, i)
         found.append(
-            (
-                "image",
-                name,
-                i.get("Labels") or {},
-                _parse_time(i.get("Created")),
-                partial(_remove_image, client, i),
-            )
+            Found("image", name, i.get("Labels") or {}, _parse_time(i.get("Created")), remove)
         )
-
-    owners: dict[str, list[bool | None]] = {}
-    for _, _, labels, _, _ in found:
-        states = owners.setdefault(labels.get(RUN, ""), [])
-        if labels.get(PID) or labels.get(HOST):
-            states.append(owner_alive(labels))
-
-    def run_alive(run: str) -> bool | None:
-        if run and alive(run):
-            return True
-        states = owners.get(run, [])
-        if True in states:
-            return True
-        if states and all(s is False for s in states):
-            return False
-        return None  # cannot be judged here
-
-    verdicts = {run: run_alive(run) for run in owners if runs is None or run in runs}
-    now = time.time()
     removed: list[str] = []
-    for kind, name, labels, created, remove in found:  # containers before networks
-        run = labels.get(RUN, "")
-        if run not in verdicts:
-            continue
-        state = verdicts[run]
-        old = limit is not None and created is not None and now - created > limit
-        if state is True or (state is None and not old):
-            continue
+    for item in judge(found, max_age, alive, runs):  # containers before networks
+        run = item.labels.get(RUN, "")
         td = _Teardown()
-        td(remove)
+        td(item.remove)
         if td.interrupted is not None:
             raise td.interrupted
         if td.problems:
-            log.warning("could not remove %s %s of dead run %s: %s", kind, name, run, td.problems)
+            log.warning(
+                "could not remove %s %s of dead run %s: %s", item.kind, item.name, run, td.problems
+            )
         else:
-            removed.append(f"{kind} {name} (run {run or '?'})")
+            removed.append(f"{item.kind} {item.name} (run {run or '?'})")
     if removed:
         log.info("removed leftovers of dead runs: %s", ", ".join(removed))
     return removed

@@ -1,13 +1,17 @@
-"""Wait until a twin is ready: a TCP port opens, an HTTP status, a log line, a command.
+"""Wait until a twin is ready: a TCP port opens, an HTTP status, a log line, a command,
+a pattern on a VM's serial console.
 
 Backend-neutral: tcp and http connect to ``twin.address`` from inside the twin's
 sandbox (``twin.inside()``: the host itself has no route there); log and command go
-through the twin (``twin.logs``, ``twin.exec``). Fails fast when the twin exits.
+through the twin (``twin.logs``, ``twin.exec``), console through a VM twin's
+``console()``. Fails fast when the twin exits; a failure quotes the twin's last output
+(a VM's: its console) and the twin's advice (e.g. another disk bus).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 import urllib.error
@@ -19,7 +23,7 @@ from typing import Any
 from restoredrill.durations import format_duration
 
 from .base import Twin, TwinError
-from .spec import CommandProbe, HttpProbe, LogProbe, TcpProbe
+from .spec import CommandProbe, ConsoleProbe, HttpProbe, LogProbe, TcpProbe
 
 LOG_LINES = 5000
 """How much of the twin's output a log probe searches."""
@@ -109,6 +113,16 @@ def _command(twin: Twin, probe: CommandProbe, budget: float) -> tuple[bool, str]
     return False, f"exit {out.exit_code}" + (f": {said[-1]}" if said else "")
 
 
+def _console(twin: Twin, probe: ConsoleProbe, budget: float) -> tuple[bool, str]:
+    console = getattr(twin, "console", None)
+    if console is None:
+        raise TwinError(
+            f"{twin.name} has no serial console: a console probe needs a VM twin "
+            "(backup.kind: disk_image)"
+        )
+    return re.search(probe.pattern, console()) is not None, "not shown"
+
+
 def describe(twin: Twin, probe: Any) -> str:
     """The probe in words, e.g. ``tcp 10.77.0.5:8080``."""
     if isinstance(probe, TcpProbe):
@@ -117,6 +131,8 @@ def describe(twin: Twin, probe: Any) -> str:
         return f"http GET {_url(twin, probe)}"
     if isinstance(probe, LogProbe):
         return f"log line containing {probe.contains!r}"
+    if isinstance(probe, ConsoleProbe):
+        return f"console showing {probe.pattern!r}"
     command = probe.command if isinstance(probe.command, str) else " ".join(probe.command)
     return f"command `{command}`"
 
@@ -126,6 +142,7 @@ _PROBES: dict[type, Callable[[Twin, Any, float], tuple[bool, str]]] = {
     HttpProbe: _http,
     LogProbe: _log,
     CommandProbe: _command,
+    ConsoleProbe: _console,
 }
 
 
@@ -137,10 +154,19 @@ def last_output(twin: Twin, lines: int = TAIL) -> str:
     return text or "(no output)"
 
 
+def _advice(twin: Twin) -> str:
+    with_hint = getattr(twin, "advice", None)
+    hint = with_hint() if with_hint is not None else ""
+    return f" (hint: {hint})" if hint else ""
+
+
 def exited(twin: Twin) -> TwinError:
     code = twin.exit_code()
     how = "stopped" if code is None else f"exited with code {code}"
-    return TwinError(f"{twin.name} {how} before it was ready; last output:\n{last_output(twin)}")
+    return TwinError(
+        f"{twin.name} {how} before it was ready{_advice(twin)}; "
+        f"last output:\n{last_output(twin)}"
+    )
 
 
 def wait_ready(twin: Twin, probe: Any, *, poll: float = 0.05) -> float:
@@ -170,6 +196,6 @@ def wait_ready(twin: Twin, probe: Any, *, poll: float = 0.05) -> float:
                 raise exited(twin)
             raise TwinError(
                 f"{twin.name} not ready after {_seconds(limit)}: {describe(twin, probe)} "
-                f"{last}; last output:\n{last_output(twin)}"
+                f"{last}{_advice(twin)}; last output:\n{last_output(twin)}"
             )
         time.sleep(min(poll, deadline - now))

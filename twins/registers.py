@@ -54,6 +54,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "uint32": (0, 2**32 - 1),
     "float32": (-3.4028234663852886e38, 3.4028234663852886e38),
 }
+FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+"""The Modbus read function of each table (named in an exception reply's message)."""
 
 
 # --------------------------------------------------------------------------- codec

@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from restoredrill.durations import Duration
 
+from .files import FileSpec
 from .limits import Limits
+from .vm_readiness import ConsoleProbe
+from .vm_spec import VMSpec
 
 
 class _Spec(BaseModel):
@@ -41,7 +44,23 @@ class CommandProbe(_Spec):
     timeout: Duration = "60s"
 
 
-Probe = Annotated[TcpProbe | HttpProbe | LogProbe | CommandProbe, Field(discriminator="kind")]
+Probe = Annotated[
+    TcpProbe | HttpProbe | LogProbe | CommandProbe | ConsoleProbe, Field(discriminator="kind")
+]
+
+CONTAINER_FIELDS = (
+    "command",
+    "entrypoint",
+    "env",
+    "workdir",
+    "user",
+    "volumes",
+    "hostname",
+    "image",
+    "data_path",
+    "files",
+)
+"""Run fields of container twins only: a VM boots its restored disk as it is."""
 
 
 class RunSpec(_Spec):
@@ -75,3 +94,17 @@ class RunSpec(_Spec):
     limits: Limits | None = Field(
         None, description="this system's bounds; what it leaves out keeps sandbox.limits"
     )
+    files: list[FileSpec] = Field(
+        default_factory=list,
+        description="files or folders of the site laid into the twin before it starts "
+        "(configuration kept apart from the backup)",
+    )
+    vm: VMSpec | None = Field(
+        None,
+        description="the virtual hardware a restored disk image (backup.kind: disk_image) "
+        "boots on; defaults suit the image of a physical machine",
+    )
+
+    def container_fields(self) -> list[str]:
+        """The container-only fields this spec sets (none may be set for a VM)."""
+        return [f for f in CONTAINER_FIELDS if f in self.model_fields_set and getattr(self, f)]

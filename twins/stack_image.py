@@ -306,3 +306,10 @@ def _assemble(ctx: Path, dists: list[md.Distribution], stand_ins: list[str]) -> 
         shutil.copy2(_binary(name), bin_dir / name)
         (bin_dir / name).chmod(0o755)
     shutil.copy2(DOCKERFILE, ctx / "Dockerfile")
+
+
+def build_on_local_engine(base: str = STACK_BASE) -> str:
+    """:func:`ensure_stack_image` on the Docker engine of this machine (``DOCKER_HOST``)."""
+    from .docker import DockerBackend
+
+    return ensure_stack_image(DockerBackend().client, base)

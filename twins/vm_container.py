@@ -61,8 +61,12 @@ def runner_files() -> list[Path]:
     binary = shutil.which(QEMU)
     if not binary:
         raise TwinError(f"{QEMU} is not installed: apt-get install qemu-system-x86")
+    nft = shutil.which("nft")
+    if not nft:
+        raise TwinError("nft is not installed (it guards a VM's tap): apt-get install nftables")
     modules = sorted(MODULES.glob("accel-*.so")) if MODULES.is_dir() else []
     files = {Path(binary), *(_libraries(Path(binary))), *modules}
+    files.update([Path(nft), *_libraries(Path(nft))])
     for module in modules:
         files.update(_libraries(module))
     for folder in DATA:

@@ -6,9 +6,11 @@ import hashlib
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from restoredrill.sizes import Size
+
+from .access import SshAccess, WinrmAccess
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -37,6 +39,18 @@ class VMSpec(BaseModel):
     accel: Literal["auto", "kvm", "tcg"] = Field(
         "auto", description="auto: KVM when /dev/kvm works, else TCG; kvm: KVM or error"
     )
+    ssh: SshAccess | None = Field(None, description="how host checks log in over SSH")
+    winrm: WinrmAccess | None = Field(None, description="how host checks log in over WinRM")
+
+    @model_validator(mode="after")
+    def _one_access(self) -> VMSpec:
+        if self.ssh is not None and self.winrm is not None:
+            raise ValueError("give ssh or winrm (how host checks log in), not both")
+        return self
+
+    @property
+    def access(self) -> SshAccess | WinrmAccess | None:
+        return self.ssh or self.winrm
 
     # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("mac")

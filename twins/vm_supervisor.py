@@ -4,7 +4,9 @@ Usage: ``vm_supervisor.py FOLDER [--tap TAP] [--drop-caps] -- qemu-system-x86_64
 
 1. With ``--tap``: bridge this network namespace's ``eth0`` (the sandbox address Docker
    gave the container) to a new tap device for the VM, and take the address off
-   ``eth0``: the VM answers at it, the container itself holds no address.
+   ``eth0``: the VM answers at it, the container itself holds no address. What the VM
+   sends passes only as IPv4 from that address, or ARP naming it (an nftables ingress
+   chain on the tap): a guest cannot take another twin's address inside the sandbox.
 2. Listen on ``FOLDER/lifeline.sock``; the owner (restoredrill) connects and holds the
    connection. When it closes (also when the owner is killed with -9, as the kernel
    closes its sockets) QEMU is stopped. Nobody connecting within 60 s counts as closed.
@@ -36,13 +38,51 @@ def sh(*argv: str) -> None:
         raise SystemExit(f"vm-supervisor: {' '.join(argv)} failed: {done.stderr.strip()}")
 
 
+def address_of(dev: str) -> str | None:
+    """The IPv4 address of ``dev`` (``None`` without one)."""
+    done = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", dev], capture_output=True, text=True, check=False
+    )
+    fields = done.stdout.split()
+    return fields[fields.index("inet") + 1].split("/")[0] if "inet" in fields else None
+
+
+GUARD = """table netdev restoredrill {{
+  chain from_guest {{
+    type filter hook ingress device "{tap}" priority 0; policy drop;
+    ip saddr {address} accept
+    arp saddr ip {address} accept
+  }}
+}}
+"""
+"""What the VM may send: IPv4 from its own address, ARP naming it; nothing else."""
+
+
+def only_from(tap: str, address: str) -> None:
+    """Frames the VM sends through ``tap`` pass only as IPv4 from ``address`` or as ARP
+    whose sender is ``address`` (an nftables ingress chain on the tap); anything else
+    (another source, IPv6, other protocols) is dropped before the bridge."""
+    done = subprocess.run(
+        ["nft", "-f", "-"],
+        input=GUARD.format(tap=tap, address=address),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"vm-supervisor: nft refused the tap's guard: {done.stderr.strip()}")
+
+
 def bridge(tap: str) -> None:
     """eth0 and ``tap`` in one bridge; no address left on this side."""
+    address = address_of("eth0")
     sh("ip", "link", "add", "br0", "type", "bridge")
     sh("ip", "addr", "flush", "dev", "eth0")
     sh("ip", "link", "set", "eth0", "master", "br0")
     sh("ip", "tuntap", "add", "dev", tap, "mode", "tap", "user", str(os.getuid()))
     sh("ip", "link", "set", tap, "master", "br0")
+    if address:
+        only_from(tap, address)
     for dev in (tap, "eth0", "br0"):
         sh("ip", "link", "set", dev, "up")
 

@@ -10,11 +10,16 @@ the message names, and the next run that can write the store appends it to the c
 ``restoredrill evidence import --spool``). 3 takes precedence over 1. 130: interrupted.
 
     app.py       the Typer apps, the consoles, the error → exit code mapping
-    run.py       run, validate, schema, demo
+    run.py       validate, schema, run
+    regress.py   regress
     schedule.py  serve, deploy
-    evidence.py  history, evidence verify|import (and the store used last)
+    evidence.py  history, evidence verify|import
+    demo.py      demo
+    report.py    report, metrics
+    signed.py    evidence keygen|rotate|export|prune
     emulate.py   emulate plc|scada, stack build
     learn.py     learn modbus|opcua
+    stores.py    which evidence store and signing key a command means (the store used last)
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from __future__ import annotations
 from .app import app
 
 # isort: off
-from . import run, schedule, evidence, emulate, learn  # in the order of --help
+from . import run, regress, schedule, evidence, demo, report, signed, emulate, learn  # --help order
 # isort: on
 
 __all__ = ["app", "main"]
-_COMMANDS = (run, schedule, evidence, emulate, learn)
+_COMMANDS = (run, regress, schedule, evidence, demo, report, signed, emulate, learn)
 """Importing a module registers its commands on ``app`` (in this order in ``--help``)."""
 
 

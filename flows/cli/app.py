@@ -63,7 +63,9 @@ app = typer.Typer(
 )
 emulate_app = typer.Typer(help="Run field-device emulators on their own (for HMI development).")
 stack_app = typer.Typer(help="The image of docker-compose.yml's server and workers, built offline.")
-evidence_app = typer.Typer(help="The evidence store: check its hash chain, import spooled runs.")
+evidence_app = typer.Typer(
+    help="The evidence store: check its chain, import spooled runs, sign, export, prune."
+)
 learn_app = typer.Typer(
     help="Learn twins from the plant: register maps from traffic captures or live PLCs "
     "(read-only), OPC UA address spaces from live servers (read-only).",

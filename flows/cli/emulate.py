@@ -70,8 +70,7 @@ def stack_build(
     ] = None,
 ) -> None:
     """Build (or reuse) restoredrill/stack:local from this installation: no registry."""
-    from restoredrill.twins.docker import DockerBackend
-    from restoredrill.twins.stack_image import STACK_BASE, ensure_stack_image
+    from restoredrill.twins.stack_image import STACK_BASE, build_on_local_engine
 
-    tag = ensure_stack_image(DockerBackend().client, base or STACK_BASE)
+    tag = build_on_local_engine(base or STACK_BASE)
     console.print(f"{tag} (also tagged restoredrill/stack:local)", highlight=False)

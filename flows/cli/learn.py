@@ -107,7 +107,7 @@ def learn_modbus(
 
 @learn_app.command("opcua")
 def learn_opcua(
-    url: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT[/path] of the server")],
+    url: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT\\[/path] of the server")],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="the NodeSet2 XML to write")
     ] = Path("model.xml"),

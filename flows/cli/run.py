@@ -1,4 +1,4 @@
-"""``restoredrill run``, ``validate``, ``schema`` and ``demo``: verify a site now."""
+"""``restoredrill validate``, ``schema`` and ``run``: verify a site now."""
 
 from __future__ import annotations
 
@@ -83,6 +83,10 @@ def run(
             "(after `restoredrill deploy`); this process orchestrates",
         ),
     ] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="also write a JUnit XML report (Jenkins, GitLab, GitHub Actions)"),
+    ] = None,
 ) -> None:
     """Verify a site now: restore, start, check, time, record, tear down.
 
@@ -101,6 +105,7 @@ def run(
         verbose=verbose,
         all_checks=all_checks,
         on_workers=on_workers,
+        junit=junit,
     )
     raise typer.Exit(0 if record.verdict.ok else 1)
 
@@ -115,19 +120,25 @@ def verify_and_show(
     verbose: bool = False,
     all_checks: bool = False,
     on_workers: bool = False,
+    junit: Path | None = None,
 ) -> RunRecord:
-    """Verify ``site`` (what ``run`` does) and show the record, its alerts and its store;
-    raise a RestoredrillError (exit 3) once shown if its evidence was not recorded."""
+    """Verify ``site`` (what ``run`` does) and show the record, its alerts and its store
+    (and write it as JUnit XML to ``junit``); raise a RestoredrillError (exit 3) once shown
+    if its evidence was not recorded."""
     loaded = load_site(site)
     dispatch = _dispatch_to(loaded) if on_workers else None
     names = [s.name for s in loaded.site.systems]
     for name in systems or []:
         if name not in names:
             raise InputError(f"{site}: no system named {name!r} (known: {', '.join(names)})")
-    _check_evidence(loaded)
+    check_evidence(loaded)
     check_alerts(loaded)
     quiet_console_logs(verbose)
     record, spooled = _verify(loaded, systems, concurrency, trigger, dispatch, live=not as_json)
+    if junit is not None:
+        from ..junit import for_run
+
+        for_run(record).write(junit)
     deliveries = spooled.deliveries if spooled else _recorded_deliveries(loaded, record.run_id)
     _show(loaded, record, deliveries, spooled, as_json, all_checks)
     if spooled is not None:
@@ -214,11 +225,14 @@ def _not_recorded(loaded: LoadedSite, spooled: Any) -> RestoredrillError:
     return RestoredrillError(message, ExitCode.NOT_RECORDED)
 
 
-def _check_evidence(loaded: LoadedSite) -> None:
-    """Before a run: a wrong evidence URL is bad input; a store that cannot be written now
-    only warns (if it still cannot at the end, the run's record is spooled)."""
+def check_evidence(loaded: LoadedSite) -> None:
+    """Before a run: a wrong evidence URL, a missing or unreadable signing key are bad input;
+    a store that cannot be written now only warns (if it still cannot at the end, the run's
+    record is spooled)."""
     from ..evidence import EvidenceConfigError, EvidenceError, EvidenceStore, default_url
+    from ..signing import for_site
 
+    for_site(loaded)  # a SigningError: bad input, before the run
     try:
         EvidenceStore(loaded.site.evidence or default_url(loaded.path)).close()
     except EvidenceConfigError:
@@ -241,28 +255,3 @@ def _recorded_deliveries(loaded: LoadedSite, run_id: str) -> list[dict]:
             return store.deliveries(run_id)
     except EvidenceError:
         return []
-
-
-@app.command()
-def demo(
-    prepare_only: Annotated[bool, typer.Option(help="only make the demo backups")] = False,
-) -> None:
-    """Make the demo plant's backups (offline, once) and verify the demo site.
-
-    Exits 0 when the run shows what the demo is built to show (good systems pass,
-    every broken backup is caught), 1 otherwise.
-    """
-    from ..demo import DEMO_SITE, EXPECTED, prepare
-
-    prepare(console)
-    if prepare_only:
-        return
-    record = verify_and_show(DEMO_SITE, trigger="demo", all_checks=True)
-    seen = {s.system: s.verdict.value for s in record.systems}
-    if seen != EXPECTED:
-        raise RestoredrillError(f"demo: unexpected verdicts {seen} (expected {EXPECTED})")
-    console.print(
-        "[bold green]demo: as designed[/] — the good systems recovered within their RTOs; "
-        "the truncated ERP backup, the system blocked behind it and the line-2 gateway's "
-        "wrong register were all caught. `restoredrill history` shows the run."
-    )

@@ -28,7 +28,7 @@ def serve(
     ] = 4200,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's logs")] = False,
 ) -> None:
-    """Run the site's verifications on their schedules until Ctrl-C (Prefect deployments
+    """Run the site's verifications on its schedules until Ctrl-C (Prefect deployments
     served by this process; offline with a local Prefect server unless PREFECT_API_URL is set)."""
     loaded = load_site(site)
     open_store(loaded.site.evidence, site)

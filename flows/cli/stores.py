@@ -1,11 +1,14 @@
 """Which evidence store a command means: ``--evidence``, ``--site``, ``$RESTOREDRILL_EVIDENCE``,
-or the one used last here (remembered without its password)."""
+or the one used last here (remembered without its password); which key signs what it
+appends (``--key``, ``$RESTOREDRILL_SIGNING_KEY``, the site file's ``signing_key``); and the
+periods commands take (``--since``, ``--keep``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +18,7 @@ from ..inventory import load_site
 
 if TYPE_CHECKING:
     from ..evidence import EvidenceStore
+    from ..signing import Signer
 
 LAST_EVIDENCE = (
     Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
@@ -23,9 +27,12 @@ LAST_EVIDENCE = (
 )
 
 
-def open_store(url: str | None, site: Path | None, read_only: bool = False) -> EvidenceStore:
+def open_store(
+    url: str | None, site: Path | None, read_only: bool = False, signer: Signer | None = None
+) -> EvidenceStore:
     """The store of ``--evidence``, else of ``--site``, else $RESTOREDRILL_EVIDENCE, else the
-    one last used here (``read_only``: nothing is written to it)."""
+    one last used here (``read_only``: nothing is written to it; ``signer`` signs what is
+    appended)."""
     from ..evidence import EvidenceStore, default_url
 
     if url is None and site is not None:
@@ -34,7 +41,7 @@ def open_store(url: str | None, site: Path | None, read_only: bool = False) -> E
     url = url or os.environ.get("RESTOREDRILL_EVIDENCE") or _recall()
     if url is None:
         raise InputError("which evidence? give --site SITE or --evidence URL")
-    store = EvidenceStore.reader(url) if read_only else EvidenceStore(url)
+    store = EvidenceStore.reader(url) if read_only else EvidenceStore(url, signer=signer)
     if not read_only:
         remember(site, url)
     return store
@@ -83,3 +90,28 @@ def _recall() -> str | None:
             )
         return load_site(site).site.evidence or default_url(site)
     return data.get("url")
+
+
+def signer_for(key: Path | None, site: Path | None) -> Signer | None:
+    """--key, else $RESTOREDRILL_SIGNING_KEY, else the site file's signing_key."""
+    from ..signing import configured, load_signer
+
+    if key is not None:
+        return load_signer(key, "--key")
+    if site is not None and site.exists():
+        loaded = load_site(site)
+        return configured(loaded.site.signing_key, loaded.base_dir)
+    return configured()
+
+
+def period(text: str | None, option: str) -> timedelta:
+    """A period given to ``option`` (e.g. ``30d``), longer than zero."""
+    from restoredrill.durations import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"{option} {exc}") from None
+    if value.total_seconds() <= 0:
+        raise InputError(f"{option} {text!r}: give a period longer than zero, e.g. 30d")
+    return value

@@ -15,12 +15,13 @@ from pydantic import Field
 
 from .base import BackupError, BackupRef, RestoreContext, SourceSpecBase
 from .budget import Budget, RestoreCancelled
+from .disk_image import Spec as DiskImageSpec
 from .image_archive import Spec as ImageArchiveSpec
 from .restic import Spec as ResticSpec
 from .rootfs_tar import Spec as RootfsTarSpec
 
 SourceSpec = Annotated[
-    ImageArchiveSpec | RootfsTarSpec | ResticSpec,
+    ImageArchiveSpec | RootfsTarSpec | ResticSpec | DiskImageSpec,
     Field(discriminator="kind"),
 ]
 """Any backup source, chosen by its ``kind:``."""
@@ -29,6 +30,7 @@ KINDS: dict[str, type[SourceSpecBase]] = {
     "image_archive": ImageArchiveSpec,
     "rootfs_tar": RootfsTarSpec,
     "restic": ResticSpec,
+    "disk_image": DiskImageSpec,
 }
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "BackupError",
     "BackupRef",
     "Budget",
+    "DiskImageSpec",
     "ImageArchiveSpec",
     "RestoreCancelled",
     "ResticSpec",

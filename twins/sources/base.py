@@ -38,10 +38,12 @@ class BackupRef(BaseModel):
 
 @dataclass
 class RestoreContext:
-    """What a restore may use: the engine, a scratch directory, names and labels, how
-    much it may unpack, and the event that stops it (set by the watchdog)."""
+    """What a restore may use: the backend's engine (made by the sandbox,
+    ``Sandbox.restore_context``), a scratch directory, names and labels, how much it may
+    unpack, and the event that stops it (set by the watchdog)."""
 
     docker: Any
+    """The Docker client, for sources that load images (None on other backends)."""
     workdir: Path
     image_tag: str
     labels: dict[str, str] = field(default_factory=dict)
@@ -52,6 +54,15 @@ class RestoreContext:
     ``run.limits.restore`` vouches for its backup's size)."""
     cancel: threading.Event = field(default_factory=threading.Event)
     """Set by the watchdog: the restore stops between chunks and removes what it made."""
+
+    def engine(self, backup: str) -> Any:
+        """The Docker client an image restore loads into (BackupError if none)."""
+        if self.docker is None:
+            raise BackupError(
+                f"{backup}: this restore loads a container image, which needs the docker "
+                "twin backend (sandbox.backend: docker)"
+            )
+        return self.docker
 
     def budget(self, backup: str) -> Budget:
         """The bound of restoring ``backup`` (named in every refusal)."""

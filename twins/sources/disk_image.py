@@ -80,9 +80,8 @@ class DiskImage:
 
 @dataclass
 class RestoredDisks(Restored):
-    """A disk-image restore: the overlays QEMU boots from, in boot order."""
+    """A disk-image restore: the overlays QEMU boots from (``disks``), in boot order."""
 
-    disks: tuple[Path, ...] = ()
     backing: tuple[DiskImage, ...] = ()
 
 
@@ -172,7 +171,13 @@ class Spec(SourceSpecBase):
             create_overlay(image.path, image.format, Path(ctx.workdir) / f"disk{i}.qcow2")
             for i, image in enumerate(images)
         )
-        return RestoredDisks(directory=Path(ctx.workdir), disks=overlays, backing=tuple(images))
+        return RestoredDisks(
+            directory=Path(ctx.workdir),
+            disks=overlays,
+            formats=tuple(FORMATS[i.format] for i in images),
+            read_only=tuple(i.path.resolve() for i in images),
+            backing=tuple(images),
+        )
 
 
 # --- qemu-img ----------------------------------------------------------------------------------

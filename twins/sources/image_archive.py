@@ -76,7 +76,7 @@ class Spec(FileSourceSpec):
             ]
         ).encode()
         chunks = _load_stream(scan, new_config_name, new_config, new_manifest, budget, ref)
-        load_stream(ctx.docker, chunks, ctx.image_tag, str(scan.path), budget)
+        load_stream(ctx.engine(str(scan.path)), chunks, ctx.image_tag, str(scan.path), budget)
         return Restored(image=ctx.image_tag, created_images=(ctx.image_tag,))
 
 

@@ -117,7 +117,7 @@ class Spec(SourceSpecBase):
                 return Restored(directory=tree)
             labels = {**ctx.labels, "restoredrill.source": self.kind}
             import_stream(
-                ctx.docker, _tar_tree(tree), ctx.image_tag, label_changes(labels), what, budget
+                ctx.engine(what), _tar_tree(tree), ctx.image_tag, label_changes(labels), what, budget
             )
             shutil.rmtree(target, ignore_errors=True)
             return Restored(image=ctx.image_tag, created_images=(ctx.image_tag,))

@@ -36,7 +36,7 @@ class Spec(FileSourceSpec):
         budget = ctx.budget(ref.location)
         budget.space(docker_root(ctx.docker), "Docker's data root")
         import_rootfs_file(
-            ctx.docker, Path(ref.location), ctx.image_tag, labels, ref=ref, budget=budget
+            ctx.engine(ref.location), Path(ref.location), ctx.image_tag, labels, ref=ref, budget=budget
         )
         return Restored(image=ctx.image_tag, created_images=(ctx.image_tag,))
 
