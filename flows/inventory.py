@@ -359,38 +359,15 @@ def _vm_problems(i: int, system: System) -> list[tuple[tuple[Any, ...], str]]:
 
     at = ("systems", i)
     run = system.run
-    is_vm = system.backup.kind == "disk_image"
-    out: list[tuple[tuple[Any, ...], str]] = []
-    if not is_vm:
-        if run.vm is not None:
-            out.append(
-                (
-                    (*at, "run", "vm"),
-                    "boots a disk image: it needs backup.kind: disk_image "
-                    f"(this backup is {system.backup.kind}, run as a container)",
-                )
-            )
-        probes = system.ready if isinstance(system.ready, list) else [system.ready]
-        for k, probe in enumerate(probes):
-            if probe is not None and probe.kind == "console":
-                where = (*at, "ready", k) if isinstance(system.ready, list) else (*at, "ready")
-                out.append(((*where, "kind"), "a console probe needs a VM twin (disk_image)"))
-        for j, check in enumerate(system.checks):
-            if check.kind in VM_CHECKS:
-                out.append(
-                    (
-                        (*at, "checks", j, "kind"),
-                        f"{check.kind} checks need a VM twin (backup.kind: disk_image)",
-                    )
-                )
-        return out
-    for field in run.container_fields():
-        out.append(
-            (
-                (*at, "run", field),
-                "a disk image boots as a VM: this field applies to container twins only",
-            )
+    if system.backup.kind != "disk_image":
+        return _vm_only(at, system)
+    out: list[tuple[tuple[Any, ...], str]] = [
+        (
+            (*at, "run", field),
+            "a disk image boots as a VM: this field applies to container twins only",
         )
+        for field in run.container_fields()
+    ]
     if run.address is None:
         out.append(
             (
@@ -412,6 +389,34 @@ def _vm_problems(i: int, system: System) -> list[tuple[tuple[Any, ...], str]]:
                     )
                 )
     out += [((*at, "run", "vm", key), msg) for key, msg in vm_host_problems(vm)]
+    return out
+
+
+def _vm_only(at: tuple[Any, ...], system: System) -> list[tuple[tuple[Any, ...], str]]:
+    """What a container twin asks for that only a VM twin has: run.vm, a console probe,
+    screenshot and agent checks."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if system.run.vm is not None:
+        out.append(
+            (
+                (*at, "run", "vm"),
+                "boots a disk image: it needs backup.kind: disk_image "
+                f"(this backup is {system.backup.kind}, run as a container)",
+            )
+        )
+    probes = system.ready if isinstance(system.ready, list) else [system.ready]
+    for k, probe in enumerate(probes):
+        if probe is not None and probe.kind == "console":
+            where = (*at, "ready", k) if isinstance(system.ready, list) else (*at, "ready")
+            out.append(((*where, "kind"), "a console probe needs a VM twin (disk_image)"))
+    for j, check in enumerate(system.checks):
+        if check.kind in VM_CHECKS:
+            out.append(
+                (
+                    (*at, "checks", j, "kind"),
+                    f"{check.kind} checks need a VM twin (backup.kind: disk_image)",
+                )
+            )
     return out
 
 

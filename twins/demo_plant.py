@@ -210,7 +210,29 @@ def make_backups(
     build = _Build(client, backups, apps, tag)
     with status("base image (built offline from Debian packages the first time)"):
         ensure_base_image(client, BASE)
-    steps = [
+    for label, made_files, make, source in _steps(backups, apps):
+        files = made_files if isinstance(made_files, tuple) else (made_files,)
+        stamp = files[0].with_name(f".{files[0].name}.source") if source else None
+        if all(f.exists() for f in files) and (
+            stamp is None or source is None or _read(stamp) == _digest(source)
+        ):
+            continue
+        with status(f"making the {label}"):
+            t0 = time.perf_counter()
+            make(build)
+        if stamp and source:
+            stamp.write_text(_digest(source) + "\n")
+        made(label, time.perf_counter() - t0)
+
+
+Step = tuple[str, Path | tuple[Path, ...], Callable[[_Build], None], Path | None]
+"""A demo backup: its label, the file(s) it makes, how, and the folder it is built from
+(made again when that changes)."""
+
+
+def _steps(backups: Path, apps: Path) -> list[Step]:
+    """The demo's backups, in the order they are made."""
+    return [
         ("historian restic snapshot", backups / "historian-restic" / "config", _historian, None),
         ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes, None),
         ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi, None),
@@ -239,17 +261,6 @@ def make_backups(
             apps / "hmi-vm",
         ),
     ]
-    for label, made_files, make, source in steps:
-        files = made_files if isinstance(made_files, tuple) else (made_files,)
-        stamp = files[0].with_name(f".{files[0].name}.source") if source else None
-        if all(f.exists() for f in files) and (stamp is None or _read(stamp) == _digest(source)):
-            continue
-        with status(f"making the {label}"):
-            t0 = time.perf_counter()
-            make(build)
-        if stamp:
-            stamp.write_text(_digest(source) + "\n")
-        made(label, time.perf_counter() - t0)
 
 
 def guest_config(folder: Path) -> GuestConfig:

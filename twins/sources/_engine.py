@@ -18,7 +18,7 @@ import json
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Generic, TypeVar
 
 from ..base import TwinError
@@ -114,7 +114,7 @@ def load_stream(
         raise
 
 
-def _guarded(chunks: Iterator[bytes], budget: Budget | None) -> Iterator[bytes]:
+def _guarded(chunks: Iterator[bytes], budget: Budget | None) -> Generator[bytes, None, None]:
     """``chunks``, stopping between them once the restore is cancelled; closes them."""
     try:
         for data in chunks:
