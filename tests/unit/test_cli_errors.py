@@ -4,6 +4,7 @@ and the error root every project error derives from (restoredrill/errors.py)."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 import typer
@@ -108,3 +109,58 @@ def test_errors_made_with_their_own_arguments_survive_pickling() -> None:
     ):
         back = pickle.loads(pickle.dumps(exc))
         assert (type(back), str(back), back.exit_code) == (type(exc), str(exc), exc.exit_code)
+
+
+def test_errors_of_signed_evidence_reports_regress_and_vm_logins() -> None:
+    from restoredrill.flows.attestation import BundleError
+    from restoredrill.flows.candidate import RegressInputError
+    from restoredrill.flows.export import ExportRefused
+    from restoredrill.flows.report_html import ReportError
+    from restoredrill.flows.signing import SigningError
+    from restoredrill.twins.access import AccessError
+
+    codes = {
+        BundleError: 2, RegressInputError: 2, ReportError: 2, SigningError: 2, AccessError: 2,
+        ExportRefused: 1,
+    }  # fmt: skip
+    assert {cls: cls.exit_code for cls in codes} == codes
+    assert all(issubclass(cls, RestoredrillError) for cls in codes)
+    refused = CliRunner().invoke(commands, ["raises", "refused"])
+    assert (refused.exit_code, refused.stderr) == (1, "not exported: the chain does not verify\n")
+    bad = CliRunner().invoke(commands, ["raises", "regress"])
+    assert (bad.exit_code, bad.stderr) == (2, "site.yaml:3: x\nmap.yaml:1: y\n")
+
+
+@commands.command()
+def raises(kind: str) -> None:
+    from restoredrill.flows.candidate import RegressInputError
+    from restoredrill.flows.export import ExportRefused
+
+    if kind == "refused":
+        raise ExportRefused("the chain does not verify")
+    raise RegressInputError(["site.yaml:3: x", "map.yaml:1: y"])
+
+
+def _every_command(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group
+            found += _every_command(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_command_shows_its_help() -> None:
+    """Help text is Rich markup: a bracket such as ``[/path]`` must not break it."""
+    from restoredrill.flows.cli import app
+
+    root = typer.main.get_command(app)
+    paths = _every_command(root)
+    assert ("learn", "opcua") in paths and ("evidence", "export") in paths and ("regress",) in paths
+    failed = {}
+    for path in paths:
+        done = CliRunner().invoke(app, [*path, "--help"])
+        if done.exit_code != 0:
+            failed[" ".join(path)] = repr(done.exception)
+    assert failed == {}
