@@ -264,9 +264,9 @@ def test_a_device_started_for_a_snapshot_leaves_running_ones_alone(docker_client
     loaded = load_site(tmp_path / "site.yaml")
     ctx = open_run(loaded, f"t{os.getpid()}-regress-running")
     try:
-        ctx.devices = start_devices(loaded, ctx.sandbox, docker_client, ctx.run_id, ["s1"])
+        ctx.devices = start_devices(loaded, ctx.sandbox, ctx.run_id, ["s1"])
         assert [t.name for t in ctx.devices[0]] == ["device-plc-a"]
-        twins, dirs = start_devices(loaded, ctx.sandbox, docker_client, ctx.run_id, [], ["scada-b"], ["plc-a"])
+        twins, dirs = start_devices(loaded, ctx.sandbox, ctx.run_id, [], ["scada-b"], ["plc-a"])
         ctx.devices[0].extend(twins)
         ctx.devices[1].extend(dirs)
         assert [t.name for t in twins] == ["device-scada-b"]  # plc-a was not started again
