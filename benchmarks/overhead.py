@@ -57,9 +57,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 
-import docker  # noqa: E402
-import docker.errors  # noqa: E402
-from docker.types import IPAMConfig, IPAMPool  # noqa: E402
+import docker
+import docker.errors
+from docker.types import IPAMConfig, IPAMPool
 
 RUN_PREFIX = f"bench{os.getpid()}"
 LABEL = "restoredrill.bench"

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale import find_busybox, make_rootfs  # noqa: E402
+from scale import find_busybox, make_rootfs
 
 SUBNET = "10.254.0"
 CLI = [sys.executable, "-m", "restoredrill.flows.cli"]

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from restoredrill.errors import RestoredrillError
+
 
 class Status(StrEnum):
     PASS = "pass"
@@ -64,7 +66,7 @@ class AddressTarget:
         raise CheckError(f"{self.name} has no shell: only network checks can run against it")
 
 
-class CheckError(Exception):
+class CheckError(RestoredrillError):
     """A check could not be carried out (as opposed to: it ran and failed)."""
 
 

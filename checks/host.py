@@ -99,6 +99,7 @@ class HostCheck(CheckSpecBase):
         None, description="command: literal text in stderr"
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:
@@ -212,81 +213,89 @@ def no_shell(target: Target, what: str) -> str:
 def _file(spec: Spec, host: Any, started: float) -> list[CheckResult]:
     """One exec: existence, stat, sha256 and every ``contains`` of the file."""
     want = spec.assertions()
-    path = shlex.quote(str(spec.file))
     contains = _as_list(want.get("contains"))
+    out = host.run(_file_script(str(spec.file), "sha256" in want, contains))
+    facts = dict(line.partition("=")[::2] for line in out.stdout.splitlines() if "=" in line)
+    if "exists" not in facts:
+        raise CheckError(
+            f"cannot inspect {spec.file}: {(out.stderr or out.stdout).strip()[:SNIPPET]}"
+        )
+    return [
+        _judged(spec, what, ok, expected, observed, started, message)
+        for key, expected in want.items()
+        for what, ok, expected, observed, message in _file_findings(key, expected, facts, contains)
+    ]
+
+
+def _file_script(file: str, sha256: bool, contains: list[str]) -> str:
+    """The shell lines that print the file's facts as ``name=value``."""
     lines = [
-        f"f={path}",
+        f"f={shlex.quote(file)}",
         'if [ -e "$f" ]; then echo exists=1',
         "stat -c 'stat=%a %U %G %F' -- \"$f\"",
     ]
-    if "sha256" in want:
+    if sha256:
         lines.append(
             'if s=$(sha256sum -- "$f" 2>&1); then echo "sha256=${s%% *}"; '
             'else echo "sha256err=$(echo "$s" | head -n1)"; fi'
         )
     for i, text in enumerate(contains):
         near = _key_of(text)
+        nearest = (
+            f'echo "n{i}=$(grep -m1 -F -e {shlex.quote(near)} -- "$f" | head -c {SNIPPET})"; '
+            if near
+            else ""
+        )
         lines.append(
             f'if grep -qF -e {shlex.quote(text)} -- "$f"; then echo c{i}=1; else echo c{i}=0; '
-            + (
-                f'echo "n{i}=$(grep -m1 -F -e {shlex.quote(near)} -- "$f" | head -c {SNIPPET})"; '
-                if near
-                else ""
-            )
+            + nearest
             + "fi"
         )
     lines.append("else echo exists=0; fi")
-    out = host.run("\n".join(lines))
-    facts = dict(line.partition("=")[::2] for line in out.stdout.splitlines() if "=" in line)
-    if "exists" not in facts:
-        raise CheckError(
-            f"cannot inspect {spec.file}: {(out.stderr or out.stdout).strip()[:SNIPPET]}"
-        )
-    exists = facts["exists"] == "1"
-    mode = owner = group = ftype = None
-    if exists and facts.get("stat"):
-        bits, owner, group, ftype = (facts["stat"].split(" ", 3) + [None] * 4)[:4]
-        mode = bits.zfill(4)
-    results = []
+    return "\n".join(lines)
 
-    def add(what: str, ok: bool, expected: Any, observed: Any, message: str = "") -> None:
-        results.append(_judged(spec, what, ok, expected, observed, started, message))
 
+Finding = tuple[str, bool, Any, Any, str]
+"""What a file check found: (what, ok, expected, observed, message)."""
+
+
+def _file_findings(
+    key: str, expected: Any, facts: dict[str, str], contains: list[str]
+) -> list[Finding]:
+    """The findings of one assertion (``exists``, ``contains``, ``mode``, ...) from the facts."""
     absent = "absent"
-    for key, expected in want.items():
-        if key == "exists":
-            add(
-                "exists" if expected else "is absent",
-                exists == expected,
-                "present" if expected else absent,
-                f"present ({ftype})" if exists else absent,
-            )
-        elif key == "contains":
-            for i, text in enumerate(contains):
-                found = facts.get(f"c{i}") == "1"
-                near = facts.get(f"n{i}") or None
-                observed = (
-                    "found"
-                    if found
-                    else (
-                        absent
-                        if not exists
-                        else (f"not found; nearest line: {near}" if near else "not found")
-                    )
-                )
-                add(f'contains "{text}"', found, text, observed)
-        elif key == "mode":
-            add(f"mode {expected}", mode == expected, expected, mode if exists else absent)
-        elif key == "owner":
-            add(f"owner {expected}", owner == expected, expected, owner if exists else absent)
-        elif key == "group":
-            add(f"group {expected}", group == expected, expected, group if exists else absent)
-        elif key == "sha256":
-            digest = facts.get("sha256") if exists else absent
-            failure = facts.get("sha256err", "")
-            observed = digest or f"unreadable ({ftype})"
-            add(f"sha256 {expected[:12]}…", digest == expected, expected, observed, failure)
-    return results
+    exists = facts["exists"] == "1"
+    stat: list[str | None] = [None] * 4
+    if exists and facts.get("stat"):
+        stat = [*facts["stat"].split(" ", 3), None, None, None][:4]
+    bits, owner, group, ftype = stat
+    if key == "exists":
+        present = "present" if expected else absent
+        shown = f"present ({ftype})" if exists else absent
+        return [("exists" if expected else "is absent", exists == expected, present, shown, "")]
+    if key == "contains":
+        return [_contains(i, text, facts, exists) for i, text in enumerate(contains)]
+    if key in ("mode", "owner", "group"):
+        seen = {"mode": bits.zfill(4) if bits else None, "owner": owner, "group": group}[key]
+        return [(f"{key} {expected}", seen == expected, expected, seen if exists else absent, "")]
+    if key == "sha256":
+        digest = facts.get("sha256") if exists else absent
+        observed = digest or f"unreadable ({ftype})"
+        failure = facts.get("sha256err", "")
+        return [(f"sha256 {expected[:12]}…", digest == expected, expected, observed, failure)]
+    return []
+
+
+def _contains(i: int, text: str, facts: dict[str, str], exists: bool) -> Finding:
+    found = facts.get(f"c{i}") == "1"
+    near = facts.get(f"n{i}") or None
+    if found:
+        observed = "found"
+    elif not exists:
+        observed = "absent"
+    else:
+        observed = f"not found; nearest line: {near}" if near else "not found"
+    return (f'contains "{text}"', found, text, observed, "")
 
 
 def _package(spec: Spec, host: Any, started: float) -> list[CheckResult]:

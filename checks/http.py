@@ -54,6 +54,7 @@ class HttpCheck(CheckSpecBase):
         None, alias="json", description='dotted path → expected value, e.g. {"db.rows": 42}'
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _where(self) -> HttpCheck:
         if (self.url is None) == (self.port is None):
@@ -122,6 +123,8 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
 def fetch(url: str, headers: dict[str, str], timeout: float, verify: bool) -> tuple[int, bytes]:
     """GET ``url`` directly (no proxy, no redirects); the status and up to 1 MiB of body."""
     parts = urlsplit(url)
+    if parts.hostname is None:
+        raise CheckError(f"{url!r} names no host")
     deadline = time.monotonic() + timeout
     if parts.scheme == "https":
         context = ssl.create_default_context()

@@ -91,6 +91,7 @@ class ModbusValue(Expectation):
         many = f" x{self.count}" if self.count > 1 else ""
         return self.name or f"{self.table} {self.address}{kind}{many}"
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _check(self) -> ModbusValue:
         if self.table in BIT_TABLES and self.dtype != "bool":
@@ -288,8 +289,9 @@ async def _read_block(
 def _exception(rsp: Any) -> str | None:
     if not rsp.isError():
         return None
-    code = getattr(rsp, "exception_code", None)
-    return f"the device answered exception {code} ({EXCEPTIONS.get(code, 'unknown')})"
+    code: int | None = getattr(rsp, "exception_code", None)
+    meaning = EXCEPTIONS.get(code, "unknown") if code is not None else "unknown"
+    return f"the device answered exception {code} ({meaning})"
 
 
 def _listify(value: Any) -> list[Any]:

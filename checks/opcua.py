@@ -85,6 +85,7 @@ class OpcuaCheck(Sampling):
     count: list[OpcuaCount] = Field(default_factory=list)
     subscribe: list[OpcuaSubscribe] = Field(default_factory=list)
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _check(self) -> OpcuaCheck:
         if bool(self.username) != bool(self.password_env):

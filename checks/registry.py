@@ -18,11 +18,11 @@ import contextlib
 import importlib
 import time
 from types import ModuleType
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
-from .base import CheckError, CheckResult, SandboxGuard, Target, error_result
+from .base import CheckError, CheckResult, CheckSpecBase, SandboxGuard, Target, error_result
 
 MODULES: dict[str, str] = {
     "host": "restoredrill.checks.host",
@@ -46,16 +46,19 @@ def _load(path: str) -> ModuleType | None:
 
 
 _LOADED: dict[str, ModuleType] = {
-    kind: module for kind, path in MODULES.items() if (module := _load(path)) is not None
+    kind: loaded for kind, path in MODULES.items() if (loaded := _load(path)) is not None
 }
 
 KINDS: tuple[str, ...] = tuple(_LOADED)
 """The check kinds available here."""
 
-CheckSpec = Annotated[
-    Union[tuple(m.Spec for m in _LOADED.values())],  # noqa: UP007 - built at import time
-    Field(discriminator="kind"),
-]
+if TYPE_CHECKING:  # the union is built at import time, from the modules found
+    CheckSpec = CheckSpecBase
+else:
+    CheckSpec = Annotated[
+        Union[tuple(m.Spec for m in _LOADED.values())],  # noqa: UP007 - built at import time
+        Field(discriminator="kind"),
+    ]
 """Any check spec, told apart by ``kind`` (for pydantic models and the JSON Schema)."""
 
 

@@ -22,11 +22,13 @@ import functools
 import json
 import os
 import socket
-from typing import Any
+from typing import Any, TypeVar
 
 from restoredrill.twins.access import AccessError, SshAccess, WinrmAccess
 
 from .base import CheckError
+
+A = TypeVar("A", SshAccess, WinrmAccess)
 
 ENV = "RESTOREDRILL_REMOTE"
 SCHEMES = {"ssh": "restoredrill-ssh", "winrm": "restoredrill-winrm"}
@@ -80,9 +82,8 @@ def __getattr__(name: str) -> Any:  # the backend classes, built when first aske
     raise AttributeError(name)
 
 
-def _from_env(protocol: str) -> SshAccess | WinrmAccess:
+def _from_env(model: type[A], protocol: str) -> A:
     data = json.loads(os.environ.get(ENV) or "{}")
-    model = SshAccess if protocol == "ssh" else WinrmAccess
     if data.get("protocol") != protocol:
         raise CheckError(f"{ENV} does not describe a {protocol} login")
     return model.model_validate(data)
@@ -124,7 +125,7 @@ def _classes() -> dict[str, type]:
         NAME = "paramiko"
 
         def __init__(self, hostspec: str, access: SshAccess | None = None, **kwargs: Any):
-            self.access = access or _from_env("ssh")
+            self.access = access or _from_env(SshAccess, "ssh")
             kwargs.pop("connection", None)
             super().__init__(hostspec, timeout=int(self.access.timeout), **kwargs)
 
@@ -165,7 +166,7 @@ def _classes() -> dict[str, type]:
         NAME = "winrm"
 
         def __init__(self, hostspec: str, access: WinrmAccess | None = None, **kwargs: Any):
-            self.access = access or _from_env("winrm")
+            self.access = access or _from_env(WinrmAccess, "winrm")
             kwargs.pop("connection", None)
             timeout = int(self.access.timeout)
             super().__init__(

@@ -26,6 +26,7 @@ from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from restoredrill.durations import format_duration
+from restoredrill.errors import InputError
 
 from .results import RunRecord, SystemResult, Verdict
 
@@ -38,7 +39,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _EXAMPLES = "mailto://, mailtos://, slack://, msteams://, mmost://, syslog://, json://, jsons://"
 
 
-class AlertConfigError(ValueError):
+class AlertConfigError(InputError):
     """An alert target cannot be used; the message names the field, never a secret."""
 
 
@@ -66,6 +67,7 @@ class AlertTarget(BaseModel):
         description="also send a daily digest at this time of day (HH:MM)",
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
@@ -96,10 +98,7 @@ class AlertTarget(BaseModel):
     @property
     def digest_cron(self) -> str | None:
         """The cron expression of the daily digest (for the scheduler)."""
-        if not self.digest:
-            return None
-        hour, minute = self.digest.split(":")
-        return f"{int(minute)} {int(hour)} * * *"
+        return daily_cron(self.digest) if self.digest else None
 
     def label(self) -> str:
         """A name safe to show without resolving any secret."""
@@ -188,6 +187,12 @@ class AlertConfig:
 
     def targets_for(self, system: str) -> list[AlertTarget]:
         return [*self.systems.get(system, []), *self.site]
+
+
+def daily_cron(at: str) -> str:
+    """``HH:MM`` as the cron expression of every day at that time (``07:30`` → ``30 7 * * *``)."""
+    hour, minute = at.split(":")
+    return f"{int(minute)} {int(hour)} * * *"
 
 
 def check_targets(config: AlertConfig) -> list[str]:

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restoredrill.errors import InputError
+
 from .canonical import canonical_json, legacy_mismatch, normalized, unsure
 from .chain import LINK_TYPE, event_hash, link_payload, succession
 from .results import RunRecord, SystemResult
@@ -42,7 +44,7 @@ VERIFICATION_TYPE = "https://restoredrill.invalid/attestation/restore-verificati
 EXPORT_TYPE = "https://restoredrill.invalid/attestation/evidence-export/v1"
 
 
-class BundleError(Exception):
+class BundleError(InputError):
     """A bundle cannot be read at all (missing, not a bundle); exit code 2."""
 
 

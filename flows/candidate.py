@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from restoredrill.errors import InputError
+
 from .changes import ChangedFile, relative
 
 SKIPPED = {".git", ".restoredrill", "__pycache__"}
@@ -35,8 +37,10 @@ BIG = 256 * 1024 * 1024
 """A file this large is linked, never copied, when a hard link is not possible."""
 
 
-class RegressInputError(Exception):
+class RegressInputError(InputError):
     """Bad input to ``regress`` (exit 2); ``problems`` lists every one, in words."""
+
+    headline = ""  # each problem names its file and line
 
     def __init__(self, problems: str | Iterable[str]) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)

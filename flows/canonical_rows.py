@@ -42,7 +42,7 @@ CHECK_COLS = (
 _ESCAPED = "\ufdd0"  # evidence.SafeText's mark of escaped text
 
 
-class Unsupported(Exception):
+class Unsupported(Exception):  # control flow inside this module, never raised out of it
     """A value this module does not write; the exact path must."""
 
 

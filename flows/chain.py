@@ -242,7 +242,7 @@ class _Walk:
     sigs: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
-class _Broken(Exception):
+class _Broken(Exception):  # control flow inside verify(), never raised out of it
     def __init__(self, problem: str, run_id: str | None, seq: int | None) -> None:
         super().__init__(problem)
         self.problem, self.run_id, self.seq = problem, run_id, seq

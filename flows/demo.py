@@ -58,3 +58,14 @@ def prepare(
     make_backups(
         backups, apps, tag, status=lambda label: console.status(f"demo: {label}"), made=made
     )
+    _renew(backups, console)
+
+
+def _renew(backups: Path, console: Console) -> None:
+    """Backups older than half their RPO are made again (flows/demo_refresh.py), as a
+    plant's nightly job would: the demo shows the same verdicts next week."""
+    from .demo_refresh import refresh
+
+    site = backups.parent / "site.yaml"
+    if site.is_file():
+        refresh(site, console)

@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restoredrill.errors import RestoredrillError
+
 from .inventory import LoadedSite
 from .lifecycle import unrun
-from .results import RunRecord, SystemResult, Verdict
+from .results import RunRecord, SystemResult, Verdict, new_run_id
 
 BEAT_S = 1.0
 LOST_AFTER_S = float(os.environ.get("RESTOREDRILL_WORKER_LOST_AFTER", "20"))
@@ -36,6 +38,10 @@ STATE_POLL_S = 1.0
 """How often a waiting orchestrator asks the server for a dispatched flow run's state."""
 QUEUE_GRACE_S = 600.0
 """How long a dispatched system may wait for a free worker beyond its own watchdog limit."""
+
+
+class DispatchError(RestoredrillError):
+    """A run on the work pool's workers did not finish, or left no evidence (exit 1)."""
 
 
 def worker_name() -> str:
@@ -115,7 +121,6 @@ def dispatch(
     """Run one system as a flow run of ``deployment`` and wait for its lease's result."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import Cancelled, Crashed
 
     path = run_dir(loaded, run_id) / f"{system}.json"
     flow_run = run_deployment(
@@ -131,53 +136,74 @@ def dispatch(
         flow_run_name=f"{system} · {run_id}",
         tags=[f"run:{run_id}", f"system:{system}"],
     )
-    queued_since = time.monotonic()
-    running_since: float | None = None
-    asked = 0.0
+    watch = _Watch(loaded, system, path, flow_run.id, watchdog_limit_s)
     with get_client(sync_client=True) as client:
         while True:
             lease = read_lease(path)
             if lease and lease.get("result"):
                 return SystemResult.model_validate(lease["result"])  # worker included
-            now = time.monotonic()
-            if now - asked < STATE_POLL_S:  # the lease file is cheap; the API is shared
-                time.sleep(0.25)
-                continue
-            asked = now
-            state = client.read_flow_run(flow_run.id).state
-            if state is not None and state.is_final():
-                time.sleep(BEAT_S)  # the lease is written before the flow run ends
-                lease = read_lease(path)
-                if lease and lease.get("result"):
-                    continue
-                return _lost(
-                    loaded,
-                    system,
-                    f"its flow run ended {state.name}"
-                    + (f": {state.message}" if state.message else ""),
-                    lease,
-                )
-            if state is not None and state.is_running():
-                running_since = running_since or now
-                beat = lease.get("beat") if lease else None
-                silent = time.time() - beat if beat else now - running_since
-                if silent > LOST_AFTER_S:
-                    with contextlib.suppress(Exception):
-                        client.set_flow_run_state(
-                            flow_run.id, Crashed(message="worker lost"), force=True
-                        )
-                    return _lost(
-                        loaded, system, f"no heartbeat for {silent:.0f} s", lease, lost=True
-                    )
-            elif now - queued_since > watchdog_limit_s + QUEUE_GRACE_S:
-                with contextlib.suppress(Exception):
-                    client.set_flow_run_state(
-                        flow_run.id, Cancelled(message="no worker took it"), force=True
-                    )
-                return _lost(
-                    loaded, system, f"no worker took it within {now - queued_since:.0f} s", lease
-                )
+            ended = watch.ask(client, lease)
+            if ended is not None:
+                return ended
             time.sleep(0.25)
+
+
+class _Watch:
+    """The orchestrator's view of one dispatched flow run: queued, running, beating, over."""
+
+    def __init__(
+        self, loaded: LoadedSite, system: str, lease: Path, flow_run_id: Any, limit_s: float
+    ) -> None:
+        self.loaded, self.system, self.lease, self.flow_run_id = loaded, system, lease, flow_run_id
+        self.limit_s = limit_s
+        self.queued_since = time.monotonic()
+        self.running_since: float | None = None
+        self.asked = 0.0
+
+    def ask(self, client: Any, lease: dict[str, Any] | None) -> SystemResult | None:
+        """The system's result if its flow run is over without one, else None. The server is
+        asked at most every ``STATE_POLL_S`` (the lease file is cheap; the API is shared)."""
+        now = time.monotonic()
+        if now - self.asked < STATE_POLL_S:
+            return None
+        self.asked = now
+        state = client.read_flow_run(self.flow_run_id).state
+        if state is not None and state.is_final():
+            time.sleep(BEAT_S)  # the lease is written before the flow run ends
+            lease = read_lease(self.lease)
+            if lease and lease.get("result"):
+                return SystemResult.model_validate(lease["result"])
+            why = f"its flow run ended {state.name}" + (
+                f": {state.message}" if state.message else ""
+            )
+            return _lost(self.loaded, self.system, why, lease)
+        if state is not None and state.is_running():
+            return self._beating(client, lease, now)
+        if now - self.queued_since > self.limit_s + QUEUE_GRACE_S:
+            from prefect.states import Cancelled
+
+            self._set(client, Cancelled(message="no worker took it"))
+            waited = f"no worker took it within {now - self.queued_since:.0f} s"
+            return _lost(self.loaded, self.system, waited, lease)
+        return None
+
+    def _beating(
+        self, client: Any, lease: dict[str, Any] | None, now: float
+    ) -> SystemResult | None:
+        """Running: lost once its lease has been silent for ``LOST_AFTER_S``."""
+        from prefect.states import Crashed
+
+        self.running_since = self.running_since or now
+        beat = lease.get("beat") if lease else None
+        silent = time.time() - beat if beat else now - self.running_since
+        if silent <= LOST_AFTER_S:
+            return None
+        self._set(client, Crashed(message="worker lost"))
+        return _lost(self.loaded, self.system, f"no heartbeat for {silent:.0f} s", lease, lost=True)
+
+    def _set(self, client: Any, state: Any) -> None:
+        with contextlib.suppress(Exception):  # the server may have moved on by itself
+            client.set_flow_run_state(self.flow_run_id, state, force=True)
 
 
 def _lost(
@@ -210,7 +236,6 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
     from prefect.deployments import run_deployment
 
     from .evidence import EvidenceError, EvidenceStore, default_url
-    from .verify import new_run_id
 
     run_id = new_run_id()
     if timeout_s is None:  # every system at its watchdog limit, one after another, and some
@@ -227,7 +252,7 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
     )
     state = flow_run.state
     if state is None or not state.is_final():
-        raise RuntimeError(
+        raise DispatchError(
             f"run {run_id} did not finish within {timeout_s:.0f} s (state "
             f"{state.name if state else '?'}): is a worker of the pool running? "
             "If the worker running it was lost, the next run reaps its twins"
@@ -236,7 +261,7 @@ def run_on_workers(loaded: LoadedSite, timeout_s: float | None = None) -> RunRec
         with EvidenceStore(loaded.site.evidence or default_url(loaded.path)) as store:
             return store.load(run_id)
     except EvidenceError as exc:
-        raise RuntimeError(
+        raise DispatchError(
             f"run {run_id} ended {state.name if state else '?'} without its evidence "
             f"({state.message if state and state.message else exc})"
         ) from None

@@ -55,6 +55,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.types import TypeDecorator
 
 from restoredrill.checks.base import CheckResult
+from restoredrill.errors import ExitCode, RestoredrillError
 from restoredrill.twins.sources.base import BackupRef
 
 from .canonical import SURROGATE, chain_hash, dump_value, legacy_mismatch, normalized, unsure, utc
@@ -65,8 +66,11 @@ GENESIS = "0" * 64
 """The ``prev_hash`` of the first run of a store."""
 
 
-class EvidenceError(Exception):
-    """The evidence database cannot be used; the message names it (password masked) and says what to do."""
+class EvidenceError(RestoredrillError):
+    """The evidence database cannot be used; the message names it (password masked) and says
+    what to do. Before or outside a run that is bad input (exit 2)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class EvidenceConfigError(EvidenceError):
@@ -948,15 +952,3 @@ def _backup(r: Any) -> BackupRef | None:
         sha256=r.backup_sha256,
         created_at=r.backup_created_at,
     )
-
-
-def as_mapping(report: ChainReport) -> Mapping[str, Any]:
-    """The report as plain data (for ``--json``)."""
-    return {
-        "ok": report.ok,
-        "runs": report.runs,
-        "head": report.head,
-        "run_id": report.run_id,
-        "seq": report.seq,
-        "problem": report.problem,
-    }

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from restoredrill.errors import ExitCode
+
 from . import chain
 from .attestation import Link, write_bundle
 from .evidence import EvidenceError, EvidenceStore, runs_t
@@ -17,7 +19,11 @@ from .signing import Signer, SigningError
 
 
 class ExportRefused(EvidenceError):
-    """The chain does not verify: nothing is exported from it (the message says why)."""
+    """The chain does not verify: nothing is exported from it (the message says why); a
+    failure (exit 1), not bad input."""
+
+    exit_code = ExitCode.FAILURE
+    headline = "not exported"
 
 
 @dataclass
@@ -76,7 +82,7 @@ def export(
         "unsigned_chain": not keys,  # then the bundle's key stands on its own
     }
 
-    def items():  # noqa: ANN202 - one run loaded at a time
+    def items():  # one run loaded at a time
         for row in rows:
             sig = sigs.get(row.seq, {})
             signed = next(iter(sig.items()), None)

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from restoredrill.checks.registry import CheckSpec
 from restoredrill.configfile import ConfigFileError, Document, load, problem, shown
 from restoredrill.durations import Duration
+from restoredrill.errors import InputError
 from restoredrill.twins.devices import DeviceSpec
 from restoredrill.twins.limits import Limits
 from restoredrill.twins.sources import SourceSpec
@@ -38,6 +39,7 @@ NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 
+# Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
 def _cron(value: str) -> str:
     """A standard 5-field cron expression (minute hour day-of-month month day-of-week)."""
     from croniter import croniter
@@ -223,12 +225,17 @@ class Site(_Model):
         raise KeyError(name)
 
 
-class InventoryError(Exception):
-    """An inventory problem, formatted ``file:line: field: what is expected``."""
+class InventoryError(InputError):
+    """Inventory problems, each formatted ``file:line: field: what is expected``."""
+
+    headline = ""  # each problem names its file and line
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[type[InventoryError], tuple[list[str]]]:
+        return type(self), (self.problems,)
 
 
 class LoadedSite:
@@ -281,62 +288,62 @@ def cross_check(site: Site, data: Any) -> list[tuple[int, str]]:
     for i, s in enumerate(site.systems):
         out += [(_line(data, loc), f"{_path(loc)}: {msg}") for loc, msg in _vm_problems(i, s)]
     names = {s.name for s in site.systems}
-    devices = {d.name: d for d in site.devices}
-    nets = [ipaddress.ip_network(n) for n in site.sandbox.subnets]
-    taken: dict[str, str] = {}
-
-    def claim(addr: Any, owner: str, loc: tuple[Any, ...]) -> None:
-        if addr is None:
-            return
-        ip = ipaddress.ip_address(str(addr))
-        if not any(ip in n for n in nets):
-            out.append(
-                (
-                    _line(data, loc),
-                    f"{_path(loc)}: {ip} is outside the sandbox subnets "
-                    f"({', '.join(site.sandbox.subnets)}); add its subnet to sandbox.subnets",
-                )
-            )
-        elif str(ip) in taken:
-            out.append(
-                (_line(data, loc), f"{_path(loc)}: {ip} is already the address of {taken[str(ip)]}")
-            )
-        else:
-            taken[str(ip)] = owner
-
+    devices = {d.name for d in site.devices}
+    addresses = _Addresses(site, data)
     for i, d in enumerate(site.devices):
-        claim(getattr(d, "address", None), f"device {d.name}", ("devices", i, "address"))
+        out += addresses.claim(getattr(d, "address", None), f"device {d.name}", ("devices", i))
     for i, s in enumerate(site.systems):
-        claim(s.run.address, f"system {s.name}", ("systems", i, "run", "address"))
-        for j, dep in enumerate(s.depends_on):
-            if dep not in names:
-                out.append(
-                    (
-                        _line(data, ("systems", i, "depends_on", j)),
-                        f"systems[{i}].depends_on[{j}]: unknown system {dep!r} "
-                        f"(known: {', '.join(sorted(names))})",
-                    )
-                )
-        for j, dev in enumerate(s.devices):
-            if dev not in devices:
-                out.append(
-                    (
-                        _line(data, ("systems", i, "devices", j)),
-                        f"systems[{i}].devices[{j}]: unknown device {dev!r} "
-                        f"(known: {', '.join(sorted(devices)) or 'none declared'})",
-                    )
-                )
+        out += addresses.claim(s.run.address, f"system {s.name}", ("systems", i, "run"))
+        out += _unknown(data, i, "depends_on", "system", s.depends_on, names, "")
+        out += _unknown(data, i, "devices", "device", s.devices, devices, "none declared")
     if not out:
         cycle = find_cycle({s.name: s.depends_on for s in site.systems})
         if cycle:
             i = [s.name for s in site.systems].index(cycle[0])
-            out.append(
-                (
-                    _line(data, ("systems", i, "depends_on")),
-                    f"systems[{i}].depends_on: dependency cycle: {' -> '.join(cycle)}",
-                )
-            )
+            loc = ("systems", i, "depends_on")
+            out.append((_line(data, loc), f"{_path(loc)}: dependency cycle: {' -> '.join(cycle)}"))
     return out
+
+
+class _Addresses:
+    """The production addresses taken over in the sandbox, and who took each."""
+
+    def __init__(self, site: Site, data: Any) -> None:
+        self.site, self.data = site, data
+        self.nets = [ipaddress.ip_network(n) for n in site.sandbox.subnets]
+        self.taken: dict[str, str] = {}
+
+    def claim(self, addr: Any, owner: str, where: tuple[Any, ...]) -> list[tuple[int, str]]:
+        """``owner`` takes ``addr`` (its ``where`` + ``address`` in the file): the problem,
+        if it lies outside the sandbox or is taken already."""
+        if addr is None:
+            return []
+        loc = (*where, "address")
+        ip = ipaddress.ip_address(str(addr))
+        if not any(ip in n for n in self.nets):
+            subnets = ", ".join(self.site.sandbox.subnets)
+            why = f"is outside the sandbox subnets ({subnets}); add its subnet to sandbox.subnets"
+        elif str(ip) in self.taken:
+            why = f"is already the address of {self.taken[str(ip)]}"
+        else:
+            self.taken[str(ip)] = owner
+            return []
+        return [(_line(self.data, loc), f"{_path(loc)}: {ip} {why}")]
+
+
+def _unknown(
+    data: Any, i: int, field: str, what: str, given: list[str], known: Iterable[str], none: str
+) -> list[tuple[int, str]]:
+    """Names in ``systems[i].<field>`` that are not a known ``what``."""
+    shown = ", ".join(sorted(known)) or none
+    return [
+        (
+            _line(data, ("systems", i, field, j)),
+            f"systems[{i}].{field}[{j}]: unknown {what} {name!r} (known: {shown})",
+        )
+        for j, name in enumerate(given)
+        if name not in known
+    ]
 
 
 VM_CHECKS = {"screenshot", "agent"}
@@ -352,38 +359,15 @@ def _vm_problems(i: int, system: System) -> list[tuple[tuple[Any, ...], str]]:
 
     at = ("systems", i)
     run = system.run
-    is_vm = system.backup.kind == "disk_image"
-    out: list[tuple[tuple[Any, ...], str]] = []
-    if not is_vm:
-        if run.vm is not None:
-            out.append(
-                (
-                    (*at, "run", "vm"),
-                    "boots a disk image: it needs backup.kind: disk_image "
-                    f"(this backup is {system.backup.kind}, run as a container)",
-                )
-            )
-        probes = system.ready if isinstance(system.ready, list) else [system.ready]
-        for k, probe in enumerate(probes):
-            if probe is not None and probe.kind == "console":
-                where = (*at, "ready", k) if isinstance(system.ready, list) else (*at, "ready")
-                out.append(((*where, "kind"), "a console probe needs a VM twin (disk_image)"))
-        for j, check in enumerate(system.checks):
-            if check.kind in VM_CHECKS:
-                out.append(
-                    (
-                        (*at, "checks", j, "kind"),
-                        f"{check.kind} checks need a VM twin (backup.kind: disk_image)",
-                    )
-                )
-        return out
-    for field in run.container_fields():
-        out.append(
-            (
-                (*at, "run", field),
-                "a disk image boots as a VM: this field applies to container twins only",
-            )
+    if system.backup.kind != "disk_image":
+        return _vm_only(at, system)
+    out: list[tuple[tuple[Any, ...], str]] = [
+        (
+            (*at, "run", field),
+            "a disk image boots as a VM: this field applies to container twins only",
         )
+        for field in run.container_fields()
+    ]
     if run.address is None:
         out.append(
             (
@@ -405,6 +389,34 @@ def _vm_problems(i: int, system: System) -> list[tuple[tuple[Any, ...], str]]:
                     )
                 )
     out += [((*at, "run", "vm", key), msg) for key, msg in vm_host_problems(vm)]
+    return out
+
+
+def _vm_only(at: tuple[Any, ...], system: System) -> list[tuple[tuple[Any, ...], str]]:
+    """What a container twin asks for that only a VM twin has: run.vm, a console probe,
+    screenshot and agent checks."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if system.run.vm is not None:
+        out.append(
+            (
+                (*at, "run", "vm"),
+                "boots a disk image: it needs backup.kind: disk_image "
+                f"(this backup is {system.backup.kind}, run as a container)",
+            )
+        )
+    probes = system.ready if isinstance(system.ready, list) else [system.ready]
+    for k, probe in enumerate(probes):
+        if probe is not None and probe.kind == "console":
+            where = (*at, "ready", k) if isinstance(system.ready, list) else (*at, "ready")
+            out.append(((*where, "kind"), "a console probe needs a VM twin (disk_image)"))
+    for j, check in enumerate(system.checks):
+        if check.kind in VM_CHECKS:
+            out.append(
+                (
+                    (*at, "checks", j, "kind"),
+                    f"{check.kind} checks need a VM twin (backup.kind: disk_image)",
+                )
+            )
     return out
 
 
@@ -502,7 +514,7 @@ def waves(graph: dict[str, list[str]], only: Iterable[str] | None = None) -> lis
     while len(done) < len(wanted):
         wave = [n for n in order if n not in done and all(d in done for d in graph[n])]
         if not wave:
-            raise ValueError(f"dependency cycle: {find_cycle(graph)}")
+            raise InputError(f"dependency cycle: {find_cycle(graph)}")
         plan.append(wave)
         done.update(wave)
     return plan

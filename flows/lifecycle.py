@@ -20,6 +20,7 @@ from typing import Any
 
 from restoredrill.checks.base import CheckResult, SandboxGuard, Status
 from restoredrill.checks.registry import run_check
+from restoredrill.errors import RestoredrillError
 from restoredrill.twins.base import Artifact, Restored, Sandbox, Twin, TwinError
 from restoredrill.twins.files import resolve_files
 from restoredrill.twins.limits import Limits
@@ -29,15 +30,21 @@ from restoredrill.twins.sources.base import BackupError, BackupRef, RestoreConte
 from .inventory import LoadedSite, System
 from .progress import SystemProgress, emit
 from .results import StepTiming, SystemResult, Verdict
+from .verdicts import judge_system
 
 
-class StepFailed(Exception):
-    """A step could not complete; ``reason`` says why in one line a person can act on."""
+class StepFailed(RestoredrillError):
+    """A step could not complete; ``reason`` says why in one line a person can act on
+    (it becomes the system's verdict, never an exit code of its own)."""
 
     def __init__(self, step: str, reason: str) -> None:
         super().__init__(f"{step}: {reason}")
+        self.args = (step, reason)  # pickles as it was made
         self.step = step
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.reason}"
 
 
 class WatchdogExpired(StepFailed):
@@ -163,7 +170,7 @@ def run_step(job: SystemJob, name: str, fn: Callable[[SystemJob], None]) -> None
     t0 = time.perf_counter()
     try:
         fn(job)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a reason with a verdict
+    except Exception as exc:  # every failure becomes a reason with a verdict
         failure = _failure(job, name, exc, watched)
         job.steps.append(_timing(name, started_at, t0, False, failure.reason))
         raise failure from exc
@@ -315,33 +322,23 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         if created.tzinfo is None:
             created = created.replace(tzinfo=UTC)
         age = round((job.started_at - created).total_seconds(), 1)
-    reason = ""
     job.note_limits()
     job.keep_artifacts()
-    if job.limit_reached:  # a twin that hit a bound did not show what it does within it
-        cause = f" ({failure.step}: {_relative(failure.reason)})" if failure else ""
-        result, reason = Verdict.ERROR, f"{job.limit_reached}{cause}"
-    elif isinstance(failure, WatchdogExpired):
-        result, reason = Verdict.RTO_EXCEEDED, failure.reason
-    elif failure is not None:
-        result, reason = Verdict.ERROR, f"{failure.step}: {_relative(failure.reason)}"
-    elif any(c.status is not Status.PASS for c in job.checks):
-        bad = [c for c in job.checks if c.status is not Status.PASS]
-        result = Verdict.FAIL
-        reason = f"{len(bad)} of {len(job.checks)} checks failed: " + "; ".join(
-            _describe_check(c) for c in bad[:3]
-        )
-    elif recovery is not None and recovery > rto:
-        result, reason = Verdict.RTO_EXCEEDED, f"recovered in {recovery:.1f}s, RTO is {rto:.0f}s"
-    elif system.rpo is not None and age is not None and age > system.rpo.total_seconds():
-        result = Verdict.RPO_EXCEEDED
-        reason = f"newest backup is {age:.0f}s old, RPO is {system.rpo.total_seconds():.0f}s"
-    else:
-        result = Verdict.PASS
+    judged = judge_system(
+        rto_s=rto,
+        rpo_s=system.rpo.total_seconds() if system.rpo else None,
+        recovery_s=recovery,
+        backup_age_s=age,
+        checks=job.checks,
+        failed_step=failure.step if failure else None,
+        failure=_relative(failure.reason) if failure else "",
+        watchdog=isinstance(failure, WatchdogExpired),
+        limit_reached=job.limit_reached,
+    )
     return SystemResult(
         system=system.name,
-        verdict=result,
-        reason=reason,
+        verdict=judged.verdict,
+        reason=judged.reason,
         labels=system.labels.as_dict(),
         started_at=job.started_at,
         finished_at=datetime.now(UTC),
@@ -349,7 +346,7 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         rto_s=rto,
         rpo_s=system.rpo.total_seconds() if system.rpo else None,
         backup_age_s=age,
-        near_miss=result is Verdict.PASS and recovery is not None and recovery > 0.8 * rto,
+        near_miss=judged.near_miss,
         backup=job.ref,
         steps=job.steps,
         checks=job.checks,
@@ -386,12 +383,6 @@ def unrun(system: System, verdict: Verdict, reason: str, **extra: Any) -> System
         rpo_s=system.rpo.total_seconds() if system.rpo else None,
         **extra,
     )
-
-
-def _describe_check(c: CheckResult) -> str:
-    if c.status is Status.ERROR:
-        return f"{c.name}: {c.message}"
-    return f"{c.name}: expected {c.expected!r}, observed {c.observed!r}"
 
 
 def _relative(text: str) -> str:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from restoredrill.errors import ExitCode, RestoredrillError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -61,8 +63,11 @@ _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 """A log line naming an exception and its message, e.g. ``sqlite3.DatabaseError: …``."""
 
 
-class PrefectServerError(RuntimeError):
-    """No Prefect server to run on; the message says what and what to do."""
+class PrefectServerError(RestoredrillError):
+    """No Prefect server to run on; the message says what and what to do (the run could not
+    start: exit 2)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 @dataclass
@@ -219,22 +224,7 @@ def local_server(
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/api"
     log = home / LOG
-    from prefect.settings import get_current_settings
-
-    env = {
-        **os.environ,
-        **get_current_settings().to_environment_variables(exclude_unset=True),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_ENABLED": "true" if full else "false",
-        "PREFECT__SERVER_FINAL": "1",
-    }
-    env.pop("PREFECT_API_URL", None)
-    if not full:
-        env["PREFECT__SERVER_EPHEMERAL"] = "1"  # as Prefect's temporary server: no scheduler
-        # a run uses no blocks; registering their types costs a fresh home seconds (a
-        # full server, serve's, registers them for the UI)
-        env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
+    env = _server_env(full)
     argv = [sys.executable, "-c", _LAUNCH, str(os.getpid()), "-m", "uvicorn", "--factory", APP]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     argv += ["--lifespan", "on"]
@@ -254,6 +244,28 @@ def local_server(
     finally:
         flush_to_server()
         stop(process)
+
+
+def _server_env(full: bool) -> dict[str, str]:
+    """The server process's environment: this process's Prefect settings, no telemetry;
+    ``full``: the UI and every service, else as Prefect's temporary server."""
+    from prefect.settings import get_current_settings
+
+    env = {
+        **os.environ,
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "true" if full else "false",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    if not full:
+        env["PREFECT__SERVER_EPHEMERAL"] = "1"  # as Prefect's temporary server: no scheduler
+        # a run uses no blocks; registering their types costs a fresh home seconds (a
+        # full server, serve's, registers them for the UI)
+        env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
+    return env
 
 
 def flush_to_server() -> None:

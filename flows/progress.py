@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -16,7 +16,6 @@ class SystemProgress:
     rto_s: float | None = None
     verdict: str | None = None
     detail: str = ""
-    updated: float = field(default_factory=time.monotonic)
 
     @property
     def elapsed(self) -> float:
@@ -42,7 +41,6 @@ def subscribe(listener: Listener) -> Callable[[], None]:
 
 
 def emit(progress: SystemProgress) -> None:
-    progress.updated = time.monotonic()
     with _lock:
         listeners = list(_listeners)
     for listener in listeners:

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
 from pydantic import BaseModel, Field
 
 from restoredrill.configfile import ConfigFileError, load, problem
@@ -201,7 +200,7 @@ def _python(path: Path) -> None:
 
 
 def new_regression_id() -> str:
-    from .verify import new_run_id
+    from .results import new_run_id
 
     return "g" + new_run_id()[1:]
 
@@ -240,6 +239,8 @@ def run(
         return record
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    from .regress_flow import regress_flow
+
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         sides = regress_flow(
             str(p.baseline.path), str(p.candidate.path),
@@ -272,77 +273,6 @@ def _summary(record: RegressionRecord) -> str:
     if systems:
         parts.append(f"{len(systems)} system(s) worse: " + ", ".join(s.system for s in systems))
     return "; ".join(parts) if parts else "no difference that counts as a regression"
-
-
-@flow(name="regress", log_prints=False, persist_result=False)
-def regress_flow(
-    baseline_site: str,
-    candidate_site: str,
-    baseline_systems: list[str],
-    candidate_systems: list[str],
-    baseline_devices: list[str],
-    candidate_devices: list[str],
-    regression_id: str,
-    window: float = 3.0,
-    concurrency: int | None = None,
-) -> tuple[tuple[RunRecord, list[Snapshot]], tuple[RunRecord, list[Snapshot]]]:
-    """Run the affected systems with the baseline, then with the candidate; snapshot both."""
-    base = run_configuration(
-        baseline_site, baseline_systems, baseline_devices, f"{regression_id}-base", window,
-        concurrency,
-    )  # fmt: skip
-    cand = run_configuration(
-        candidate_site, candidate_systems, candidate_devices, f"{regression_id}-cand", window,
-        concurrency,
-    )  # fmt: skip
-    return base, cand
-
-
-def run_configuration(
-    site_path: str,
-    systems: list[str],
-    devices: list[str],
-    run_id: str,
-    window: float,
-    concurrency: int | None,
-) -> tuple[RunRecord, list[Snapshot]]:
-    """Verify ``systems`` (with what they depend on) of one configuration, snapshot its
-    endpoints and ``devices`` before the run closes."""
-    from . import snapshots as snap
-    from .devices import start_devices
-    from .verify import close_run, open_run, verify_site
-
-    shots: list[Snapshot] = []
-
-    def before_close(ctx: Any, results: dict[str, Any]) -> None:
-        if devices:
-            running = [t.name.removeprefix("device-") for t in ctx.devices[0]]
-            twins, dirs = start_devices(
-                ctx.loaded, ctx.sandbox, run_id, [], devices, running
-            )
-            ctx.devices[0].extend(twins)
-            ctx.devices[1].extend(dirs)
-        shots.extend(snap.take(ctx, list(ctx.kept), window))
-
-    if systems:
-        record = verify_site(
-            site_path, systems, concurrency, "regress", run_id,
-            evidence=False, keep_all=True, before_close=before_close,
-        )  # fmt: skip
-        return record, shots
-    loaded = load_site(site_path)
-    record = RunRecord(run_id=run_id, site=loaded.site.site, started_at=datetime.now(UTC))
-    if not devices:  # nothing of this configuration is affected (e.g. all of it was added)
-        record.finished_at = record.started_at
-        return record, shots
-    ctx = open_run(loaded, run_id)
-    try:
-        ctx.devices = ([], [])
-        before_close(ctx, {})
-    finally:
-        close_run(ctx)
-    record.finished_at = datetime.now(UTC)
-    return record, shots
 
 
 __all__ = ["Plan", "RegressInputError", "RegressionRecord", "plan", "run"]

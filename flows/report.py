@@ -15,7 +15,7 @@ from restoredrill.checks.base import Status
 from restoredrill.durations import format_duration
 
 from .progress import SystemProgress, subscribe
-from .results import RunRecord, SystemResult, Verdict
+from .results import RunRecord, Verdict
 
 TCG_NOTE = "TCG: not the plant's RTO"
 """Beside a recovery time measured on an emulated CPU (a VM twin without KVM)."""
@@ -143,17 +143,6 @@ def render(console: Console, record: RunRecord, all_checks: bool = False) -> Non
         parts.append(checks)
     parts.append(summary(record))
     console.print(Group(*parts))
-
-
-def steps_table(result: SystemResult) -> Table:
-    t = Table(title=f"{result.system}: steps", title_justify="left")
-    t.add_column("step")
-    t.add_column("time", justify="right")
-    t.add_column("ok")
-    t.add_column("message", overflow="fold")
-    for st in result.steps:
-        t.add_row(st.name, format_duration(st.duration_s), "yes" if st.ok else "no", st.message)
-    return t
 
 
 def _short(value: object, limit: int = 60) -> str:

@@ -25,13 +25,17 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from restoredrill.durations import format_duration
+from restoredrill.errors import ExitCode, RestoredrillError
 
 from .charts import Sample, line_chart
 from .readiness import WINDOWS, Readiness
 
 
-class ReportError(Exception):
-    """The report cannot be written (PDF renderer missing or failing, file not writable)."""
+class ReportError(RestoredrillError):
+    """The report cannot be written (PDF renderer missing or failing, file not writable):
+    exit 2, as for a file that cannot be read."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 def _env() -> Environment:

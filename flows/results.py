@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import secrets
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -10,6 +11,11 @@ from pydantic import BaseModel, Field
 
 from restoredrill.checks.base import CheckResult, Status
 from restoredrill.twins.sources.base import BackupRef
+
+
+def new_run_id() -> str:
+    """A run's id: when it started (UTC) and 4 random hex digits, e.g. r20261124-020000-3fa2."""
+    return datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 class Verdict(StrEnum):

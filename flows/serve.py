@@ -25,7 +25,7 @@ from typing import Any
 
 from prefect import flow
 
-from .alerts import AlertConfig, Delivery, plan_digest, send
+from .alerts import AlertConfig, Delivery, daily_cron, plan_digest, send
 from .inventory import LoadedSite, load_site
 from .prefect_server import PrefectServerError, prefect_api, require_configured
 
@@ -60,12 +60,7 @@ def plan(loaded: LoadedSite) -> list[Plan]:
         plans.append(Plan(f"{site.site}-{tail}", cron, names))
     config = AlertConfig.from_site(site, loaded.base_dir)
     for at in sorted({t.digest for _, t in config.fields() if t.digest}):
-        hour, minute = at.split(":")
-        plans.append(
-            Plan(
-                f"{site.site}-digest-{hour}{minute}", f"{int(minute)} {int(hour)} * * *", digest=at
-            )
-        )
+        plans.append(Plan(f"{site.site}-digest-{at.replace(':', '')}", daily_cron(at), digest=at))
     return plans
 
 
@@ -98,9 +93,8 @@ def deployments(
     deployment of the same name (added to the list) instead of running it in-process.
     """
     from prefect.deployments.runner import EntrypointType
-    from prefect.schedules import Cron
 
-    from .verify import verify_site, verify_system
+    from .verify import verify_system
 
     site = loaded.site
     path = str(loaded.path)
@@ -110,37 +104,8 @@ def deployments(
     }
     if work_pool:
         common["work_pool_name"] = work_pool
-    system_deployment = f"verify-system/{site.site}"
-    out = []
-    for p in plan(loaded):
-        schedules = [Cron(p.cron, timezone=site.timezone)] if p.cron else None
-        if p.digest:
-            out.append(
-                send_digest.to_deployment(
-                    p.name,
-                    schedules=schedules,
-                    parameters={"site_path": path, "at": p.digest},
-                    description=f"daily digest of site {site.site} at {p.digest} {site.timezone}",
-                    **common,
-                )
-            )
-            continue
-        parameters: dict[str, Any] = {"site_path": path, "trigger": "schedule"}
-        if p.systems is not None:
-            parameters["systems"] = p.systems
-        if dispatch:
-            parameters["dispatch"] = system_deployment
-        what = ", ".join(p.systems) if p.systems else "all systems"
-        out.append(
-            verify_site.to_deployment(
-                p.name,
-                schedules=schedules,
-                parameters=parameters,
-                description=f"verify {what} of site {site.site}"
-                + (f" on {p.cron} ({site.timezone})" if p.cron else " (on demand)"),
-                **common,
-            )
-        )
+    system_deployment = f"verify-system/{site.site}" if dispatch else None
+    out = [_deployment(p, loaded, common, system_deployment) for p in plan(loaded)]
     if dispatch:
         out.append(
             verify_system.to_deployment(
@@ -151,6 +116,39 @@ def deployments(
             )
         )
     return out
+
+
+def _deployment(p: Plan, loaded: LoadedSite, common: dict[str, Any], dispatch: str | None) -> Any:
+    """The deployment of one plan: its daily digest, or a verify-site run of its systems
+    (``dispatch``: each system sent to that deployment)."""
+    from prefect.schedules import Cron
+
+    from .verify import verify_site
+
+    site, path = loaded.site, str(loaded.path)
+    schedules = [Cron(p.cron, timezone=site.timezone)] if p.cron else None
+    if p.digest:
+        return send_digest.to_deployment(
+            p.name,
+            schedules=schedules,
+            parameters={"site_path": path, "at": p.digest},
+            description=f"daily digest of site {site.site} at {p.digest} {site.timezone}",
+            **common,
+        )
+    parameters: dict[str, Any] = {"site_path": path, "trigger": "schedule"}
+    if p.systems is not None:
+        parameters["systems"] = p.systems
+    if dispatch:
+        parameters["dispatch"] = dispatch
+    what = ", ".join(p.systems) if p.systems else "all systems"
+    return verify_site.to_deployment(
+        p.name,
+        schedules=schedules,
+        parameters=parameters,
+        description=f"verify {what} of site {site.site}"
+        + (f" on {p.cron} ({site.timezone})" if p.cron else " (on demand)"),
+        **common,
+    )
 
 
 def serve(

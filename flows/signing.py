@@ -49,7 +49,7 @@ def unb64(text: str) -> bytes:
     bit or character never decodes to the same bytes)."""
     data = base64.b64decode(text.encode("ascii"), validate=True)
     if b64(data) != text:
-        raise ValueError("not canonical base64")
+        raise ValueError("not canonical base64")  # as b64decode's own error (binascii.Error)
     return data
 
 

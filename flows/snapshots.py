@@ -131,7 +131,7 @@ def _device_plans(loaded: LoadedSite, spec: PlcDevice | ScadaDevice, window: flo
     url = f"opc.tcp://{_host(address)}:{spec.port}/"
     password = os.environ.get(spec.password_env) if spec.password_env else None
 
-    def factory():  # noqa: ANN202
+    def factory():
         return snapshot.opcua(
             url, security=spec.security, username=spec.username, password=password,
             window=window, ranges=_bound_ranges(loaded, spec),
@@ -183,7 +183,7 @@ def _bound_ranges(loaded: LoadedSite, spec: ScadaDevice) -> dict[str, tuple[Any,
 def _opcua(url: str, check: Any, ranges: dict[str, Any], window: float) -> Any:
     password = os.environ.get(check.password_env) if check.password_env else None
 
-    def factory():  # noqa: ANN202
+    def factory():
         return snapshot.opcua(
             url, security=check.security, username=check.username, password=password,
             cert_dir=check.cert_dir, timeout=check.timeout, window=window, ranges=ranges,

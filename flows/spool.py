@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from restoredrill.errors import ExitCode, RestoredrillError
+
 from .canonical import canonical_json, normalized
 from .evidence import AlreadyRecorded, EvidenceError, EvidenceStore
 from .results import RunRecord
@@ -32,7 +34,7 @@ FORMAT = "restoredrill-spool/1"
 log = logging.getLogger(__name__)
 
 
-class SpoolError(Exception):
+class SpoolError(RestoredrillError):
     """A spool file cannot be written or read; the message names it and says why."""
 
 
@@ -40,10 +42,13 @@ class EvidenceSpooled(EvidenceError):
     """The run's evidence could not be recorded; the record was spooled to ``path``
     (None if even that failed: the run's own output is then its only copy)."""
 
+    exit_code = ExitCode.NOT_RECORDED
+
     def __init__(
         self, message: str, path: str | None, record: RunRecord, deliveries: list[dict[str, Any]]
     ) -> None:
-        super().__init__(message, path, record, deliveries)  # all in args: survives pickling
+        super().__init__(message)
+        self.args = (message, path, record, deliveries)  # all in args: survives pickling
         self.message, self.path, self.record, self.deliveries = message, path, record, deliveries
 
     def __str__(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import secrets
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +20,8 @@ from .evidence import EvidenceError, EvidenceStore, default_url, shown_url
 from .inventory import LoadedSite, Site, claimed, load_site, waves
 from .lifecycle import StepFailed, SystemJob, run_step
 from .progress import emit
-from .results import RunRecord, SystemResult, Verdict
-
-BLOCKING = {Verdict.ERROR, Verdict.FAIL, Verdict.BLOCKED}
-"""A dependency ending in one of these blocks its dependents (a slow one does not)."""
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("r%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+from .results import RunRecord, SystemResult, Verdict, new_run_id
+from .verdicts import blockers, critical_path, site_verdict
 
 
 class RunContext:
@@ -181,7 +174,7 @@ def verify_site(
         for wave in plan:
             runnable = []
             for name in wave:
-                bad = [d for d in graph[name] if results[d].verdict in BLOCKING]
+                bad = blockers(graph[name], results)
                 if bad:
                     results[name] = blocked(site, name, bad, results)
                     emit_done(name, results[name])
@@ -376,46 +369,3 @@ def emit_done(name: str, result: SystemResult) -> None:
     from .progress import SystemProgress
 
     emit(SystemProgress(name, step="done", verdict=result.verdict.value, rto_s=result.rto_s))
-
-
-def critical_path(graph: dict[str, list[str]], results: dict[str, SystemResult]) -> float | None:
-    """The site's recovery time: each system starts once all it depends on have recovered."""
-    finish: dict[str, float] = {}
-
-    def done_at(name: str) -> float | None:
-        if name in finish:
-            return finish[name]
-        own = results[name].recovery_time_s
-        if own is None:
-            return None
-        before = [done_at(d) for d in graph[name] if d in results]
-        if any(b is None for b in before):
-            return None
-        finish[name] = max([b for b in before if b is not None], default=0.0) + own
-        return finish[name]
-
-    times = [done_at(n) for n in results]
-    if not times or any(t is None for t in times):
-        return None
-    return round(max(t for t in times if t is not None), 3)
-
-
-def site_verdict(record: RunRecord) -> Verdict:
-    """The worst system verdict; a site past its own RTO is ``rto_exceeded``."""
-    order = [
-        Verdict.ERROR,
-        Verdict.FAIL,
-        Verdict.BLOCKED,
-        Verdict.RTO_EXCEEDED,
-        Verdict.RPO_EXCEEDED,
-        Verdict.PASS,
-    ]
-    worst = min((s.verdict for s in record.systems), key=order.index, default=Verdict.PASS)
-    if (
-        worst is Verdict.PASS
-        and record.site_rto_s is not None
-        and record.site_recovery_time_s is not None
-        and record.site_recovery_time_s > record.site_rto_s
-    ):
-        return Verdict.RTO_EXCEEDED
-    return worst

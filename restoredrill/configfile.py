@@ -18,7 +18,7 @@ refusal is an error like any other: ``file:line: field: what is expected``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import yaml
 from yaml.events import (
     AliasEvent,
     DocumentStartEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -33,6 +34,8 @@ from yaml.events import (
     SequenceStartEvent,
     StreamEndEvent,
 )
+
+from .errors import InputError
 
 PARSER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's parser when PyYAML was built with it (``yaml.__with_libyaml__``)."""
@@ -71,8 +74,10 @@ def problem(path: str | Path, line: int, field: str, message: str) -> str:
     return f"{where}: {field}: {message}" if field else f"{where}: {message}"
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(InputError):
     """A problem in a config file: ``path:line: field: message`` (``problems`` holds all)."""
+
+    headline = ""  # its lines name file, line and field
 
     def __init__(
         self,
@@ -300,11 +305,27 @@ def _tag_name(tag: str) -> str:
 
 
 class _Open:
-    """What a mapping or list being built needs at its end: anchor, start, line, merges."""
+    """A mapping or list being built (or the document that holds the root value): its
+    values and lines, the key being read, and what its end needs (anchor, start, merges)."""
 
-    __slots__ = ("anchor", "start", "line", "merges")
+    __slots__ = (
+        "container",
+        "lines",
+        "is_map",
+        "key",
+        "key_line",
+        "anchor",
+        "start",
+        "line",
+        "merges",
+    )
 
-    def __init__(self, anchor: str | None, start: int, line: int) -> None:
+    def __init__(self, kind: type | None, anchor: str | None = None, start: int = 0, line: int = 0):
+        self.is_map = kind is dict
+        self.container: Any = kind() if kind is not None else None
+        self.lines: Any = kind() if kind is not None else None
+        self.key: Any = _NO_KEY
+        self.key_line = 0
         self.anchor, self.start, self.line = anchor, start, line
         self.merges: list[tuple[Any, Any, int]] = []
 
@@ -314,196 +335,187 @@ class _Builder:
 
     The line table mirrors the data: a mapping's lines are ``{key: entry}``, a list's
     ``[entry]``, where an entry is the line of a scalar, or ``(line, lines)`` for a mapping,
-    a list or an alias. The mapping or list being built lives in local variables (the
-    parsing loop is the hot path); those around it are saved on ``stack``.
+    a list or an alias. Each event goes to its handler with the innermost mapping or list
+    being built (``top``); the handler returns the one after it. Those around it wait on
+    ``stack``.
     """
 
     def __init__(self, path: str | Path, error: type[ConfigFileError]) -> None:
         self.path, self.error = path, error
         self.anchors: dict[str, tuple[Any, Any, int]] = {}
         self.open: set[str] = set()
+        self.stack: list[_Open] = []
+        self.count = self.documents = 0
+        self.root: tuple[Any, Any] = (None, None)
 
-    def build(self, next_event: Any) -> tuple[Any, Any]:
+    def build(self, next_event: Callable[[], Any]) -> tuple[Any, Any]:
         """Consume the events of one document; return (data, lines)."""
-        stack: list[tuple[Any, Any, bool, Any, int, Any]] = []
-        container: Any = None  # the mapping or list being built, and its lines
-        lines: Any = None
-        is_map, key, key_line, info = False, _NO_KEY, 0, None
-        root: tuple[Any, Any] = (None, None)
-        count, documents, anchors = 0, 0, self.anchors
-        constants, number_start, missing = _CONSTANTS, _NUMBER_START, _NO_KEY
+        handlers: dict[type, Callable[[Any, _Open], _Open]] = {
+            ScalarEvent: self._scalar,
+            MappingStartEvent: self._start,
+            SequenceStartEvent: self._start,
+            MappingEndEvent: self._end,
+            SequenceEndEvent: self._end,
+            AliasEvent: self._alias,
+            DocumentStartEvent: self._document,
+        }
+        top = _Open(None)
         while True:
             event = next_event()
             kind = type(event)
-            if kind is ScalarEvent:  # the hot path: most events are scalars
-                count += 1
-                line = event.start_mark.line + 1
-                if count > MAX_NODES:
-                    raise self.too_many(line, stack, container, is_map, key)
-                if is_map and key is _NO_KEY:
-                    key, key_line = event.value, line
-                    if key in lines or key == "<<" or event.anchor:
-                        key = self._key(event, line, stack, container, lines)
-                    continue
-                text = event.value
-                try:
-                    if event.tag is not None:
-                        value = _tagged(event.tag, text)
-                    elif not event.implicit[0]:
-                        value = text
-                    else:
-                        value = constants.get(text, missing)
-                        if value is missing:
-                            value = _number(text) if text[0] in number_start else text
-                except _Refused as exc:
-                    raise self.fail(line, str(exc), stack, container, is_map, key) from None
-                if event.anchor:
-                    anchors[event.anchor] = (value, None, 1)
-                if is_map:
-                    if key is _MERGE:
-                        info.merges.append((value, None, line))
-                    else:
-                        container[key] = value
-                        lines[key] = key_line
-                    key = _NO_KEY
-                elif container is not None:
-                    container.append(value)
-                    lines.append(line)
-                else:
-                    root = (value, None)
-                continue
-            if kind is MappingStartEvent or kind is SequenceStartEvent:
-                count += 1
-                line = event.start_mark.line + 1
-                if count > MAX_NODES:
-                    raise self.too_many(line, stack, container, is_map, key)
-                if is_map and key is _NO_KEY:
-                    raise self.fail(
-                        line,
-                        "a mapping key must be a plain value, not a mapping or list",
-                        stack,
-                        container,
-                        is_map,
-                        key,
-                    )
-                opens_map = kind is MappingStartEvent
-                if event.tag not in (None, "!", _MAP if opens_map else _SEQ):
-                    message = f"unknown tag {_tag_name(event.tag)}"
-                    raise self.fail(line, message, stack, container, is_map, key)
-                if len(stack) >= MAX_DEPTH:
-                    raise self.error(self.path, line, "", f"nested deeper than {MAX_DEPTH} levels")
-                stack.append((container, lines, is_map, key, key_line, info))
-                container, lines = ({}, {}) if opens_map else ([], [])
-                is_map, key, info = opens_map, _NO_KEY, _Open(event.anchor, count - 1, line)
-                if event.anchor:
-                    self.open.add(event.anchor)
-                continue
-            if kind is MappingEndEvent or kind is SequenceEndEvent:
-                if info.merges:
-                    self._merge(container, lines, info.merges, stack)
-                value, entry = container, (info.line, lines)
-                if info.anchor:
-                    self.open.discard(info.anchor)
-                    anchors[info.anchor] = (container, lines, count - info.start)
-                container, lines, is_map, key, key_line, info = stack.pop()
-            elif kind is AliasEvent:
-                line = event.start_mark.line + 1
-                name = event.anchor
-                if name in self.open or name not in anchors:
-                    message = (
-                        f"alias *{name} refers to a mapping or list that holds it"
-                        if name in self.open
-                        else f"alias *{name} has no anchor &{name} before it"
-                    )
-                    raise self.fail(line, message, stack, container, is_map, key)
-                value, sub, size = anchors[name]
-                count += size
-                if count > MAX_NODES:
-                    raise self.too_many(line, stack, container, is_map, key)
-                if is_map and key is _NO_KEY:
-                    message = "a mapping key must be a plain value, not an alias"
-                    raise self.fail(line, message, stack, container, is_map, key)
-                entry = (line, sub)
-            elif kind is DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    line = event.start_mark.line + 1
-                    message = "a second YAML document (a config file holds one)"
-                    raise self.error(self.path, line, "", message)
-                continue
-            elif kind is StreamEndEvent:
-                return root
-            else:  # stream start, document end
-                continue
-            # a finished mapping or list, or an alias: add it where it belongs
-            if is_map:
-                if key is _MERGE:
-                    info.merges.append((value, entry[1], entry[0]))
-                else:
-                    container[key] = value
-                    lines[key] = (key_line, entry[1])
-                key = _NO_KEY
-            elif container is not None:
-                container.append(value)
-                lines.append(entry)
-            else:
-                root = (value, entry[1])
+            if kind is StreamEndEvent:
+                return self.root
+            handler = handlers.get(kind)  # none for stream start and document end
+            if handler is not None:
+                top = handler(event, top)
 
-    def _key(self, event: ScalarEvent, line: int, stack: list, container: Any, lines: Any) -> Any:
+    def _scalar(self, event: ScalarEvent, top: _Open) -> _Open:
+        """A key, or a value (plain, quoted or tagged): the hot path."""
+        self.count += 1
+        line = _line(event)
+        if self.count > MAX_NODES:
+            raise self.too_many(line, top)
+        if top.is_map and top.key is _NO_KEY:
+            key = event.value
+            if key in top.lines or key == "<<" or event.anchor:
+                key = self._key(event, line, top)
+            top.key, top.key_line = key, line
+            return top
+        try:
+            if event.tag is not None:
+                value = _tagged(event.tag, event.value)
+            else:
+                value = _plain(event.value) if event.implicit[0] else event.value
+        except _Refused as exc:
+            raise self.fail(line, str(exc), top) from None
+        if event.anchor:
+            self.anchors[event.anchor] = (value, None, 1)
+        self._add(top, value, None, line)
+        return top
+
+    def _start(self, event: MappingStartEvent | SequenceStartEvent, top: _Open) -> _Open:
+        """A mapping or list begins inside ``top``: it is the new top."""
+        self.count += 1
+        line = _line(event)
+        if self.count > MAX_NODES:
+            raise self.too_many(line, top)
+        if top.is_map and top.key is _NO_KEY:
+            message = "a mapping key must be a plain value, not a mapping or list"
+            raise self.fail(line, message, top)
+        opens_map = type(event) is MappingStartEvent
+        if event.tag not in (None, "!", _MAP if opens_map else _SEQ):
+            raise self.fail(line, f"unknown tag {_tag_name(event.tag)}", top)
+        if len(self.stack) >= MAX_DEPTH:
+            raise self.error(self.path, line, "", f"nested deeper than {MAX_DEPTH} levels")
+        self.stack.append(top)
+        if event.anchor:
+            self.open.add(event.anchor)
+        return _Open(dict if opens_map else list, event.anchor, self.count - 1, line)
+
+    def _end(self, event: MappingEndEvent | SequenceEndEvent, top: _Open) -> _Open:
+        """``top`` is complete: merged, remembered under its anchor, added to its parent."""
+        if top.merges:
+            self._merge(top)
+        if top.anchor:
+            self.open.discard(top.anchor)
+            self.anchors[top.anchor] = (top.container, top.lines, self.count - top.start)
+        parent = self.stack.pop()
+        self._add(parent, top.container, top.lines, top.line)
+        return parent
+
+    def _alias(self, event: AliasEvent, top: _Open) -> _Open:
+        """``*name``: the anchored value again (counted as many times as it is used)."""
+        line = _line(event)
+        name = event.anchor
+        if name in self.open or name not in self.anchors:
+            message = (
+                f"alias *{name} refers to a mapping or list that holds it"
+                if name in self.open
+                else f"alias *{name} has no anchor &{name} before it"
+            )
+            raise self.fail(line, message, top)
+        value, sub, size = self.anchors[name]
+        self.count += size
+        if self.count > MAX_NODES:
+            raise self.too_many(line, top)
+        if top.is_map and top.key is _NO_KEY:
+            raise self.fail(line, "a mapping key must be a plain value, not an alias", top)
+        self._add(top, value, sub, line)
+        return top
+
+    def _document(self, event: DocumentStartEvent, top: _Open) -> _Open:
+        self.documents += 1
+        if self.documents > 1:
+            message = "a second YAML document (a config file holds one)"
+            raise self.error(self.path, _line(event), "", message)
+        return top
+
+    def _add(self, top: _Open, value: Any, sub: Any, line: int) -> None:
+        """Put a finished value (``sub``: its lines, None for a scalar) where it belongs."""
+        if top.is_map:
+            if top.key is _MERGE:
+                top.merges.append((value, sub, line))
+            else:
+                top.container[top.key] = value
+                top.lines[top.key] = top.key_line if sub is None else (top.key_line, sub)
+            top.key = _NO_KEY
+        elif top.container is not None:
+            top.container.append(value)
+            top.lines.append(line if sub is None else (line, sub))
+        else:
+            self.root = (value, sub)
+
+    def _key(self, event: ScalarEvent, line: int, top: _Open) -> Any:
         """A key that is a duplicate, a merge (``<<``) or anchored: the slow path."""
         key = event.value
         if key == "<<" and event.implicit[0] and event.tag is None:
             return _MERGE
-        if key in lines:
-            first = _line_of(lines[key])
-            message = f"duplicate key (first given on line {first})"
-            raise self.fail(line, message, stack, container, True, _NO_KEY, key)
+        if key in top.lines:
+            first = _line_of(top.lines[key])
+            raise self.fail(line, f"duplicate key (first given on line {first})", top, key)
         if event.anchor:
             self.anchors[event.anchor] = (key, None, 1)
         return key
 
-    def _merge(self, container: dict, lines: dict, merges: list, stack: list) -> None:
+    def _merge(self, top: _Open) -> None:
         """``<<: *defaults``: keys of the merged mappings that the mapping does not set."""
-        for value, sub, line in merges:
+        container, lines = top.container, top.lines
+        for value, sub, line in top.merges:
             sources = [(value, sub)] if isinstance(value, dict) else []
             if isinstance(value, list):
                 sources = [(v, _sub_of(s)) for v, s in zip(value, sub, strict=True)]
             if not sources or not all(isinstance(v, dict) for v, _ in sources):
                 message = "<< takes a mapping or a list of mappings (<<: *defaults)"
-                raise self.fail(line, message, stack, container, True, _NO_KEY)
+                raise self.fail(line, message, top)
             for source, source_lines in sources:
                 for key, item in source.items():
                     if key not in container:
                         container[key] = item
                         lines[key] = source_lines[key]
 
-    def too_many(self, line: int, *where: Any) -> ConfigFileError:
+    def too_many(self, line: int, top: _Open) -> ConfigFileError:
         message = f"too many nodes: aliases expand the file past {MAX_NODES:,} values"
-        return self.fail(line, message, *where)
+        return self.fail(line, message, top)
 
-    def fail(
-        self,
-        line: int,
-        message: str,
-        stack: list,
-        container: Any,
-        is_map: bool,
-        key: Any,
-        extra: Any = _NO_KEY,
-    ) -> ConfigFileError:
-        """An error at ``line`` naming the field being read."""
-        levels = [(c, m, k) for c, _, m, k, _, _ in stack[1:]] + [(container, is_map, key)]
+    def fail(self, line: int, message: str, top: _Open, extra: Any = _NO_KEY) -> ConfigFileError:
+        """An error at ``line`` naming the field being read (``extra``: a key below it)."""
         loc: list[Any] = []
-        for level_container, level_is_map, level_key in levels:
-            if level_container is None:
+        for level in [*self.stack, top]:
+            if level.container is None:
                 continue
-            if not level_is_map:
-                loc.append(len(level_container))
-            elif level_key is not _NO_KEY and level_key is not _MERGE:
-                loc.append(level_key)
+            if not level.is_map:
+                loc.append(len(level.container))
+            elif level.key is not _NO_KEY and level.key is not _MERGE:
+                loc.append(level.key)
         if extra is not _NO_KEY:
             loc.append(extra)
         return self.error(self.path, line, field_path(loc), message)
+
+
+def _line(event: Event) -> int:
+    """The 1-based line where ``event`` starts (the parser marks every event it makes)."""
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else 0
 
 
 def _line_of(entry: Any) -> int:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from restoredrill.configfile import shown
+from restoredrill.errors import InputError
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 HINT = "use 15m, 90s, 1h30m"
@@ -29,14 +30,14 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return _bounded(value.total_seconds(), value)
     if isinstance(value, bool):
-        raise ValueError(f"{shown(value)} is not a duration ({HINT})")
+        raise InputError(f"{shown(value)} is not a duration ({HINT})")
     if isinstance(value, int | float):
         if isinstance(value, float) and math.isnan(value) or value < 0:
-            raise ValueError(f"{shown(value)} is not a duration ({HINT})")
+            raise InputError(f"{shown(value)} is not a duration ({HINT})")
         return _bounded(value, value)
     seconds = _tokenise(value) if isinstance(value, str) else None
     if seconds is None:
-        raise ValueError(f"{shown(value)} is not a duration ({HINT})")
+        raise InputError(f"{shown(value)} is not a duration ({HINT})")
     return _bounded(seconds, value)
 
 
@@ -70,7 +71,7 @@ def _tokenise(value: str) -> float | None:
 
 def _bounded(seconds: float, value: Any) -> timedelta:
     if seconds > _MAX_SECONDS:
-        raise ValueError(
+        raise InputError(
             f"{shown(value)} is too long a duration (at most {MAX_DURATION.days}d, 100 years)"
         )
     return timedelta(seconds=seconds)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from restoredrill.configfile import shown
+from restoredrill.errors import InputError
 
 _SIZE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?)\s?([kmgtp]?)(i?b?)", re.IGNORECASE)
 _POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -23,17 +24,17 @@ MAX_BYTES = 1 << 60
 def parse_size(value: Any) -> int:
     """Bytes from ``512m``-style text or a number; k/m/g are binary (as Docker reads them)."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size ({HINT})")
+        raise InputError(f"{value!r} is not a size ({HINT})")
     if isinstance(value, int | float):
         number = value  # an int is compared exactly: float() of a huge one overflows
     else:
         text = str(value).strip()
         m = _SIZE.fullmatch(text) if len(text) <= 32 else None
         if not m:
-            raise ValueError(f"{shown(value)} is not a size ({HINT})")
+            raise InputError(f"{shown(value)} is not a size ({HINT})")
         number = float(m.group(1)) * 1024 ** _POWER[m.group(2).lower()]
     if not 0 < number <= MAX_BYTES:  # also false for NaN
-        raise ValueError(f"{shown(value)} is not a size between 1 byte and 1 EiB ({HINT})")
+        raise InputError(f"{shown(value)} is not a size between 1 byte and 1 EiB ({HINT})")
     return int(number)
 
 

@@ -75,7 +75,7 @@ def webhook() -> Iterator[tuple[Hooks, int]]:
     hooks = Hooks()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             hooks.posts.append((self.path, json.loads(body)))
             hooks.received.set()

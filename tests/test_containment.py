@@ -2,7 +2,7 @@
 its sandbox, checks never use the host's own network cards, twins run bounded, and a
 run killed with ``kill -9`` leaves nothing behind.
 
-Real Docker, real iptables, real processes. Subnets 10.150.0.0/16 - 10.154.0.0/16; all
+Real Docker, real iptables, real processes. Subnets from ``free_subnet``; all
 traffic goes to addresses of this machine (the host's, a sandbox's, a stand-in
 production network's and a bridge the test creates), never anywhere else.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from hostile import PROD_LISTENER, attempt_all, host_addresses, host_listener, tally
+from sites import host
 from test_flows import plant  # noqa: F401 - the module-scoped backups fixture
 
 from restoredrill.flows.inventory import InventoryError, load_site
@@ -81,20 +82,21 @@ def opened(engine: DockerBackend, subnet: str, **kw) -> Iterator:
 
 
 @pytest.fixture
-def production(engine) -> Iterator[tuple[str, int, object]]:
+def production(engine, free_subnet) -> Iterator[tuple[str, int, object]]:
     """A stand-in production network (a plain Docker bridge) with a listener that logs
     every connection it accepts; yields (its address, port, container)."""
     client = engine.client
     from docker.types import IPAMConfig, IPAMPool
 
     tag = uuid.uuid4().hex[:6]
+    subnet = free_subnet()
     net = client.networks.create(
         f"rdtest-prod-{tag}",
         driver="bridge",
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.150.11.0/24")]),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]),
         labels={TEST_LABEL: tag},
     )
-    address, port = "10.150.11.10", 8000
+    address, port = host(subnet, 10), 8000
     listener = client.containers.create(
         IMAGE,
         ["python3", "-c", PROD_LISTENER, str(port)],
@@ -115,16 +117,20 @@ def production(engine) -> Iterator[tuple[str, int, object]]:
         net.remove()
 
 
-def test_hostile_twin_reaches_no_host_address_and_nothing_outside(engine, production) -> None:
+def test_hostile_twin_reaches_no_host_address_and_nothing_outside(
+    engine, production, free_subnet
+) -> None:
     prod_address, prod_port, prod = production
-    subnet = "10.150.10.0/24"
+    subnet = free_subnet()
     with host_listener() as listener, opened(engine, subnet) as sandbox:
         peer = sandbox.start(
-            RunSpec(command=["python3", "-m", "http.server", "8080"], address="10.150.10.20"),
+            RunSpec(command=["python3", "-m", "http.server", "8080"], address=host(subnet, 20)),
             BASE,
             "peer",
         )
-        twin = sandbox.start(RunSpec(command=["sleep", "300"], address="10.150.10.10"), BASE, "hmi")
+        twin = sandbox.start(
+            RunSpec(command=["sleep", "300"], address=host(subnet, 10)), BASE, "hmi"
+        )
         targets = [("host", addr, listener.port) for _, addr in host_addresses()]
         targets += [("docker0", a, listener.port) for i, a in host_addresses() if i == "docker0"]
         targets += [("gateway", sandbox.gateway(subnet), listener.port)]
@@ -145,21 +151,21 @@ def test_hostile_twin_reaches_no_host_address_and_nothing_outside(engine, produc
 
 NIC_SITE = """\
 site: contained-{tag}
-sandbox: {{subnets: [10.151.0.0/24, 10.152.0.0/24], concurrency: 2}}
+sandbox: {{subnets: [{nic}.0/24, {other}.0/24], concurrency: 2}}
 evidence: sqlite:///{root}/contained-{tag}.db
 systems:
   - name: web
     backup: {{kind: image_archive, path: backups/app-1.tar}}
-    run: {{address: 10.151.0.10, env: {{NAME: web}}}}
+    run: {{address: {nic}.10, env: {{NAME: web}}}}
     ready: {{kind: http, port: 8080, timeout: 60s}}
     checks:
       - {{kind: http, port: 8080, json: {{status: ok, name: web}}}}
       - {{kind: tcp, port: 8080}}
-      - {{kind: tcp, name: the real device is not reached, host: 10.151.0.5, port: {port}, open: false, timeout: 2}}
+      - {{kind: tcp, name: the real device is not reached, host: {nic}.5, port: {port}, open: false, timeout: 2}}
     rto: 5m
   - name: router
     backup: {{kind: image_archive, path: backups/app-1.tar}}
-    run: {{address: 10.152.0.1, env: {{NAME: router}}}}
+    run: {{address: {other}.1, env: {{NAME: router}}}}
     ready: {{kind: tcp, port: 8080, timeout: 60s}}
     checks:
       - {{kind: http, port: 8080, json: {{name: router}}}}
@@ -219,9 +225,10 @@ def _capture(iface: str, out: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def production_nic() -> Iterator[tuple[str, str]]:
-    """A Linux bridge standing in for the drill host's production network card on
-    10.151.0.0/24 (host address 10.151.0.5), with a port so it has carrier."""
+def production_nic(free_subnet) -> Iterator[tuple[str, str, str]]:
+    """A Linux bridge standing in for the drill host's production network card on a free
+    subnet (host address .5), with a port so it has carrier: (bridge, address, subnet)."""
+    subnet = free_subnet()
     tag = uuid.uuid4().hex[:6]
     bridge, veth, peer = f"rdtnic{tag}", f"rdtv0{tag}", f"rdtv1{tag}"
     try:
@@ -233,10 +240,10 @@ def production_nic() -> Iterator[tuple[str, str]]:
             # the only packet it could send is traffic toward the sandbox subnet
             _sh("ip", "link", "set", iface, "multicast", "off")
         _sh("ip", "link", "set", veth, "master", bridge)
-        _sh("ip", "addr", "add", "10.151.0.5/24", "dev", bridge)
+        _sh("ip", "addr", "add", f"{host(subnet, 5)}/24", "dev", bridge)
         for iface in (bridge, veth, peer):
             _sh("ip", "link", "set", iface, "up")
-        yield bridge, "10.151.0.5"
+        yield bridge, host(subnet, 5), subnet
     finally:
         subprocess.run(["ip", "link", "del", veth], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
@@ -246,10 +253,11 @@ def test_checks_never_use_a_production_nic_and_a_system_at_dot_1_runs(
     plant: Path,  # noqa: F811
     production_nic,
     docker_client,
+    free_subnet,
 ) -> None:
     from restoredrill.flows.verify import verify_site
 
-    bridge, nic_address = production_nic
+    bridge, nic_address, nic_subnet = production_nic
     device = socket.socket()  # "the real device" behind the production card
     device.bind((nic_address, 0))
     device.listen(8)
@@ -270,7 +278,8 @@ def test_checks_never_use_a_production_nic_and_a_system_at_dot_1_runs(
     server.start()
     tag = uuid.uuid4().hex[:6]
     site = plant / f"contained-{tag}.yaml"
-    site.write_text(NIC_SITE.format(tag=tag, root=plant, port=device.getsockname()[1]))
+    prefixes = {k: s.rsplit(".", 1)[0] for k, s in (("nic", nic_subnet), ("other", free_subnet()))}
+    site.write_text(NIC_SITE.format(tag=tag, root=plant, port=device.getsockname()[1], **prefixes))
     try:
         with _capture(bridge, plant / f"capture-{tag}.txt") as capture:
             record = verify_site(str(site))
@@ -352,13 +361,17 @@ def test_subnet_of_a_docker_bridge_is_rejected_naming_it(tmp_path: Path) -> None
 
 
 def test_subnet_needs_room_for_gateway_and_anchor(tmp_path: Path) -> None:
-    path = _site(tmp_path, "10.153.9.0/30", "10.153.9.1")  # two host addresses, one claimed
-    with pytest.raises(InventoryError, match=r":3: sandbox.subnets\[0\]: 10.153.9.0/30 needs two"):
+    path = _site(tmp_path, "10.249.153.0/30", "10.249.153.1")  # two host addresses, one claimed
+    with pytest.raises(
+        InventoryError, match=r":3: sandbox.subnets\[0\]: 10.249.153.0/30 needs two"
+    ):
         load_site(path)
-    load_site(_site(tmp_path, "10.153.9.0/29", "10.153.9.1"))  # six: fine
+    load_site(_site(tmp_path, "10.249.153.0/29", "10.249.153.1"))  # six: fine
 
 
-def test_overlap_messages_never_advise_removing_what_is_not_a_dead_runs(engine) -> None:
+def test_overlap_messages_never_advise_removing_what_is_not_a_dead_runs(
+    engine, free_subnet
+) -> None:
     docker0 = [net for iface, net in docker_bridges() if iface == "docker0" and net.version == 4]
     assert docker0
     inside, run_id = next(docker0[0].subnets(new_prefix=24)), new_run()
@@ -389,13 +402,13 @@ def test_overlap_messages_never_advise_removing_what_is_not_a_dead_runs(engine) 
         f"rdtest-left-{uuid.uuid4().hex[:6]}",
         driver="bridge",
         internal=True,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.153.8.0/24")]),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=(subnet := free_subnet()))]),
         labels=labels,
     )
     try:
         run_id = new_run()
         with pytest.raises(TwinError) as err:
-            engine.open_sandbox(run_id, "10.153.8.0/24")
+            engine.open_sandbox(run_id, subnet)
         assert leftovers(engine.client, run_id) == []
         text = str(err.value)
         assert "a leftover of restoredrill run rdead, whose process is gone" in text
@@ -420,9 +433,9 @@ DISK_FILLER = "dd if=/dev/zero of=/filler bs=1M count=256 2>/dev/null; sleep 600
 RAW_SOCKET = "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)'"
 
 
-def test_limits_bound_fork_bomb_memory_hog_and_disk_filler(engine) -> None:
+def test_limits_bound_fork_bomb_memory_hog_and_disk_filler(engine, free_subnet) -> None:
     small = effective(Limits(memory="128m", pids=64, cpus=0.5, disk="64m"))
-    with opened(engine, "10.153.1.0/24") as sandbox:
+    with opened(engine, free_subnet()) as sandbox:
         plain = sandbox.start(RunSpec(command=["sleep", "300"]), BASE, "plain")
         host = engine.client.api.inspect_container(plain.id)["HostConfig"]
         assert host["CapDrop"] == ["ALL"] and "NET_RAW" not in host["CapAdd"]
@@ -459,7 +472,7 @@ def test_limits_bound_fork_bomb_memory_hog_and_disk_filler(engine) -> None:
 LIMITS_SITE = """\
 site: limits-{tag}
 sandbox:
-  subnets: [10.153.0.0/24]
+  subnets: [{subnet}]
   concurrency: 5
   limits: {{memory: 256m, cpus: 0.5, pids: 128}}
 evidence: sqlite:///{root}/limits-{tag}.db
@@ -496,14 +509,20 @@ systems:
 """
 
 
-def test_limits_in_a_run_verdicts_overrides_and_evidence(plant: Path, docker_client) -> None:  # noqa: F811
+def test_limits_in_a_run_verdicts_overrides_and_evidence(
+    plant: Path,  # noqa: F811
+    docker_client,
+    free_subnet,
+) -> None:
     from restoredrill.flows.verify import verify_site
 
     tag = uuid.uuid4().hex[:6]
     site = plant / f"limits-{tag}.yaml"
     raw = RAW_SOCKET.replace('"', '\\"')
     site.write_text(
-        LIMITS_SITE.format(tag=tag, root=plant, bomb=FORK_BOMB, hog=MEMORY_HOG, raw=raw)
+        LIMITS_SITE.format(
+            tag=tag, root=plant, bomb=FORK_BOMB, hog=MEMORY_HOG, raw=raw, subnet=free_subnet()
+        )
     )
     record = verify_site(str(site))
     by = {s.system: s for s in record.systems}
@@ -631,8 +650,12 @@ def _stop(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_kill_9_guardian_removes_everything_of_the_run(plant: Path, docker_client) -> None:  # noqa: F811
-    run_id, children = _start_and_kill(plant, "10.154.0.0/24", docker_client)
+def test_kill_9_guardian_removes_everything_of_the_run(
+    plant: Path,  # noqa: F811
+    docker_client,
+    free_subnet,
+) -> None:
+    run_id, children = _start_and_kill(plant, free_subnet(), docker_client)
     guardians = [p for p in children if "restoredrill.twins.guardian" in _cmdline(p)]
     others = [p for p in children if p not in guardians]
     try:
@@ -647,10 +670,14 @@ def test_kill_9_guardian_removes_everything_of_the_run(plant: Path, docker_clien
         _stop(others)
 
 
-def test_kill_9_with_guardian_killed_the_next_run_reaps_it(plant: Path, docker_client) -> None:  # noqa: F811
+def test_kill_9_with_guardian_killed_the_next_run_reaps_it(
+    plant: Path,  # noqa: F811
+    docker_client,
+    free_subnet,
+) -> None:
     from restoredrill.flows.verify import verify_site
 
-    run_id, children = _start_and_kill(plant, "10.154.1.0/24", docker_client, guardian_too=True)
+    run_id, children = _start_and_kill(plant, free_subnet(), docker_client, guardian_too=True)
     _stop(children)  # e.g. the run's temporary Prefect server
     left = leftovers(docker_client, run_id)
     kinds = {item.split()[0] for item in left}
@@ -658,7 +685,7 @@ def test_kill_9_with_guardian_killed_the_next_run_reaps_it(plant: Path, docker_c
     tag = uuid.uuid4().hex[:6]
     site = plant / f"next-{tag}.yaml"
     site.write_text(
-        VICTIM_SITE.format(tag=tag, subnet="10.154.2.0/24", root=plant, name="next").replace(
+        VICTIM_SITE.format(tag=tag, subnet=free_subnet(), root=plant, name="next").replace(
             'run: {command: [sleep, "600"]}\n    ready: {kind: tcp, port: 9999, timeout: 10m}',
             "ready: {kind: tcp, port: 8080, timeout: 60s}",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +12,34 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from restoredrill.flows.demo import DEMO_SITE, EXPECTED, prepare
+from restoredrill.flows.demo import DEMO_DIR, EXPECTED, prepare
 
 
 @pytest.fixture(scope="module")
-def demo_run(docker_client, restic_bin) -> dict:
+def demo_site(docker_client, restic_bin, tmp_path_factory) -> Path:
+    """The demo's backups (and signing key) made, reused or renewed where ``./dev demo``
+    keeps them; the demo site copied to a temporary folder with its key, so the run's
+    evidence and spool stay out of the working tree. Its subnet stays the demo's
+    (10.77.0.0/24): the restored systems' configurations name those addresses."""
     prepare(Console(quiet=True))
+    site = tmp_path_factory.mktemp("demo")
+    for part in ("site.yaml", "plc", "tests", "apps", ".restoredrill/keys"):
+        src = DEMO_DIR / part
+        shutil.copytree(src, site / part) if src.is_dir() else shutil.copy(src, site / part)
+    (site / "backups").symlink_to(DEMO_DIR / "backups")
+    return site / "site.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_site: Path) -> dict:
+    """The demo site's run (from the copy)."""
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "restoredrill.flows.cli", "run", str(DEMO_SITE), "--json"],
+        [sys.executable, "-m", "restoredrill.flows.cli", "run", str(demo_site), "--json"],
         capture_output=True, text=True, timeout=900, env=env,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr  # the broken backups fail the site
+    assert (demo_site.parent / ".restoredrill" / "evidence.db").is_file()  # beside the copy
     return json.loads(proc.stdout)
 
 
@@ -100,7 +117,7 @@ def test_nothing_of_the_run_is_left(demo_run: dict, docker_client) -> None:
     assert docker_client.images.list(filters={"label": label}) == []
 
 
-def test_the_demo_evidence_is_signed_and_reported(demo_run: dict, tmp_path) -> None:
+def test_the_demo_evidence_is_signed_and_reported(demo_run: dict, demo_site: Path, tmp_path) -> None:
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("RESTOREDRILL_SIGNING_KEY", None)
 
@@ -108,11 +125,11 @@ def test_the_demo_evidence_is_signed_and_reported(demo_run: dict, tmp_path) -> N
         return subprocess.run([sys.executable, "-m", "restoredrill.flows.cli", *args],
                               capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
 
-    report = cli("report", str(DEMO_SITE), "-o", str(tmp_path / "report.html"))
+    report = cli("report", str(demo_site), "-o", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "report.html").read_text()
     assert "Compliance mapping" in html and "SR 7.4" in html and html.count("<svg") > 7
-    data = json.loads(cli("report", str(DEMO_SITE), "-f", "json").stdout)
+    data = json.loads(cli("report", str(demo_site), "-f", "json").stdout)
     assert data["chain"]["ok"] and data["chain"]["signed"] >= 1
     systems = {s["system"]: s for s in data["systems"]}
     assert demo_run["run_id"] in [p["run_id"] for p in systems["historian"]["points"]]

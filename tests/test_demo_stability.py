@@ -3,8 +3,8 @@ and its backups are remade when the app they hold changed.
 
 A verdict must be true: the same backups give the same verdict under load too (issue 8,
 item 9: a written-through setpoint was once read back too early under load). The demo is
-copied to a temporary directory with its production addresses moved to 10.186.0.0/24, its
-backups made there (images tagged restoredrill-test-d-verdicts/...), and removed after.
+copied to a temporary directory with its production addresses moved to a free subnet, its
+backups made there (images tagged restoredrill-test-demo-PID/...), and removed after.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from rich.console import Console
 from restoredrill.flows.demo import DEMO_DIR, EXPECTED, prepare
 
 RUNS = 10
-SUBNET_PREFIX = "10.186.0."  # the demo's 10.77.0.x addresses, moved into this test's own subnet
-TAG = "restoredrill-test-d-verdicts"
+TAG = f"restoredrill-test-demo-{os.getpid()}"  # its images: no other process builds these
 
 
 @pytest.fixture(scope="module")
-def demo_copy(docker_client, restic_bin) -> Iterator[Path]:
-    """The demo site and apps, moved to SUBNET_PREFIX, with backups made from them."""
+def demo_copy(docker_client, restic_bin, free_subnet) -> Iterator[Path]:
+    """The demo site and apps, moved to a free subnet, with backups made from them."""
+    prefix = free_subnet().rsplit(".", 1)[0] + "."  # for the demo's 10.77.0.x addresses
     root = Path(tempfile.mkdtemp(prefix="restoredrill-d-verdicts-demo-"))
     try:
         for part in ("site.yaml", "plc", "tests", "apps"):
@@ -40,7 +40,7 @@ def demo_copy(docker_client, restic_bin) -> Iterator[Path]:
         for path in [p for p in root.rglob("*") if p.is_file()]:
             text = path.read_text()
             if "10.77.0." in text:
-                path.write_text(text.replace("10.77.0.", SUBNET_PREFIX))
+                path.write_text(text.replace("10.77.0.", prefix))
         prepare(Console(quiet=True), backups=root / "backups", apps=root / "apps", tag=TAG)
         yield root / "site.yaml"
     finally:

@@ -1,6 +1,6 @@
 """The PLC and SCADA twins in their emulator containers (as a run starts them, from the
 offline-built image and the inventory's device specs) present the configured identity at
-their production addresses, on an internal network this test creates (10.221.7.0/24)."""
+their production addresses, on an internal network this test creates (on a free subnet)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sites import host
 
 from restoredrill.twins.devices import PlcDevice, ScadaDevice, device_command, device_files
 from restoredrill.twins.emulator_image import ensure_emulator_image
@@ -20,7 +21,6 @@ from restoredrill.twins.emulator_image import ensure_emulator_image
 pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/demo/plc"
-SUBNET, PLC_IP, SCADA_IP = "10.221.7.0/24", "10.221.7.100", "10.221.7.101"
 
 
 def _wait(host: str, port: int, container, timeout: float = 60) -> None:
@@ -37,8 +37,8 @@ def _wait(host: str, port: int, container, timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
-def _exchange(pdu: bytes, unit: int = 1, timeout: float = 3) -> bytes | None:
-    with socket.create_connection((PLC_IP, 502), timeout=timeout) as s:
+def _exchange(plc_ip: str, pdu: bytes, unit: int = 1, timeout: float = 3) -> bytes | None:
+    with socket.create_connection((plc_ip, 502), timeout=timeout) as s:
         s.sendall(struct.pack(">HHHB", 7, 0, len(pdu) + 1, unit) + pdu)
         try:
             head = s.recv(7)
@@ -55,8 +55,12 @@ async def _build_info(url: str):
 
 
 @pytest.fixture
-def devices(docker_client, base_image, tmp_path):
+def devices(docker_client, base_image, tmp_path, free_subnet):
+    """The PLC and SCADA twins in their containers: yields (PLC address, SCADA address)."""
     from docker.types import IPAMConfig, IPAMPool
+
+    subnet = free_subnet()
+    plc_ip, scada_ip = host(subnet, 100), host(subnet, 101)
 
     image = ensure_emulator_image(docker_client, base_image)
     name = f"rd-j-fidelity-{uuid.uuid4().hex[:8]}"
@@ -64,14 +68,14 @@ def devices(docker_client, base_image, tmp_path):
         name,
         driver="bridge",
         internal=True,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=SUBNET)]),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]),
         labels={"restoredrill.test": "j-fidelity"},
     )
-    plc = PlcDevice(name="line1-plc", address=PLC_IP, map=DEMO / "line1.yaml")
+    plc = PlcDevice(name="line1-plc", address=plc_ip, map=DEMO / "line1.yaml")
     scada = ScadaDevice.model_validate(
         {
             "name": "line1-scada",
-            "address": SCADA_IP,
+            "address": scada_ip,
             "nodes": DEMO / "line1-opcua.yaml",
             "plcs": ["line1-plc"],
             "identity": {"manufacturer_name": "Vendor AG", "product_name": "ScadaServer"},
@@ -83,8 +87,8 @@ def devices(docker_client, base_image, tmp_path):
         for spec in (plc, scada):
             folder = tmp_path / spec.name
             folder.mkdir()
-            for inside, host in device_files(spec, specs).items():
-                shutil.copy(host, folder / inside)
+            for inside, source in device_files(spec, specs).items():
+                shutil.copy(source, folder / inside)
             api = docker_client.api
             endpoint = api.create_endpoint_config(ipv4_address=str(spec.address))
             created = api.create_container(
@@ -101,7 +105,7 @@ def devices(docker_client, base_image, tmp_path):
             containers.append(container)
             container.start()
             _wait(str(spec.address), spec.port, container)
-        yield
+        yield plc_ip, scada_ip
     finally:
         for container in containers:
             container.remove(force=True)
@@ -109,10 +113,11 @@ def devices(docker_client, base_image, tmp_path):
 
 
 def test_twins_in_their_containers_present_the_configured_identity(devices):
-    rsp = _exchange(bytes([43, 14, 1, 0]))
+    plc_ip, scada_ip = devices
+    rsp = _exchange(plc_ip, bytes([43, 14, 1, 0]))
     assert rsp is not None and b"Demo Controls GmbH" in rsp and b"DC-410" in rsp
-    assert _exchange(bytes([17])) == bytes([17, 15, 1, 0xFF]) + b"DemoLogic 410"
-    assert _exchange(struct.pack(">BHH", 3, 0, 11))[:2] == bytes([3, 22])  # 0-10, holes too
-    assert _exchange(struct.pack(">BHH", 3, 0, 1), unit=9, timeout=1) is None
-    info = asyncio.run(_build_info(f"opc.tcp://{SCADA_IP}:4840/"))
+    assert _exchange(plc_ip, bytes([17])) == bytes([17, 15, 1, 0xFF]) + b"DemoLogic 410"
+    assert _exchange(plc_ip, struct.pack(">BHH", 3, 0, 11))[:2] == bytes([3, 22])  # 0-10, holes too
+    assert _exchange(plc_ip, struct.pack(">BHH", 3, 0, 1), unit=9, timeout=1) is None
+    info = asyncio.run(_build_info(f"opc.tcp://{scada_ip}:4840/"))
     assert (info.ManufacturerName, info.ProductName) == ("Vendor AG", "ScadaServer")

@@ -7,7 +7,6 @@ at the end. (Containment against a hostile twin: test_containment.py.)
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import signal
@@ -33,28 +32,10 @@ pytestmark = pytest.mark.docker
 
 IMAGE = "restoredrill/base:bookworm"
 TEST_LABEL = "restoredrill.test"
-_handed_out: set[str] = set()
 
 
 def new_run() -> str:
     return f"t{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def free_subnet(client) -> str:
-    """A /24 in 10.213.0.0/16 that no Docker network uses (and not handed out before)."""
-    used = []
-    for net in client.api.networks():
-        for conf in (net.get("IPAM") or {}).get("Config") or []:
-            with contextlib.suppress(ValueError):
-                used.append(ipaddress.ip_network(conf.get("Subnet", ""), strict=False))
-    for i in range(1, 255):
-        cand = ipaddress.ip_network(f"10.213.{i}.0/24")
-        if str(cand) not in _handed_out and not any(
-            u.version == 4 and cand.overlaps(u) for u in used
-        ):
-            _handed_out.add(str(cand))
-            return str(cand)
-    raise RuntimeError("no free test subnet in 10.213.0.0/16")
 
 
 def host(subnet: str, n: int) -> str:
@@ -97,9 +78,9 @@ def engine(docker_client, base_image) -> DockerBackend:
 
 
 @pytest.fixture
-def sandbox(engine) -> Iterator[DockerSandbox]:
+def sandbox(engine, free_subnet) -> Iterator[DockerSandbox]:
     run_id = new_run()
-    sb = engine.open_sandbox(run_id, free_subnet(engine.client))
+    sb = engine.open_sandbox(run_id, free_subnet())
     try:
         yield sb
     finally:
@@ -108,10 +89,10 @@ def sandbox(engine) -> Iterator[DockerSandbox]:
 
 
 @pytest.fixture(scope="module")
-def web(engine):
+def web(engine, free_subnet):
     """One sandbox with an HTTP server twin that logs a marker line when it starts."""
     run_id = new_run()
-    sb = engine.open_sandbox(run_id, free_subnet(engine.client))
+    sb = engine.open_sandbox(run_id, free_subnet())
     try:
         script = "echo booting; echo 'listening now'; exec python3 -m http.server 8080"
         twin = sb.start(run_spec("sh", "-c", script), BASE, "web")
@@ -133,8 +114,8 @@ def test_engine_unreachable_is_a_clear_error(tmp_path: Path) -> None:
     assert "dockerd &" in text and "apt-get install docker.io" in text
 
 
-def test_subnet_overlap_names_the_live_run_and_says_wait(engine) -> None:
-    subnet = free_subnet(engine.client)
+def test_subnet_overlap_names_the_live_run_and_says_wait(engine, free_subnet) -> None:
+    subnet = free_subnet()
     first, second = new_run(), new_run()
     with engine.open_sandbox(first, subnet) as sb:
         with pytest.raises(TwinError) as err:
@@ -154,7 +135,7 @@ def test_subnet_overlap_names_the_live_run_and_says_wait(engine) -> None:
 # --- isolation and addresses -----------------------------------------------------------------
 
 
-def test_sandbox_is_internal_and_cannot_reach_production(engine, sandbox) -> None:
+def test_sandbox_is_internal_and_cannot_reach_production(engine, sandbox, free_subnet) -> None:
     """A twin cannot reach a listener on another (stand-in production) network; a peer there can."""
     client = engine.client
     net = client.api.inspect_network(sandbox.network_names[0])
@@ -162,7 +143,7 @@ def test_sandbox_is_internal_and_cannot_reach_production(engine, sandbox) -> Non
     assert net["Labels"]["restoredrill.run"] == sandbox.run_id
     assert net["Labels"]["restoredrill.managed"] == "1"
 
-    prod_subnet = free_subnet(client)
+    prod_subnet = free_subnet()
     prod_ip = host(prod_subnet, 10)
     from docker.types import IPAMConfig, IPAMPool
 
@@ -218,8 +199,7 @@ def test_takes_over_production_address_and_checks_reach_it_from_inside(engine, s
     twin = sandbox.start(spec, BASE, "historian", {"zone": "ot"})
     assert twin.address == address
     assert twin.testinfra_url == f"docker://{twin.id}"
-    waited = wait_ready(twin, HttpProbe(port=8080, timeout="15s"))  # from inside the sandbox
-    assert 0 <= waited < 15
+    wait_ready(twin, HttpProbe(port=8080, timeout="15s"))  # from inside the sandbox
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with sandbox.inside(), opener.open(f"http://{address}:8080/", timeout=5) as resp:
         assert resp.status == 200
@@ -251,14 +231,14 @@ def test_aux_twin_for_a_field_device(engine, sandbox, tmp_path: Path) -> None:
         mounts={"/etc/plc": f"{tmp_path}:ro"},
         labels={"restoredrill.device": "modbus"},
     )
-    assert wait_ready(plc, TcpProbe(port=502, timeout="15s")) < 15
+    wait_ready(plc, TcpProbe(port=502, timeout="15s"))  # raises if it never listens
     assert plc.exec(["cat", "/etc/plc/registers.csv"]).stdout == "40001,1234\n"
     labels = engine.client.api.inspect_container(plc.id)["Config"]["Labels"]
     assert labels["restoredrill.role"] == "aux" and labels["restoredrill.device"] == "modbus"
     assert labels["restoredrill.run"] == sandbox.run_id
 
 
-def test_address_rules(engine, sandbox) -> None:
+def test_address_rules(engine, sandbox, free_subnet) -> None:
     subnet = sandbox.networks[0]
     first = sandbox.start(run_spec(*SLEEP, address=host(subnet, 20)), BASE, "scada")
     with pytest.raises(
@@ -278,7 +258,7 @@ def test_address_rules(engine, sandbox) -> None:
     assert dynamic.address == host(subnet, 252)  # from the top, away from production addresses
     assert dynamic.exec("getent hosts scada").stdout.split()[0] == host(subnet, 20)
 
-    second = sandbox.add_network(free_subnet(engine.client))
+    second = sandbox.add_network(free_subnet())
     address = host(sandbox.networks[1], 7)
     cell = sandbox.start(run_spec(*SLEEP, address=address), BASE, "cell")
     assert cell.network == second
@@ -317,7 +297,7 @@ def test_address_rules(engine, sandbox) -> None:
 )
 def test_probe_passes(web, probe) -> None:
     _, twin = web
-    assert wait_ready(twin, probe, poll=0.05) < 15
+    wait_ready(twin, probe, poll=0.05)  # raises TwinError if not ready within 15 s
 
 
 @pytest.mark.parametrize(
@@ -342,10 +322,8 @@ def test_probe_passes(web, probe) -> None:
 def test_probe_times_out_clearly(web, probe, expect) -> None:
     _, twin = web
     wait_ready(twin, TcpProbe(port=8080, timeout="15s"))
-    started = time.monotonic()
     with pytest.raises(TwinError) as err:
         wait_ready(twin, probe, poll=0.05)
-    assert time.monotonic() - started < 5
     text = str(err.value)
     assert text.startswith(f"web not ready after 0.5s: {expect.format(addr=twin.address)}; ")
     assert "; last output:\n" in text and "GET /" in text  # the twin's own log lines
@@ -354,12 +332,10 @@ def test_probe_times_out_clearly(web, probe, expect) -> None:
 def test_twin_that_exits_at_once_fails_fast(sandbox) -> None:
     script = "echo 'fatal: /etc/app.conf missing' >&2; exit 3"
     twin = sandbox.start(run_spec("sh", "-c", script), BASE, "app")
-    started = time.monotonic()
     with pytest.raises(TwinError) as err:
         wait_ready(twin, TcpProbe(port=8080, timeout="30s"))
-    assert time.monotonic() - started < 5
     text = str(err.value)
-    assert "app exited with code 3 before it was ready" in text
+    assert "app exited with code 3 before it was ready" in text  # not "not ready after 30s"
     assert "fatal: /etc/app.conf missing" in text
     assert not twin.is_running() and twin.exit_code() == 3
 
@@ -374,10 +350,8 @@ def test_exec_separates_streams_and_exit_code(sandbox) -> None:
     assert twin.exec("echo $((40 + 2))").stdout == "42\n"  # a string goes through the shell
     assert twin.exec(["true"], timeout=10).exit_code == 0
 
-    started = time.monotonic()
     with pytest.raises(ExecTimeout, match="did not finish within 0.5s"):
         twin.exec("sleep 37", timeout=0.5)
-    assert time.monotonic() - started < 3
     assert "sleep 37" not in twin.exec(["ps", "-eo", "args"]).stdout  # it was killed
 
     engine_api = sandbox.client.api
@@ -389,7 +363,7 @@ def test_exec_separates_streams_and_exit_code(sandbox) -> None:
 # --- teardown --------------------------------------------------------------------------------
 
 
-def test_teardown_removes_everything(engine, tmp_path: Path) -> None:
+def test_teardown_removes_everything(engine, tmp_path: Path, free_subnet) -> None:
     client = engine.client
     run_id = new_run()
     restored_tag = f"restoredrill-test/restored:{run_id}"
@@ -401,7 +375,7 @@ def test_teardown_removes_everything(engine, tmp_path: Path) -> None:
     config.mkdir()
     (config / "app.conf").write_text("mode=replica\n")
 
-    sb = engine.open_sandbox(run_id, free_subnet(client))
+    sb = engine.open_sandbox(run_id, free_subnet())
     try:
         app = sb.start(
             run_spec(*SLEEP, volumes={"/etc/app": f"{config}:ro", "/var/lib/app": "appdata"}),
@@ -439,11 +413,11 @@ def test_teardown_removes_everything(engine, tmp_path: Path) -> None:
     assert leftovers(client, run_id) == []
 
 
-def test_ctrl_c_still_tears_down(engine) -> None:
+def test_ctrl_c_still_tears_down(engine, free_subnet) -> None:
     run_id = new_run()
     with (
         pytest.raises(KeyboardInterrupt),
-        engine.open_sandbox(run_id, free_subnet(engine.client)) as sb,
+        engine.open_sandbox(run_id, free_subnet()) as sb,
     ):
         sb.start(run_spec(*SLEEP), BASE, "plc1")
         raise KeyboardInterrupt
@@ -472,13 +446,13 @@ CRASHING_RUN = textwrap.dedent(
 )
 
 
-def test_reap_stale_removes_dead_runs_only(engine, sandbox) -> None:
+def test_reap_stale_removes_dead_runs_only(engine, sandbox, free_subnet) -> None:
     client = engine.client
     live = sandbox.run_id
     sandbox.start(run_spec(*SLEEP), BASE, "live-twin")
     dead = new_run()
     proc = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_RUN, dead, free_subnet(client), IMAGE],
+        [sys.executable, "-c", CRASHING_RUN, dead, free_subnet(), IMAGE],
         stdout=subprocess.PIPE,
         text=True,
     )

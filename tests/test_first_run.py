@@ -75,7 +75,8 @@ def rootfs(tmp_path_factory, docker_client) -> Path:
 
 
 def site_file(root: Path, backup: Path, subnet: str, schedule: str = "") -> Path:
-    """A one-system site in ``subnet`` (10.190.x.0/24: this file's range)."""
+    """A one-system site in ``subnet`` (``free_subnet()``, or the paper 10.249.190.0/24 for a
+    run that ends before its sandbox is made)."""
     root.mkdir(parents=True, exist_ok=True)
     address = subnet.rsplit(".", 1)[0] + ".10"
     site = root / "site.yaml"
@@ -236,14 +237,16 @@ def assert_no_traceback(*texts: str) -> None:
 
 @pytest.mark.docker
 @pytest.mark.timeout(600)
-def test_first_run_on_a_loaded_machine_waits_for_its_server(tmp_path: Path, rootfs: Path) -> None:
+def test_first_run_on_a_loaded_machine_waits_for_its_server(
+    tmp_path: Path, rootfs: Path, free_subnet
+) -> None:
     """A fresh PREFECT_HOME sets up its database while two CPU hogs run. Prefect's own
     temporary server gives up after PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (20 s
     by default, 3 s here: below what a fresh home takes on this loaded machine, so the old
     code failed here with "Timed out while attempting to connect to ephemeral Prefect API
     server" and a traceback); restoredrill waits for its own server instead."""
     home = tmp_path / "prefect-home"
-    site = site_file(tmp_path, rootfs, "10.190.1.0/24")
+    site = site_file(tmp_path, rootfs, free_subnet())
     env = cli_env(home, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="3")
     with cpu_hogs(2):
         done = run_cli(["run", str(site), "--json"], env)
@@ -260,7 +263,7 @@ def test_first_run_on_a_loaded_machine_waits_for_its_server(tmp_path: Path, root
     assert (home / "prefect.db").is_file()  # set up once: the next run is a warm one
     # a warm start, and a run whose failure Prefect logs to the server: every log reaches
     # it before it stops (no "Error logging to API" at exit)
-    broken = site_file(tmp_path / "broken", tmp_path / "missing.tar.gz", "10.190.1.0/24")
+    broken = site_file(tmp_path / "broken", tmp_path / "missing.tar.gz", free_subnet())
     again = run_cli(["run", str(broken), "--json"], env)
     assert again.returncode == 1, again.stderr[-3000:]
     assert json.loads(again.stdout)["verdict"] == "error"
@@ -285,7 +288,7 @@ def test_a_start_up_limit_too_small_is_a_clear_error(
     tmp_path: Path, limit: str, message: str
 ) -> None:
     home = tmp_path / "prefect-home"
-    site = site_file(tmp_path, tmp_path / "rootfs.tar.gz", "10.190.4.0/24")
+    site = site_file(tmp_path, tmp_path / "rootfs.tar.gz", "10.249.190.0/24")
     done = run_cli(["run", str(site)], cli_env(home, RESTOREDRILL_PREFECT_STARTUP_TIMEOUT=limit))
     assert done.returncode == 2, done.stderr[-3000:]
     assert message in done.stderr
@@ -299,7 +302,7 @@ def test_a_damaged_prefect_database_is_a_clear_error(tmp_path: Path) -> None:
     home = tmp_path / "prefect-home"
     home.mkdir()
     (home / "prefect.db").write_bytes(b"this is no SQLite database\n" * 400)
-    site = site_file(tmp_path, tmp_path / "rootfs.tar.gz", "10.190.4.0/24")
+    site = site_file(tmp_path, tmp_path / "rootfs.tar.gz", "10.249.190.0/24")
     done = run_cli(["run", str(site)], cli_env(home))
     assert done.returncode == 2, done.stderr[-3000:]
     assert f"cannot use its database {home / 'prefect.db'}" in done.stderr
@@ -329,7 +332,7 @@ def test_a_taken_port_is_a_clear_error() -> None:
 def test_a_run_stopped_during_start_up_leaves_no_server(tmp_path: Path, how: int) -> None:
     """Ctrl-C stops the server on the way out; a killed run's server dies with it."""
     home = tmp_path / "prefect-home"
-    site = site_file(tmp_path, tmp_path / "rootfs.tar.gz", "10.190.4.0/24")
+    site = site_file(tmp_path, tmp_path / "rootfs.tar.gz", "10.249.190.0/24")
     proc = subprocess.Popen(
         [RESTOREDRILL, "run", str(site)],
         env=cli_env(home),
@@ -379,10 +382,10 @@ def running_server(tmp_path: Path) -> Iterator[str]:
 @pytest.mark.docker
 @pytest.mark.timeout(600)
 def test_a_run_reuses_the_server_of_prefect_api_url(
-    tmp_path: Path, rootfs: Path, running_server: str
+    tmp_path: Path, rootfs: Path, running_server: str, free_subnet
 ) -> None:
     home = tmp_path / "client-home"
-    site = site_file(tmp_path, rootfs, "10.190.2.0/24")
+    site = site_file(tmp_path, rootfs, free_subnet())
     done = run_cli(["run", str(site), "--json"], cli_env(home, PREFECT_API_URL=running_server))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.servers == {}  # no second server
@@ -392,9 +395,11 @@ def test_a_run_reuses_the_server_of_prefect_api_url(
 
 @pytest.mark.docker
 @pytest.mark.timeout(600)
-def test_a_run_reuses_the_server_of_a_running_serve(tmp_path: Path, rootfs: Path) -> None:
+def test_a_run_reuses_the_server_of_a_running_serve(
+    tmp_path: Path, rootfs: Path, free_subnet
+) -> None:
     home = tmp_path / "prefect-home"
-    site = site_file(tmp_path, rootfs, "10.190.3.0/24", schedule="0 0 1 1 *")
+    site = site_file(tmp_path, rootfs, free_subnet(), schedule="0 0 1 1 *")
     serve = subprocess.Popen(
         [RESTOREDRILL, "serve", str(site), "--port", "0"],
         env=cli_env(home),

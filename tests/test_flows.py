@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +31,7 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 
 
 @pytest.fixture(scope="module")
-def plant(tmp_path_factory, docker_client, base_image) -> Path:
+def plant(tmp_path_factory, docker_client, base_image, unique_tag) -> Path:
     """A small plant's backups: one good image archive, one truncated copy of it."""
     from restoredrill.twins.images import build_image
 
@@ -38,7 +42,7 @@ def plant(tmp_path_factory, docker_client, base_image) -> Path:
     (ctx / "Dockerfile").write_text(
         'ARG BASE\nFROM ${BASE}\nCOPY app.py /opt/app.py\nCMD ["python3", "/opt/app.py"]\n'
     )
-    tag = "restoredrill-test/app:1"
+    tag = unique_tag("app")
     build_image(docker_client, ctx, tag, base=base_image, labels={"restoredrill.test": "1"})
     backups = root / "backups"
     backups.mkdir()
@@ -52,11 +56,18 @@ def plant(tmp_path_factory, docker_client, base_image) -> Path:
     return root
 
 
-def site_file(root: Path, name: str, body: str, subnet: str) -> Path:
+def site_file(
+    root: Path, name: str, body: str, subnet: str, head: str = "", watchdog: float = 3
+) -> Path:
+    """``body``'s systems on ``subnet`` (its ``NET.10`` is the subnet's .10), with evidence
+    beside the file."""
+    net = subnet.rsplit(".", 1)[0] + "."
     path = root / f"{name}.yaml"
     path.write_text(
-        f"site: {name}\nsandbox: {{subnets: [{subnet}], concurrency: 2}}\n"
-        f"evidence: sqlite:///{root}/{name}-evidence.db\n" + textwrap.dedent(body)
+        f"site: {name}\nsandbox: {{subnets: [{subnet}], concurrency: 2, watchdog: {watchdog}}}\n"
+        f"{head}"
+        f"evidence: sqlite:///{root}/{name}-evidence.db\n"
+        + textwrap.dedent(body).replace("NET.", net)
     )
     return path
 
@@ -65,7 +76,7 @@ SITE = """\
 systems:
   - name: db
     backup: {kind: image_archive, path: backups/app-1.tar}
-    run: {address: 10.91.0.10, env: {NAME: db}}
+    run: {address: NET.10, env: {NAME: db}}
     ready: {kind: http, port: 8080, timeout: 30s}
     checks:
       - {kind: http, port: 8080, json: {status: ok, name: db}}
@@ -74,10 +85,10 @@ systems:
   - name: app
     depends_on: [db]
     backup: {kind: image_archive, path: backups/app-1.tar}
-    run: {address: 10.91.0.20, env: {NAME: app}}
+    run: {address: NET.20, env: {NAME: app}}
     ready: {kind: log, contains: serving, timeout: 30s}
     checks:
-      - {kind: http, name: reaches db, url: "http://10.91.0.10:8080/", json: {name: db}}
+      - {kind: http, name: reaches db, url: "http://NET.10:8080/", json: {name: db}}
       - {kind: http, name: wrong name, port: 8080, json: {name: somebody-else}}
     rto: 5m
   - name: erp
@@ -116,8 +127,10 @@ def leftovers(docker_client, run_id: str) -> list[str]:
     return found
 
 
-def test_site_run_pass_fail_error_blocked_with_evidence(plant: Path, docker_client) -> None:
-    site = site_file(plant, "mixed", SITE, "10.91.0.0/24")
+def test_site_run_pass_fail_error_blocked_with_evidence(
+    plant: Path, docker_client, free_subnet
+) -> None:
+    site = site_file(plant, "mixed", SITE, free_subnet())
     proc = restoredrill("run", str(site), "--json")
     assert proc.returncode == 1, proc.stderr
     record = json.loads(proc.stdout)
@@ -153,8 +166,8 @@ def test_site_run_pass_fail_error_blocked_with_evidence(plant: Path, docker_clie
     assert record["run_id"] in table.stdout and "pass" in table.stdout
 
 
-def test_only_named_system_and_its_dependencies_run(plant: Path) -> None:
-    site = site_file(plant, "subset", SITE, "10.91.0.0/24")
+def test_only_named_system_and_its_dependencies_run(plant: Path, free_subnet) -> None:
+    site = site_file(plant, "subset", SITE, free_subnet())
     proc = restoredrill("run", str(site), "--json", "--system", "db")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
@@ -162,39 +175,173 @@ def test_only_named_system_and_its_dependencies_run(plant: Path) -> None:
     assert record["verdict"] == "pass"
 
 
-def test_rto_exceeded_and_watchdog(plant: Path, docker_client) -> None:
+def test_rto_exceeded_and_watchdog(plant: Path, docker_client, free_subnet) -> None:
     from restoredrill.flows.verify import verify_site
 
     slow = """\
     systems:
       - name: slow
         backup: {kind: image_archive, path: backups/app-1.tar}
-        run: {address: 10.91.0.30}
+        run: {address: NET.30}
         ready: {kind: http, port: 8080, timeout: 30s}
         checks: [{kind: tcp, port: 8080}]
         rto: 10ms
       - name: hung
         backup: {kind: image_archive, path: backups/app-1.tar}
-        run: {address: 10.91.0.31, command: [sleep, "600"]}
+        run: {address: NET.31, command: [sleep, "600"]}
         ready: {kind: tcp, port: 8080, timeout: 5m}
         rto: 3s
     """
-    site = site_file(plant, "slow", slow, "10.91.0.0/24")
-    text = site.read_text().replace("concurrency: 2}", "concurrency: 2, watchdog: 1000}")
-    site.write_text(text)
+    subnet = free_subnet()
+    site = site_file(plant, "slow", slow, subnet, watchdog=100_000)  # out of a 10 ms RTO's way
     record = verify_site(str(site), ["slow"])
-    by = {s.system: s for s in record.systems}
-    assert by["slow"].verdict is Verdict.RTO_EXCEEDED
-    assert "RTO" in by["slow"].reason
-    # the hung one: 3s RTO x watchdog 1000 would be too long; use a site with the default 3x
-    site.write_text(text.replace("watchdog: 1000", "watchdog: 1"))
+    [slow_one] = record.systems
+    assert slow_one.verdict is Verdict.RTO_EXCEEDED
+    assert re.fullmatch(r"recovered in \d+\.\ds, RTO is 0s", slow_one.reason), slow_one.reason
+    assert slow_one.recovery_time_s > slow_one.rto_s and not slow_one.near_miss
+    # the hung one would wait 5 minutes for its port: the watchdog (1 x RTO) stops it
+    site = site_file(plant, "slow", slow, subnet, watchdog=1)
     record = verify_site(str(site), ["hung"])
-    hung = record.systems[0]
+    [hung] = record.systems
     assert hung.verdict is Verdict.RTO_EXCEEDED
-    assert "watchdog" in hung.reason and "ready" in hung.reason
-    assert [st.name for st in hung.steps][-1] == "teardown" and hung.steps[-1].ok
+    stopped = re.fullmatch(
+        r"stopped by the watchdog after 3s \(1x RTO\) in step (\w+)", hung.reason
+    )
+    assert stopped, hung.reason
+    names = [st.name for st in hung.steps]
+    assert names[-1] == "teardown" and hung.steps[-1].ok
+    assert names[-2] == stopped.group(1)  # the step it names is the one it stopped
+    assert all(st.ok for st in hung.steps[:-2])  # the steps before it had finished
+    assert hung.recovery_time_s is None  # it never recovered
     assert not list(Path(tempfile.gettempdir()).glob(f"restoredrill-{record.run_id}-*"))
     assert leftovers(docker_client, record.run_id) == []
+
+
+VERDICTS = """\
+systems:
+  - name: fresh
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: NET.10}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks: [{kind: tcp, port: 8080}]
+    rto: 5m
+    rpo: 1h
+  - name: stale
+    backup: {kind: image_archive, path: backups/old/app-0.tar}
+    run: {address: NET.11}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks: [{kind: tcp, port: 8080}]
+    rto: 5m
+    rpo: 1h
+  - name: slowdb
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: NET.12}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks: [{kind: tcp, port: 8080}]
+    rto: 10ms
+  - name: dependent
+    depends_on: [slowdb]
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: NET.13}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks: [{kind: http, name: reaches slowdb, url: "http://NET.12:8080/", json: {status: ok}}]
+    rto: 5m
+"""
+
+
+def test_rpo_exceeded_and_a_slow_dependency_does_not_block(
+    plant: Path, docker_client, free_subnet
+) -> None:
+    """A backup older than its RPO is ``rpo_exceeded``, a fresh one passes; a dependency
+    past its RTO came back and works: its dependent runs (against it) and passes."""
+    from restoredrill.flows.verify import verify_site
+
+    old = plant / "backups" / "old" / "app-0.tar"
+    old.parent.mkdir(exist_ok=True)
+    shutil.copy(plant / "backups" / "app-1.tar", old)
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    site = site_file(plant, "verdicts", VERDICTS, free_subnet(), watchdog=100_000)
+    record = verify_site(str(site))
+    by = {s.system: s for s in record.systems}
+    assert by["fresh"].verdict is Verdict.PASS, by["fresh"].reason
+    stale = by["stale"]
+    assert stale.verdict is Verdict.RPO_EXCEEDED and stale.backup_age_s >= 7200
+    assert stale.reason == f"newest backup is {stale.backup_age_s:.0f}s old, RPO is 3600s"
+    assert by["slowdb"].verdict is Verdict.RTO_EXCEEDED
+    assert by["dependent"].verdict is Verdict.PASS, by["dependent"].reason
+    assert [c.status.value for c in by["dependent"].checks] == ["pass", "pass"]
+    assert record.verdict is Verdict.RTO_EXCEEDED  # the worst: slow outranks old
+    assert leftovers(docker_client, record.run_id) == []
+
+
+CHAIN = """\
+systems:
+  - name: db
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: NET.10}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks: [{kind: host, name: one second at least, command: sleep 1}]
+    rto: 5m
+  - name: app
+    depends_on: [db]
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: NET.20}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks: [{kind: host, name: one second at least, command: sleep 1}]
+    rto: 5m
+"""
+
+
+@pytest.mark.parametrize(("site_rto", "verdict"), [("1s", "rto_exceeded"), ("1h", "pass")])
+def test_site_rto_is_judged_on_the_critical_path(
+    plant: Path, free_subnet, site_rto: str, verdict: str
+) -> None:
+    """Every system passes; the site's recovery time is db's then app's (app waits for
+    db: 2 s at least), and the site is ``rto_exceeded`` only when that is past the site's
+    own RTO."""
+    from restoredrill.flows.verify import verify_site
+
+    site = site_file(plant, f"chain-{site_rto}", CHAIN, free_subnet(), head=f"rto: {site_rto}\n")
+    record = verify_site(str(site))
+    db, app = record.systems
+    assert (db.verdict, app.verdict) == (Verdict.PASS, Verdict.PASS)
+    assert record.site_recovery_time_s == pytest.approx(db.recovery_time_s + app.recovery_time_s)
+    assert record.site_rto_s == {"1s": 1, "1h": 3600}[site_rto]
+    assert record.verdict.value == verdict
+
+
+NEAR = """\
+systems:
+  - name: near
+    backup: {kind: image_archive, path: backups/app-1.tar}
+    run: {address: NET.10}
+    ready: {kind: http, port: 8080, timeout: 30s}
+    checks:
+      - {kind: tcp, port: 8080}
+      - {kind: host, name: busy, command: "sleep SLEEP", timeout: 600}
+    rto: RTOs
+"""
+
+
+def test_near_miss_is_a_pass_close_to_the_rto(plant: Path, free_subnet) -> None:
+    """A pass above 80% of the RTO is flagged; a quick one is not. The system's own time
+    without the wait (``quick``) sets the wait (10x it, +10 s) and the RTO (the total
+    / 0.9): a near miss whatever this machine's speed, unless the restore itself gets
+    twice as slow between the two runs."""
+    from restoredrill.flows.verify import verify_site
+
+    quick_site = site_file(
+        plant, "quick", NEAR.replace("SLEEP", "0").replace("RTO", "300"), free_subnet()
+    )
+    [quick] = verify_site(str(quick_site)).systems
+    assert quick.verdict is Verdict.PASS and not quick.near_miss
+    sleep = math.ceil(10 * quick.recovery_time_s + 10)
+    rto = math.ceil((sleep + quick.recovery_time_s) / 0.9)
+    body = NEAR.replace("SLEEP", str(sleep)).replace("RTO", str(rto))
+    [near] = verify_site(str(site_file(plant, "near", body, free_subnet()))).systems
+    assert near.verdict is Verdict.PASS, near.reason
+    assert near.near_miss, (near.recovery_time_s, rto)
 
 
 def test_bad_inputs_exit_2_with_clear_messages(tmp_path: Path) -> None:
@@ -210,10 +357,10 @@ def test_bad_inputs_exit_2_with_clear_messages(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cannot read the site file" in proc.stderr
 
 
-def test_evidence_database_not_writable(plant: Path, tmp_path: Path) -> None:
+def test_evidence_database_not_writable(plant: Path, tmp_path: Path, free_subnet) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the evidence directory should be")
-    site = site_file(plant, "ro", SITE, "10.91.0.0/24")
+    site = site_file(plant, "ro", SITE, free_subnet())
     site.write_text(
         site.read_text().replace(f"sqlite:///{plant}/ro-evidence.db", f"sqlite:///{blocker}/e.db")
     )

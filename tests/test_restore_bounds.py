@@ -3,7 +3,7 @@ the restore limit and its per-system override, free space, the watchdog stopping
 restore in flight, restic failing at restore time, unsafe docker-save manifests.
 
 Real Docker engine, real restic (also over its REST protocol, served here on
-127.0.0.1), real runs of ``restoredrill run``. Subnets: 10.160.0.0/16 – 10.169.0.0/16.
+127.0.0.1), real runs of ``restoredrill run`` (on subnets from ``free_subnet``).
 """
 
 from __future__ import annotations
@@ -212,13 +212,15 @@ decompressed to its ratio bound (~330 MB) before it is refused: a run that buffe
 those bytes, or any 3% of one bomb's 10 GiB, would pass it."""
 
 
-def test_restoredrill_run_on_zstd_bombs_errors_with_flat_memory(bombs, tmp_path, docker_client):
+def test_restoredrill_run_on_zstd_bombs_errors_with_flat_memory(
+    bombs, tmp_path, docker_client, free_subnet
+):
     site = tmp_path / "bombs.yaml"
     site.write_text(
         textwrap.dedent(
             f"""\
             site: bombs
-            sandbox: {{subnets: [10.160.0.0/24]}}
+            sandbox: {{subnets: [{free_subnet()}]}}
             evidence: sqlite:///{tmp_path}/evidence.db
             systems:
               - {{name: rootfs, backup: {{kind: rootfs_tar, path: {bombs["rootfs"]}}}, run: {{command: [sh]}}, rto: 5m}}
@@ -317,7 +319,7 @@ def busybox_rootfs(root: Path, payload: int) -> Path:
 
 
 def test_run_limits_restore_lets_a_large_backup_through_that_the_site_limit_refuses(
-    tmp_path, docker_client
+    tmp_path, docker_client, free_subnet
 ):
     from restoredrill.flows.verify import verify_site
 
@@ -327,7 +329,7 @@ def test_run_limits_restore_lets_a_large_backup_through_that_the_site_limit_refu
         textwrap.dedent(
             f"""\
             site: limits
-            sandbox: {{subnets: [10.161.0.0/24], limits: {{restore: 4m}}}}
+            sandbox: {{subnets: [{free_subnet()}], limits: {{restore: 4m}}}}
             evidence: sqlite:///{tmp_path}/evidence.db
             systems:
               - name: capped
@@ -550,13 +552,13 @@ def assert_stopped_in_restore(record, docker_client) -> None:
     assert not list(Path(tempfile.gettempdir()).glob(f"restoredrill-{record.run_id}*"))
 
 
-def test_watchdog_stops_an_image_archive_restore(slow_layer, tmp_path, docker_client):
+def test_watchdog_stops_an_image_archive_restore(slow_layer, tmp_path, docker_client, free_subnet):
     from restoredrill.flows.verify import verify_site
 
     site = site_yaml(
         tmp_path,
         "slowimage",
-        "10.162.0.0/24",
+        free_subnet(),
         f"""\
         - name: slow
           backup: {{kind: image_archive, path: {slow_layer}}}
@@ -593,7 +595,7 @@ def rest_server(repo: Path, stall_above: int, release: threading.Event) -> _Rest
                 return repo / parts[0] / parts[1]
             return None
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             file = self._file()
             if file is None or not file.is_file():
                 self.send_error(404)
@@ -602,7 +604,7 @@ def rest_server(repo: Path, stall_above: int, release: threading.Event) -> _Rest
             self.send_header("Content-Length", str(file.stat().st_size))
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             if len(parts) == 1 and parts[0] != "config":
                 folder = repo / parts[0]
@@ -657,7 +659,7 @@ def restic_processes(marker: str) -> list[int]:
     return found
 
 
-def test_watchdog_kills_a_restic_restore(restic_repo, tmp_path, docker_client):
+def test_watchdog_kills_a_restic_restore(restic_repo, tmp_path, docker_client, free_subnet):
     from restoredrill.flows.verify import verify_site
 
     release = threading.Event()
@@ -667,7 +669,7 @@ def test_watchdog_kills_a_restic_restore(restic_repo, tmp_path, docker_client):
         site = site_yaml(
             tmp_path,
             "slowrestic",
-            "10.163.0.0/24",
+            free_subnet(),
             f"""\
             - name: historian
               backup: {{kind: restic, repository: "{url}", password_file: password}}

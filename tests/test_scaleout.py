@@ -25,11 +25,11 @@ WORKERS = {"worker1", "worker2"}
 
 SITE = """\
 site: {name}
-sandbox: {{subnets: [10.97.0.0/24], concurrency: 8}}
+sandbox: {{subnets: [{subnet}], concurrency: 8}}
 systems:
   - name: db
     backup: {{kind: image_archive, path: backups/app-1.tar}}
-    run: {{address: 10.97.0.10, env: {{NAME: db}}}}
+    run: {{address: {net}.10, env: {{NAME: db}}}}
     ready: {{kind: http, port: 8080, timeout: 60s}}
     checks:
       - {{kind: http, port: 8080, json: {{status: ok, name: db}}}}
@@ -40,29 +40,35 @@ systems:
 
 SPREAD = """\
   - name: cache
-    backup: {kind: image_archive, path: backups/app-1.tar}
-    ready: {kind: http, port: 8080, timeout: 60s}
+    backup: {{kind: image_archive, path: backups/app-1.tar}}
+    ready: {{kind: http, port: 8080, timeout: 60s}}
     rto: 5m
   - name: queue
-    backup: {kind: image_archive, path: backups/app-1.tar}
-    ready: {kind: http, port: 8080, timeout: 60s}
+    backup: {{kind: image_archive, path: backups/app-1.tar}}
+    ready: {{kind: http, port: 8080, timeout: 60s}}
     rto: 5m
   - name: app
     depends_on: [db, cache]
-    backup: {kind: image_archive, path: backups/app-1.tar}
-    run: {env: {NAME: app}}
-    ready: {kind: http, port: 8080, timeout: 60s}
+    backup: {{kind: image_archive, path: backups/app-1.tar}}
+    run: {{env: {{NAME: app}}}}
+    ready: {{kind: http, port: 8080, timeout: 60s}}
     checks:
-      - {kind: http, name: reaches db, url: "http://10.97.0.10:8080/", json: {name: db}}
+      - {{kind: http, name: reaches db, url: "http://{net}.10:8080/", json: {{name: db}}}}
     rto: 5m
 """
 
 STUCK = """\
   - name: stuck
-    backup: {kind: image_archive, path: backups/app-1.tar}
-    ready: {kind: tcp, port: 9999, timeout: 10m}
+    backup: {{kind: image_archive, path: backups/app-1.tar}}
+    ready: {{kind: tcp, port: 9999, timeout: 10m}}
     rto: 5m
 """
+
+
+def site_text(name: str, more: str, subnet: str) -> str:
+    """The site ``name`` with the ``more`` systems, on ``subnet`` (db at its .10)."""
+    net = subnet.rsplit(".", 1)[0]
+    return SITE.format(name=name, subnet=subnet, net=net, more=more.format(net=net))
 
 
 def compose_command() -> list[str]:
@@ -137,10 +143,10 @@ def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProc
 
 @pytest.mark.docker
 @pytest.mark.timeout(900)
-def test_site_spreads_across_two_workers(stack, docker_client) -> None:
+def test_site_spreads_across_two_workers(stack, docker_client, free_subnet) -> None:
     site_dir, env, _ = stack
     site = site_dir / "spread.yaml"
-    site.write_text(SITE.format(name="spread", more=SPREAD))
+    site.write_text(site_text("spread", SPREAD, free_subnet()))
     done = cli("deploy", str(site), "--pool", POOL, "--run", "--json", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "deployed verify-site/spread" in done.stderr
@@ -164,10 +170,10 @@ def test_site_spreads_across_two_workers(stack, docker_client) -> None:
 
 @pytest.mark.docker
 @pytest.mark.timeout(900)
-def test_worker_killed_mid_run_is_recorded_lost(stack, docker_client) -> None:
+def test_worker_killed_mid_run_is_recorded_lost(stack, docker_client, free_subnet) -> None:
     site_dir, env, compose = stack
     site = site_dir / "lost.yaml"
-    site.write_text(SITE.format(name="lost", more=STUCK))
+    site.write_text(site_text("lost", STUCK, free_subnet()))
     deployed = cli("deploy", str(site), "--pool", POOL, env=env)
     assert deployed.returncode == 0, deployed.stderr
     env = {**env, "RESTOREDRILL_WORKER_LOST_AFTER": "10"}

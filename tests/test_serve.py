@@ -25,7 +25,7 @@ RESTOREDRILL = str(Path(sys.executable).parent / "restoredrill")
 SITE = """\
 site: served
 schedule: "* * * * *"
-sandbox: {{subnets: [10.94.0.0/24]}}
+sandbox: {{subnets: [{subnet}]}}
 alerts:
   - name: ops mail
     url: "mailto://drill:${{ENV:SMTP_PASSWORD}}@127.0.0.1:{smtp}?smtp=127.0.0.1&mode=insecure&from=restoredrill@plant.example&to=ops@plant.example"
@@ -78,14 +78,18 @@ def test_serve_alerts_on_failure_and_recovery(
     smtp: tuple[Mailbox, int],
     webhook: tuple[Hooks, int],
     docker_client,
+    free_subnet,
 ) -> None:
+    """One verification at a time (``--limit 1``): a run that started before the good
+    backup came can neither overlap the next nor be recorded after it, so the alerts are
+    exactly one failure, then one recovery."""
     box, smtp_port = smtp
     hooks, hook_port = webhook
     backups = tmp_path / "backups"
     backups.mkdir()
     shutil.copy(plant / "backups" / "broken-1.tar", backups / "app-1.tar")  # truncated
     site = tmp_path / "site.yaml"
-    site.write_text(SITE.format(smtp=smtp_port, hook=hook_port))
+    site.write_text(SITE.format(smtp=smtp_port, hook=hook_port, subnet=free_subnet()))
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect"),
@@ -94,7 +98,7 @@ def test_serve_alerts_on_failure_and_recovery(
     }
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(
-        [RESTOREDRILL, "serve", str(site), "--port", "0"],
+        [RESTOREDRILL, "serve", str(site), "--port", "0", "--limit", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -173,7 +177,7 @@ def test_serve_without_a_schedule_is_bad_input(tmp_path: Path) -> None:
 def test_digest_flow_sends_the_days_runs_to_its_targets(tmp_path: Path, webhook) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from test_evidence import make_run
+    from records import make_run
 
     from restoredrill.flows.serve import send_digest
 

@@ -33,7 +33,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def keys(tmp_path: Path):  # noqa: ANN201
+def keys(tmp_path: Path):
     return keygen(tmp_path / "keys" / "site.key"), keygen(tmp_path / "keys" / "next.key")
 
 

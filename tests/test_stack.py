@@ -26,7 +26,8 @@ def test_stack_image_builds_and_runs_the_tools(docker_client) -> None:
     image = docker_client.images.get(tag)
     assert docker_client.images.get(stack_image.LOCAL_TAG).id == image.id
     assert image.labels[LABEL] == "stack"
-    assert stack_image.ensure_stack_image(docker_client) == tag  # reused by fingerprint
+    assert stack_image.ensure_stack_image(docker_client) == tag  # the same fingerprint ...
+    assert docker_client.images.get(tag).id == image.id  # ... names the same image, reused
     out = docker_client.containers.run(
         stack_image.LOCAL_TAG,
         ["sh", "-c", SMOKE],

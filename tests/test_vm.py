@@ -30,8 +30,8 @@ pytestmark = pytest.mark.vm
 BOOT = 420.0
 """Seconds a TCG boot may take on a loaded 2-core machine (it takes 10-60 s)."""
 
-OPEN_GUARD = SandboxGuard(["0.0.0.0/0", "::/0"])
-"""Screenshot and agent checks talk to QEMU's sockets, not the network: nothing to guard."""
+GUARD = SandboxGuard()
+"""Agent and screenshot checks go through QMP and the guest agent, never the network."""
 
 
 def boot(name: str, backing: Path, folder: Path, nic: str | None = None, **spec) -> QemuVM:
@@ -64,7 +64,7 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
         seen = screenshot.run(
             screenshot.Spec(text=["RESTOREDRILL TEST VM", "testvm login"], timeout=120),
             vm,
-            OPEN_GUARD,
+            GUARD,
         )[0]
         assert seen.status is Status.PASS, seen
         shot = Path(seen.observed["screenshot"])
@@ -76,24 +76,22 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
                 text=["Press Ctrl+Alt+Delete"], timeout=60, unchanged_for=4, interval=1
             ),
             vm,
-            OPEN_GUARD,
+            GUARD,
         )[0]
         assert absent.status is Status.FAIL
         assert absent.observed["missing"] == ["Press Ctrl+Alt+Delete"]
         assert "expected text 'Press Ctrl+Alt+Delete' not on the screen" in absent.message
         assert "login:" in absent.observed["text"].lower()
 
-        ran = agent.run(
-            agent.Spec(command=["cat", "/etc/hostname"], stdout="testvm"), vm, OPEN_GUARD
-        )
+        ran = agent.run(agent.Spec(command=["cat", "/etc/hostname"], stdout="testvm"), vm, GUARD)
         assert ran[0].status is Status.PASS, ran[0]
-        ran = agent.run(agent.Spec(command="echo oops >&2; exit 3", exit_code=0), vm, OPEN_GUARD)
+        ran = agent.run(agent.Spec(command="echo oops >&2; exit 3", exit_code=0), vm, GUARD)
         assert ran[0].status is Status.FAIL
         assert ran[0].observed == {"exit_code": 3, "stdout": "", "stderr": "oops"}
         ran = agent.run(
             agent.Spec(command="cat /etc/restoredrill/network.conf", contains="10.239.9.9"),
             vm,
-            OPEN_GUARD,
+            GUARD,
         )
         assert (
             ran[0].status is Status.FAIL and "ADDRESS=10.230.7.30/24" in ran[0].observed["stdout"]
@@ -104,7 +102,7 @@ def test_bios_sata_vmdk_console_screenshot_agent_and_read_only_backup(vm_formats
 
         # a blank screen (cleared, cursor hidden) is no proof of life, whatever it shows
         vm.agent_exec(r"printf '\033[2J\033[?25l' > /dev/tty1")
-        blank = screenshot.run(screenshot.Spec(timeout=6, interval=1), vm, OPEN_GUARD)[0]
+        blank = screenshot.run(screenshot.Spec(timeout=6, interval=1), vm, GUARD)[0]
         assert blank.status is Status.FAIL, blank
         assert blank.observed["screen"] == "all one colour (#000000)"
 
@@ -158,7 +156,7 @@ def test_broken_boot_and_hung_screen_end_as_errors_with_the_console_tail(vm_raw,
         hung = screenshot.run(
             screenshot.Spec(text=["login:"], timeout=60, unchanged_for=3, interval=1),
             frozen,
-            OPEN_GUARD,
+            GUARD,
         )[0]
     assert hung.status is Status.FAIL
     assert hung.observed["missing"] == ["login:"]

@@ -21,9 +21,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .base import TwinError
 
-class AccessError(Exception):
-    """A credential cannot be read; the message names where it was looked for."""
+
+class AccessError(TwinError):
+    """A credential cannot be read; the message names where it was looked for (exit 2)."""
 
 
 class _Access(BaseModel):
@@ -36,6 +38,7 @@ class _Access(BaseModel):
     password_file: str | None = Field(None, description="file holding the password")
     timeout: float = Field(10.0, gt=0, description="seconds to connect")
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _one_password(self) -> _Access:
         if self.password_env and self.password_file:

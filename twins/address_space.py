@@ -20,6 +20,8 @@ from typing import Any
 
 from asyncua import Server, ua
 
+from restoredrill.errors import InputError
+
 READ = ua.AccessLevel.CurrentRead.mask
 WRITE = ua.AccessLevel.CurrentWrite.mask
 
@@ -72,18 +74,18 @@ async def add_nodes(server: Server, nodes: list[NewNode]) -> None:
     aspace = server.iserver.aspace
     taken = [n.nodeid for n in nodes if n.nodeid in aspace]
     if taken or len({n.nodeid for n in nodes}) != len(nodes):
-        raise ValueError(f"node id {(taken or _repeated(nodes))[0].to_string()} is used twice")
+        raise InputError(f"node id {(taken or _repeated(nodes))[0].to_string()} is used twice")
     items = [item(n) for n in nodes]
     for it in items:
         it.ParentNodeId = ua.NodeId()  # no parent: asyncua skips its scans of the parent
     refused = list(server.iserver.node_mgt_service.try_add_nodes(items, check=False))
     if refused:
-        raise ValueError(f"asyncua refused node {refused[0].RequestedNewNodeId.to_string()}")
+        raise InputError(f"asyncua refused node {refused[0].RequestedNewNodeId.to_string()}")
     now = datetime.now(UTC)
     for node, it in zip(nodes, items, strict=True):
         parent = aspace.get(node.parent)
         if parent is None:
-            raise ValueError(f"parent {node.parent.to_string()} of {node.name.Name} is missing")
+            raise InputError(f"parent {node.parent.to_string()} of {node.name.Name} is missing")
         child = aspace[node.nodeid]
         reftype = ua.NodeId(ua.ObjectIds.Organizes if node.is_folder else ua.ObjectIds.HasComponent)
         parent.references.append(_forward(it, reftype))

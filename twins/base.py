@@ -31,9 +31,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from restoredrill.errors import ExitCode, RestoredrillError
 
-class TwinError(Exception):
-    """A twin could not be restored, started or made ready; the message says why."""
+
+class TwinError(RestoredrillError):
+    """A twin could not be restored, started or made ready; the message says why. Out of a
+    run's steps (no engine, no sandbox network) the run could not start: exit 2."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 @dataclass

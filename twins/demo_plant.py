@@ -26,6 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from restoredrill.errors import ExitCode, RestoredrillError
+
+from .base import TwinError
 from .vm_image import GuestConfig
 
 BASE = "restoredrill/base:bookworm"
@@ -84,7 +87,9 @@ def _historian(b: _Build) -> None:
         env = {**os.environ, "RESTIC_PASSWORD_FILE": str(password.resolve())}
         restic = shutil.which("restic")
         if restic is None:
-            raise RuntimeError("restic is not installed: apt-get install restic")
+            raise RestoredrillError(
+                "restic is not installed: apt-get install restic", ExitCode.BAD_INPUT
+            )
         subprocess.run(
             [restic, "init", "--repo", str(repo.resolve())],
             env=env,
@@ -197,7 +202,7 @@ def make_backups(
         client = docker.from_env(timeout=600)
         client.ping()
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeError(
+        raise TwinError(
             f"Docker engine not reachable ({exc}): start it with `dockerd &` "
             "(or `systemctl start docker`), or install it with `apt-get install docker.io`"
         ) from None
@@ -205,7 +210,29 @@ def make_backups(
     build = _Build(client, backups, apps, tag)
     with status("base image (built offline from Debian packages the first time)"):
         ensure_base_image(client, BASE)
-    steps = [
+    for label, made_files, make, source in _steps(backups, apps):
+        files = made_files if isinstance(made_files, tuple) else (made_files,)
+        stamp = files[0].with_name(f".{files[0].name}.source") if source else None
+        if all(f.exists() for f in files) and (
+            stamp is None or source is None or _read(stamp) == _digest(source)
+        ):
+            continue
+        with status(f"making the {label}"):
+            t0 = time.perf_counter()
+            make(build)
+        if stamp and source:
+            stamp.write_text(_digest(source) + "\n")
+        made(label, time.perf_counter() - t0)
+
+
+Step = tuple[str, Path | tuple[Path, ...], Callable[[_Build], None], Path | None]
+"""A demo backup: its label, the file(s) it makes, how, and the folder it is built from
+(made again when that changes)."""
+
+
+def _steps(backups: Path, apps: Path) -> list[Step]:
+    """The demo's backups, in the order they are made."""
+    return [
         ("historian restic snapshot", backups / "historian-restic" / "config", _historian, None),
         ("MES image archive", backups / "mes" / "mes-20261124.tar.gz", _mes, None),
         ("HMI root filesystem", backups / "hmi" / "hmi-20261124.tar.zst", _hmi, None),
@@ -234,17 +261,6 @@ def make_backups(
             apps / "hmi-vm",
         ),
     ]
-    for label, made_files, make, source in steps:
-        files = made_files if isinstance(made_files, tuple) else (made_files,)
-        stamp = files[0].with_name(f".{files[0].name}.source") if source else None
-        if all(f.exists() for f in files) and (stamp is None or _read(stamp) == _digest(source)):
-            continue
-        with status(f"making the {label}"):
-            t0 = time.perf_counter()
-            make(build)
-        if stamp:
-            stamp.write_text(_digest(source) + "\n")
-        made(label, time.perf_counter() - t0)
 
 
 def guest_config(folder: Path) -> GuestConfig:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from restoredrill import __version__
 from restoredrill.durations import Duration
+from restoredrill.errors import InputError
 
 TABLES = ("coil", "discrete", "holding", "input")
 MAX_PDU = 253
@@ -54,7 +55,7 @@ class _Model(BaseModel):
 def _object_bytes(text: str, field: str) -> bytes:
     raw = text.encode("utf-8")
     if len(raw) > MAX_OBJECT:
-        raise ValueError(
+        raise InputError(
             f"{field}: {len(raw)} bytes; a device identification object holds at most "
             f"{MAX_OBJECT} (one FC 43/14 response)"
         )
@@ -83,6 +84,7 @@ class Identity(_Model):
         None, description="FC 17 additional data (default: the product name)"
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _fits(self) -> Identity:
         for name in OBJECT_IDS:
@@ -113,14 +115,14 @@ def server_id_bytes(value: int | str) -> bytes:
     """FC 17's server id: one byte from an int, or bytes from hex text (``"FA 01"``)."""
     if isinstance(value, int):
         if not 0 <= value <= 255:
-            raise ValueError(f"server_id: {value} is not a byte (0-255); give hex text for more")
+            raise InputError(f"server_id: {value} is not a byte (0-255); give hex text for more")
         return bytes([value])
     try:
         raw = bytes.fromhex(value)
     except ValueError:
-        raise ValueError(f"server_id: {value!r} is not hex bytes (e.g. 'FA 01')") from None
+        raise InputError(f"server_id: {value!r} is not hex bytes (e.g. 'FA 01')") from None
     if not 1 <= len(raw) <= MAX_REPORT - 1:
-        raise ValueError(f"server_id: {len(raw)} bytes (1 to {MAX_REPORT - 1})")
+        raise InputError(f"server_id: {len(raw)} bytes (1 to {MAX_REPORT - 1})")
     return raw
 
 

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
+from restoredrill.errors import InputError
+
 from .opcua_identity import OpcuaIdentity, identity_args
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -61,6 +63,7 @@ class ScadaDevice(_Model):
         description="BuildInfo, application name/URI, certificate subject (default: restoredrill's)",
     )
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _consistent(self) -> ScadaDevice:
         if not self.nodesets and self.nodes is None:
@@ -92,7 +95,7 @@ def parse_bind(text: str, default_port: int) -> tuple[str, int]:
 
 def _port(text: str, whole: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ValueError(f"{whole!r}: the port must be a number 0..65535 (use HOST:PORT)")
+        raise InputError(f"{whole!r}: the port must be a number 0..65535 (use HOST:PORT)")
     return int(text)
 
 
@@ -168,7 +171,7 @@ def device_env(
     """Environment for the container (the SCADA password, taken from the host's ``password_env``)."""
     if isinstance(spec, ScadaDevice) and spec.password_env:
         if spec.password_env not in environ:
-            raise ValueError(
+            raise InputError(
                 f"device {spec.name}: environment variable {spec.password_env} is not set"
             )
         return {PASSWORD_ENV: environ[spec.password_env]}
@@ -178,7 +181,7 @@ def device_env(
 def _plc(devices: Mapping[str, PlcDevice | ScadaDevice], name: str, spec: ScadaDevice) -> PlcDevice:
     plc = devices.get(name)
     if not isinstance(plc, PlcDevice):
-        raise ValueError(f"device {spec.name}: binds to {name!r}, which is not a plc device")
+        raise InputError(f"device {spec.name}: binds to {name!r}, which is not a plc device")
     return plc
 
 

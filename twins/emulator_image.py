@@ -23,7 +23,7 @@ from .images import DEFAULT_BASE, build_image, ensure_base_image, image_exists
 ROOTS = ("pymodbus", "asyncua", "pydantic", "PyYAML")
 """Distributions the emulators import (their dependencies are followed)."""
 PACKAGE = Path(__file__).resolve().parent
-ROOT_MODULES = ("__init__.py", "configfile.py", "durations.py")
+ROOT_MODULES = ("__init__.py", "configfile.py", "durations.py", "errors.py", "lazy.py")
 """Modules of the package root that twins/ imports (never flows/ or Prefect)."""
 DOCKERFILE = """\
 ARG BASE
@@ -71,7 +71,7 @@ def distributions(roots: tuple[str, ...] = ROOTS) -> list[md.Distribution]:
 
 def _copy_dist(dist: md.Distribution, dest: Path) -> None:
     for file in dist.files or []:
-        src = Path(dist.locate_file(file))
+        src = Path(str(dist.locate_file(file)))
         if not src.is_file() or "__pycache__" in file.parts or file.parts[0] == "..":
             continue
         target = dest / file

@@ -100,7 +100,7 @@ class _TooLarge(Exception):
 class ModbusServer:
     """Serves ``units`` (unit id -> Unit) on one TCP port."""
 
-    def __init__(self, units: dict[int, Unit], profile: Profile, seed: int | None = None) -> None:
+    def __init__(self, units: dict[int, Unit], profile: Profile, seed: float | None = None) -> None:
         self.units, self.profile = units, profile
         self.rng = random.Random(seed)
         self.host: str | None = None

@@ -14,13 +14,23 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .base import TwinError
+
 CLONE_NEWNET = 0x40000000
 _SELF = "/proc/thread-self/ns/net"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class NamespaceError(OSError):
-    """The thread could not enter (or leave) a network namespace."""
+class NamespaceError(TwinError):
+    """The thread could not enter (or leave) a network namespace (``errno``, ``strerror``)."""
+
+    def __init__(self, errno: int, strerror: str) -> None:
+        super().__init__(strerror)
+        self.args = (errno, strerror)  # pickles as it was made
+        self.errno, self.strerror = errno, strerror
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def _setns(fd: int) -> None:

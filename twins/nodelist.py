@@ -61,6 +61,7 @@ class VariableNode(_Model):
     bind: str | Binding | None = Field(None, description="PLC/TAG, or {plc:, tag:}")
     description: str = ""
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _check(self) -> VariableNode:
         if self.type not in VARIANT_TYPES:
@@ -138,13 +139,6 @@ def variables(
             yield from variables(item.nodes, f"{prefix}{item.folder}.")
         else:
             yield f"{prefix}{item.variable}", item
-
-
-def _binding(node: str, bind: str | Binding) -> Binding:
-    if isinstance(bind, Binding):
-        return bind
-    plc, _, tag = bind.partition("/")
-    return Binding(node=node or "?", plc=plc, tag=tag)
 
 
 def binding(node: str, bind: str | Binding) -> Binding:

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from restoredrill import __version__
+from restoredrill.errors import InputError
 
 TEXT = Field(None, min_length=1, max_length=512)
 
@@ -84,7 +85,7 @@ def parse_identity(pairs: Sequence[str]) -> OpcuaIdentity:
     for text in pairs:
         key, sep, value = text.partition("=")
         if not sep or not key:
-            raise ValueError(f"--identity {text!r}: write KEY=VALUE, e.g. product_name=ScadaServer")
+            raise InputError(f"--identity {text!r}: write KEY=VALUE, e.g. product_name=ScadaServer")
         head, _, sub = key.partition(".")
         if sub:
             data.setdefault(head, {})[sub] = value
@@ -95,7 +96,7 @@ def parse_identity(pairs: Sequence[str]) -> OpcuaIdentity:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"--identity {where}: {err['msg']}") from None
+        raise InputError(f"--identity {where}: {err['msg']}") from None
 
 
 def identity_args(identity: OpcuaIdentity) -> list[str]:

@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from restoredrill.errors import RestoredrillError
+
+from .base import TwinError
 from .behaviours import Behaviour
 from .device_profile import OBJECT_IDS, TABLES, Identity, server_id_bytes
 from .devices import parse_bind
@@ -28,7 +31,6 @@ from .registers import (
     BIT_TABLES,
     LIMITS,
     RegisterMap,
-    RegisterMapError,
     Tag,
     decode,
     encode,
@@ -41,7 +43,7 @@ __all__ = ["InThread", "PlcError", "PlcTwin", "main", "run_plc", "serve_until_si
 log = logging.getLogger(__name__)
 
 
-class PlcError(RuntimeError):
+class PlcError(TwinError):
     """The PLC twin could not start or serve (e.g. its port is in use)."""
 
 
@@ -167,7 +169,7 @@ class PlcTwin:
             try:
                 for b in self._dynamic:
                     self._put(b.tag, b.value(elapsed))
-            except Exception:  # noqa: BLE001 - a bad tick must not kill the server
+            except Exception:  # a bad tick must not kill the server (logged)
                 log.exception("PLC twin behaviour update failed")
 
 
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         run_plc(args.map, args.bind, tick=args.tick)
-    except (RegisterMapError, PlcError, ValueError) as exc:
+    except RestoredrillError as exc:  # a bad map or bind address, a taken port, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

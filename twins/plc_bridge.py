@@ -15,6 +15,8 @@ from typing import Any
 from asyncua import ua
 from pymodbus.client import AsyncModbusTcpClient
 
+from restoredrill.errors import InputError
+
 from .devices import parse_bind
 from .plc import PlcError
 from .registers import BIT_TABLES, RegisterMap, Tag, decode, encode, load_register_map, reader
@@ -36,7 +38,7 @@ class PlcLink:
         name, _, rest = text.partition("=")
         where, _, map_path = rest.partition("@")
         if not (name and where and map_path):
-            raise ValueError(f"--plc {text!r}: write NAME=HOST:PORT@MAP")
+            raise InputError(f"--plc {text!r}: write NAME=HOST:PORT@MAP")
         host, port = parse_bind(where, 502)
         return name, cls(host, port, load_register_map(map_path))
 

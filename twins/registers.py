@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -44,7 +44,6 @@ Behaviour = Literal[
 ]
 
 BIT_TABLES = ("coil", "discrete")
-WORD_TABLES = ("holding", "input")
 SIZES: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
 LIMITS: dict[str, tuple[float, float]] = {
@@ -56,6 +55,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "float32": (-3.4028234663852886e38, 3.4028234663852886e38),
 }
 FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+"""The Modbus read function of each table (named in an exception reply's message)."""
 
 
 # --------------------------------------------------------------------------- codec
@@ -145,6 +145,7 @@ class Tag(_Model):
     )
     description: str = ""
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("series", mode="before")
     @classmethod
     def _series_text(cls, value: Any) -> Any:
@@ -329,9 +330,9 @@ class RegisterMap(_Model):
         """The unit's memory area of ``table``: given, or the default rule (module doc)."""
         own = self.units.get(unit)
         if own is not None and table in own.areas:
-            return own.areas[table]  # type: ignore[index]
+            return own.areas[table]
         if table in self.areas:
-            return self.areas[table]  # type: ignore[index]
+            return self.areas[table]
         spans = [t.span for t in self.tags if t.unit == unit and t.table == table]
         if not spans:
             return None
@@ -388,9 +389,9 @@ class RegisterMap(_Model):
             own = self.units.get(tag.unit)
             if own is not None and tag.table in own.areas:
                 loc: tuple = ("units", tag.unit, "areas", tag.table)
-                area = own.areas[tag.table]  # type: ignore[index]
+                area = own.areas[tag.table]
             elif tag.table in self.areas:
-                loc, area = ("areas", tag.table), self.areas[tag.table]  # type: ignore[index]
+                loc, area = ("areas", tag.table), self.areas[tag.table]
             else:
                 continue
             last = tag.address + tag.size - 1
@@ -467,7 +468,7 @@ pydantic_field = field_path
 """``('tags', 3, 'type')`` -> ``tags[3].type``."""
 
 
-def _from_pydantic(path: str | Path, locate, err: dict) -> RegisterMapError:
+def _from_pydantic(path: str | Path, locate, err: Mapping[str, Any]) -> RegisterMapError:
     loc = _keys_as_text(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if loc and loc[-1] == "[key]":  # a mapping key pydantic refused: ``areas: {holdings: …}``
@@ -602,7 +603,8 @@ def decode_many(
     if size == 2 and word_order == "little":
         regs[0::2], regs[1::2] = regs[1::2], regs[0::2]
     if dtype == "uint16":
-        return regs
+        words: list[int | float | bool] = list(regs)
+        return words
     raw = struct.pack(f">{len(regs)}H", *regs)
     return list(struct.unpack(f">{count}{_STRUCT[dtype]}", raw))
 

@@ -32,9 +32,10 @@ from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
-from restoredrill.configfile import ConfigFileError
+from restoredrill.errors import RestoredrillError
 
 from .address_space import NewNode, add_nodes
+from .base import TwinError
 from .devices import PASSWORD_ENV, Binding, parse_bind
 from .nodelist import (
     VARIANT_TYPES,
@@ -49,7 +50,6 @@ from .nodelist import (
 from .nodeset_order import nodeset_order
 from .opcua_client import coerce, ensure_certificate, resolve_node
 from .opcua_identity import OpcuaIdentity, parse_identity
-from .plc import PlcError
 from .plc_bridge import Bound, PlcBridge, PlcLink
 from .running import gc_paused, serve_until_signalled
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 Security = Literal["none", "basic256sha256"]
 
 
-class ScadaError(RuntimeError):
+class ScadaError(TwinError):
     """The SCADA twin could not start or serve."""
 
 
@@ -162,7 +162,9 @@ class ScadaTwin:
     async def start(self, host: str = "127.0.0.1", port: int = 4840) -> None:
         if port:
             _check_port_free(host, port)
-        users = PasswordUserManager(self.username, self.password) if self.username else None
+        users = None
+        if self.username and self.password is not None:  # both or neither (__init__)
+            users = PasswordUserManager(self.username, self.password)
         server = Server(user_manager=users)
         with gc_paused():  # thousands of nodes that live as long as the server
             await server.init()
@@ -201,6 +203,7 @@ class ScadaTwin:
         )
         if self.security == "basic256sha256":
             subject = who.certificate.attributes(self.name)
+            assert self.cert_dir is not None  # security needs a cert_dir (__init__)
             cert, key = await ensure_certificate(self.cert_dir, self.name, app_uri, True, subject)
             await server.load_certificate(str(cert))
             await server.load_private_key(str(key))
@@ -418,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         run_scada(args.sources, args.bind, **_options(args))
-    except (ConfigFileError, ScadaError, PlcError, ValueError) as exc:
+    except RestoredrillError as exc:  # a bad node list or option, a taken port, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -139,7 +139,8 @@ async def _read_words(
         return f"{type(exc).__name__}: {exc}"
     if rsp.isError():
         code = getattr(rsp, "exception_code", None)
-        return f"exception {code} ({_EXCEPTIONS.get(code, 'error')}) for function {FUNCTION_CODES[table]}"
+        named = _EXCEPTIONS.get(code, "error") if isinstance(code, int) else "error"
+        return f"exception {code} ({named}) for function {FUNCTION_CODES[table]}"
     values = rsp.bits if table in BIT_TABLES else rsp.registers
     return [int(v) for v in values[:count]]
 

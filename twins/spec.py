@@ -21,7 +21,7 @@ class _Spec(BaseModel):
 class TcpProbe(_Spec):
     kind: Literal["tcp"] = "tcp"
     port: int = Field(ge=1, le=65535)
-    timeout: Duration = Field("60s", description="give up after this long")
+    timeout: Duration = Field("60s", validate_default=True, description="give up after this long")
 
 
 class HttpProbe(_Spec):
@@ -29,19 +29,19 @@ class HttpProbe(_Spec):
     port: int = Field(ge=1, le=65535)
     path: str = "/"
     status: int = Field(200, ge=100, le=599)
-    timeout: Duration = "60s"
+    timeout: Duration = Field("60s", validate_default=True)
 
 
 class LogProbe(_Spec):
     kind: Literal["log"] = "log"
     contains: str = Field(description="text that appears in the container's output when ready")
-    timeout: Duration = "60s"
+    timeout: Duration = Field("60s", validate_default=True)
 
 
 class CommandProbe(_Spec):
     kind: Literal["command"] = "command"
     command: list[str] | str = Field(description="run inside the twin; ready when it exits 0")
-    timeout: Duration = "60s"
+    timeout: Duration = Field("60s", validate_default=True)
 
 
 Probe = Annotated[

@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .images import MIRROR_ENV, ImageError
 
@@ -222,7 +223,7 @@ def fingerprint(config: GuestConfig, packages: tuple[str, ...] = PACKAGES) -> st
 
 
 def ensure_image(
-    config: GuestConfig = GuestConfig(),  # noqa: B008 - frozen, immutable default
+    config: GuestConfig = GuestConfig(),  # frozen: an immutable default
     folder: Path | None = None,
     *,
     mirror: str | None = None,
@@ -286,7 +287,7 @@ def _need_tools() -> None:
         )
 
 
-def _run(command: list[str], what: str, timeout: float = 600, **kw: object) -> str:
+def _run(command: list[str], what: str, timeout: float = 600, **kw: Any) -> str:
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
     try:
         done = subprocess.run(

@@ -52,6 +52,7 @@ class VMSpec(BaseModel):
     def access(self) -> SshAccess | WinrmAccess | None:
         return self.ssh or self.winrm
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @field_validator("mac")
     @classmethod
     def _mac(cls, value: str | None) -> str | None:

@@ -122,3 +122,13 @@ def test_formatting_is_unchanged() -> None:
     assert format_duration(0.85) == "850ms"
     assert format_duration(timedelta(hours=1, minutes=2)) == "1h02m"
     assert _serialize(timedelta(days=1, seconds=90)) == "1d1m30s"
+
+
+def test_a_probe_without_a_timeout_waits_a_duration() -> None:
+    """A default is a duration too (the readiness wait calls ``timeout.total_seconds()``;
+    a default left as the text "60s" made a probe without ``timeout:`` fail)."""
+    from restoredrill.twins.spec import CommandProbe, HttpProbe, LogProbe, TcpProbe
+
+    probes = [TcpProbe(port=80), HttpProbe(port=80), LogProbe(contains="up"), CommandProbe(command="true")]
+    assert [p.timeout for p in probes] == [timedelta(seconds=60)] * 4
+    assert TcpProbe(port=80).model_dump(mode="json")["timeout"] == "1m"

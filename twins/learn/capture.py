@@ -21,7 +21,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import dpkt
 from dpkt import pcap as dpcap
@@ -215,7 +215,8 @@ def _interface(idb: dpcapng.InterfaceDescriptionBlock, little: bool) -> tuple[in
     return idb.linktype, divisor, offset
 
 
-def _network(link: int, data: bytes):  # noqa: ANN202 - a dpkt IP or IP6 packet, or None
+def _network(link: int, data: bytes) -> Any:
+    """A dpkt IP or IP6 packet, or None."""
     if link == 1:
         frame = dpkt.ethernet.Ethernet(data)
         return frame.data
@@ -229,14 +230,14 @@ def _network(link: int, data: bytes):  # noqa: ANN202 - a dpkt IP or IP6 packet,
     return dpkt.ip.IP(data) if version == 4 else dpkt.ip6.IP6(data) if version == 6 else None
 
 
-def _cut(ip) -> bool:  # noqa: ANN001
+def _cut(ip: Any) -> bool:
     """Whether the IP packet holds fewer bytes than its header says (a short capture)."""
     if isinstance(ip, dpkt.ip.IP):
         return len(ip) < ip.len
     return len(ip.data) < ip.plen if isinstance(ip, dpkt.ip6.IP6) else True
 
 
-def _protocol(ip) -> int:  # noqa: ANN001
+def _protocol(ip: Any) -> int:
     return ip.p if isinstance(ip, dpkt.ip.IP) else ip.nxt
 
 

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from ..registers import decode
+from ..registers import Order, decode
 from .modbus_traffic import DeviceLog, RegisterLog, UnitLog
 
 PREFIX = {"coil": "c", "discrete": "d", "holding": "hr", "input": "ir"}
@@ -177,7 +177,7 @@ def _ramp(times: list[float], values: list[float]) -> dict[str, Any] | None:
     }
 
 
-def _rate(times: list[float], values: list[float]) -> float:
+def _rate(times: Sequence[float], values: Sequence[float]) -> float:
     """How fast the value rises: every rise over the time those rises took (falls left out)."""
     rise = span = 0.0
     for i in range(1, len(values)):
@@ -210,7 +210,7 @@ def guess_pairs(log: UnitLog, table: str, addresses: list[int]) -> dict[int, tup
     best: dict[int, tuple[float, list[int]]] = {}  # address -> best score from here on
     for address in sorted(set(addresses) | {a + 1 for a in addresses}, reverse=True):
         skip = best.get(address + 1, (0.0, []))
-        take = (0.0, [])
+        take: tuple[float, list[int]] = (0.0, [])
         if address in candidates:
             rest = best.get(address + 2, (0.0, []))
             take = (candidates[address][0] + rest[0], [address, *rest[1]])
@@ -228,7 +228,8 @@ def guess_pair(log: UnitLog, table: str, address: int) -> tuple | None:
     if not any(hi or lo for _, hi, lo in words):
         return None
     both_move = len({hi for _, hi, _ in words}) > 1 and len({lo for _, _, lo in words}) > 1
-    for order, bonus in (("big", 2.0), ("little", 1.0)):
+    orders: tuple[tuple[Order, float], ...] = (("big", 2.0), ("little", 1.0))
+    for order, bonus in orders:
         floats = [decode([hi, lo], "float32", "big", order) for _, hi, lo in words]
         moving = len(set(floats)) > 1
         if not all(_plausible(v) for v in floats) or (moving and not both_move):

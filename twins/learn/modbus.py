@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registers import RegisterMap, validate_register_map
+from . import LearnError
 from .capture import Capture, CaptureError, link_name
 from .infer import infer_map
 from .modbus_traffic import TABLE_OF, Conversations, DeviceLog, UnitLog, interpret
@@ -131,7 +132,7 @@ def learn_live(
     """Poll the ranges of each unit for ``duration`` seconds, read-only, and infer a map."""
     device = asyncio.run(_poll(host, port, units, ranges, duration, interval, timeout))
     if not any(u.registers for u in device.units.values()):
-        raise ConnectionError(f"{host}:{port} answered none of the ranges read")
+        raise LearnError(f"{host}:{port} answered none of the ranges read")
     data = infer_map(device, f"learned {host}:{port}")
     return LearnedMap(device, data, f"live reads of {host}:{port}")
 
@@ -189,7 +190,7 @@ class _Link:
             )
         except (OSError, TimeoutError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or exc
-            raise ConnectionError(f"{self.host}:{self.port} is unreachable ({why})") from None
+            raise LearnError(f"{self.host}:{self.port} is unreachable ({why})") from None
 
     async def ask(self, log: UnitLog, unit: int, request: bytes) -> None:
         """Send one request; log the answer (silence and closed connections are noted)."""
@@ -200,13 +201,13 @@ class _Link:
             head = await asyncio.wait_for(self.reader.readexactly(7), self.timeout)
             tid, _, length, _ = struct.unpack(">HHHB", head)
             if not 2 <= length <= 254:
-                raise ConnectionError(f"{self.host}:{self.port} does not speak Modbus TCP")
+                raise LearnError(f"{self.host}:{self.port} does not speak Modbus TCP")
             body = await asyncio.wait_for(self.reader.readexactly(length - 1), self.timeout)
         except TimeoutError:  # no answer (an identity request, a unit id it does not have)
             await self._reopen()
             return
         except (asyncio.IncompleteReadError, OSError) as exc:
-            raise ConnectionError(f"{self.host}:{self.port} closed the connection") from exc
+            raise LearnError(f"{self.host}:{self.port} closed the connection") from exc
         if tid == self.tid and body:
             interpret(log, request, body, time.time(), 2000)
 

@@ -154,7 +154,8 @@ class Conversations:
             if len(stream.stash) <= MAX_STASH:
                 return []
             stream.buffer.clear()
-            stream.next_seq = min(stream.stash, key=lambda s: (s - stream.next_seq) & 0xFFFFFFFF)
+            expected = stream.next_seq
+            stream.next_seq = min(stream.stash, key=lambda s: (s - expected) & 0xFFFFFFFF)
             stream.resync = True
         else:
             behind = (stream.next_seq - seg.seq) & 0xFFFFFFFF

@@ -21,16 +21,14 @@ from pathlib import Path
 from asyncua import Client, ua
 from asyncua.common.xmlexporter import XmlExporter
 
+from . import LearnError
+
 MAX_NODES = 200_000
 """A server with more nodes than this is not learned (it is not a plant's SCADA server)."""
 SKIP = {ua.NodeId(ua.ObjectIds.Server)}
 """The standard Server object: the twin has its own."""
 BATCH = 100
 """Nodes per Browse request (small answers: a loaded server answers each in time)."""
-
-
-class LearnError(ValueError):
-    """The server could not be learned; the message says why and what to do."""
 
 
 @dataclass

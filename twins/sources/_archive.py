@@ -73,6 +73,7 @@ class FileSourceSpec(SourceSpecBase):
     )
     pattern: str = Field("*.tar*", description="glob for `directory`, e.g. hmi-*.tar.zst")
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _one_location(self) -> FileSourceSpec:
         if bool(self.path) == bool(self.directory):

@@ -18,7 +18,7 @@ import json
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Generic, TypeVar
 
 from ..base import TwinError
@@ -57,7 +57,7 @@ def import_stream(
     except (BackupError, TwinError):  # ours, or raised by ``chunks`` itself
         _remove_new(client, tag, before)
         raise
-    except Exception as exc:  # docker.errors.APIError and friends: the engine refused it
+    except Exception as exc:  # noqa: BLE001 - APIError, a lost connection, …: the engine refused it
         _remove_new(client, tag, before)
         raise BackupError(f"{what}: docker import failed: {_explain(exc)}") from None
     except BaseException:
@@ -106,7 +106,7 @@ def load_stream(
     except (BackupError, TwinError):
         _remove_new(client, tag, before)
         raise
-    except Exception as exc:  # docker.errors.APIError: the engine refused it
+    except Exception as exc:  # noqa: BLE001 - APIError, a lost connection, …: the engine refused it
         _remove_new(client, tag, before)
         raise BackupError(f"{what}: docker load failed: {_explain(exc)}") from None
     except BaseException:
@@ -114,7 +114,7 @@ def load_stream(
         raise
 
 
-def _guarded(chunks: Iterator[bytes], budget: Budget | None) -> Iterator[bytes]:
+def _guarded(chunks: Iterator[bytes], budget: Budget | None) -> Generator[bytes, None, None]:
     """``chunks``, stopping between them once the restore is cancelled; closes them."""
     try:
         for data in chunks:

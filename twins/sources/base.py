@@ -12,12 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from restoredrill.errors import ExitCode, RestoredrillError
+
 if TYPE_CHECKING:
     from .budget import Budget
 
 
-class BackupError(Exception):
-    """The backup is missing, unreadable or corrupt; the message names it and says why."""
+class BackupError(RestoredrillError):
+    """The backup is missing, unreadable or corrupt; the message names it and says why
+    (in a run, the system's verdict; out of one, bad input: exit 2)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class BackupRef(BaseModel):

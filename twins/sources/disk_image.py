@@ -56,6 +56,7 @@ class DiskLocation(BaseModel):
     )
     pattern: str = Field("*", description="glob for `directory`, e.g. hmi-*.vhdx")
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _one_location(self) -> DiskLocation:
         if bool(self.path) == bool(self.directory):

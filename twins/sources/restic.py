@@ -72,6 +72,7 @@ class Spec(SourceSpecBase):
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
+    # Validators raise ValueError, pydantic's contract: it becomes that field's error (file, line).
     @model_validator(mode="after")
     def _one_password(self) -> Spec:
         if bool(self.password_env) == bool(self.password_file):

@@ -19,10 +19,13 @@ from rich.table import Table
 from rich.text import Text
 
 from restoredrill.durations import format_duration, parse_duration
+from restoredrill.errors import ExitCode, InputError, Interrupted, RestoredrillError
 
-SiteArg = Annotated[Path, typer.Argument(help="the site inventory (YAML)", show_default=False)]
+from .app import app, console, err, quiet_console_logs
+from .run import SiteArg, check_evidence
 
 
+@app.command()
 def regress(
     site: SiteArg,
     candidate: Annotated[
@@ -66,57 +69,65 @@ def regress(
 ) -> None:
     """Run the systems a configuration change affects with the baseline and with the
     candidate, snapshot their OT endpoints, compare; exit 1 on a regression."""
-    from . import cli
+    from ..candidate import RegressInputError
+    from ..regress import plan
 
-    try:
-        options = _options(tolerance, time_floor, window)
-    except ValueError as exc:
-        raise cli.bad_input(str(exc)) from None
-    from restoredrill.twins.base import TwinError
-
-    from .candidate import RegressInputError
-    from .prefect_server import PrefectServerError, prefect_api
-    from .regress import plan, run
-
+    options = _options(tolerance, time_floor, window)
     try:
         the_plan = plan(site, candidate, git_base)
     except RegressInputError as exc:
-        _refused(exc.problems, as_json, junit, site)
+        _refused(exc, as_json, junit, site)
     with the_plan:
         _announce(the_plan)
-        cli._check_evidence(the_plan.original)
-        if not the_plan.impact.nothing:
-            cli.quiet_console_logs(verbose)
-        server = prefect_api(cli.err) if not the_plan.impact.nothing else contextlib.nullcontext()
-        try:
-            with server:
-                record = run(the_plan, ignore=ignore or [], concurrency=concurrency, **options)
-        except (PrefectServerError, TwinError) as exc:
-            raise cli.bad_input(str(exc)) from None
-        except KeyboardInterrupt:
-            cli.err.print("interrupted: the runs' twins and networks were removed")
-            raise typer.Exit(130) from None
-    from .evidence import EvidenceError
-    from .regress_evidence import record_regression
+        record = _compare(the_plan, ignore or [], concurrency, verbose, options)
+    _record(the_plan, record, junit, as_json, all_checks)
+    raise typer.Exit(1 if record.verdict == "regression" else 0)
+
+
+def _compare(
+    the_plan: Any, ignore: list[str], concurrency: int | None, verbose: bool, options: dict
+) -> Any:
+    """Both configurations run (on a Prefect server, when anything is affected) and compared."""
+    from ..prefect_server import prefect_api
+    from ..regress import run
+
+    check_evidence(the_plan.original)
+    if not the_plan.impact.nothing:
+        quiet_console_logs(verbose)
+    server = prefect_api(err) if not the_plan.impact.nothing else contextlib.nullcontext()
+    try:
+        with server:
+            return run(the_plan, ignore=ignore, concurrency=concurrency, **options)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: the runs' twins and networks were removed") from None
+
+
+def _record(the_plan: Any, record: Any, junit: Path | None, as_json: bool, checks: bool) -> None:
+    """The comparison recorded as evidence, written as JUnit XML, shown; exit 3 (raised) if
+    it could not be recorded."""
+    from ..evidence import EvidenceError, shown_url
+    from ..regress_evidence import record_regression
 
     try:
         spooled = record_regression(the_plan.original, record)
     except EvidenceError as exc:  # not recorded, and no spool folder could be written
         spooled = str(exc)
     if junit is not None:
-        from .junit import for_regression
+        from ..junit import for_regression
 
         for_regression(record).write(junit)
     if as_json:
         sys.stdout.write(record.model_dump_json(indent=2) + "\n")
     else:
-        render(record, all_checks)
+        render(record, checks)
         if spooled is None:
-            cli.console.print(f"evidence: {cli._shown_store(the_plan.original)}", highlight=False)
+            loaded = the_plan.original
+            shown = shown_url(loaded.site.evidence, loaded.path)
+            console.print(f"evidence: {shown}", highlight=False)
     if spooled is not None:
-        cli.err.print(f"[bold red]error: the regression was not recorded as evidence:[/] {spooled}")
-        raise typer.Exit(3)
-    raise typer.Exit(1 if record.verdict == "regression" else 0)
+        raise RestoredrillError(
+            f"the regression was not recorded as evidence: {spooled}", ExitCode.NOT_RECORDED
+        )
 
 
 def _options(tolerance: str, floor: str, window: str) -> dict[str, float]:
@@ -125,51 +136,47 @@ def _options(tolerance: str, floor: str, window: str) -> dict[str, float]:
         if not text.endswith("%"):
             raise ValueError
         value = float(text[:-1]) / 100
-    except ValueError:
-        raise ValueError(f"--tolerance {tolerance!r}: give a percentage, e.g. 20%") from None
+    except ValueError:  # deliberate: not a percentage, told as bad input just below
+        raise InputError(f"--tolerance {tolerance!r}: give a percentage, e.g. 20%") from None
     if not 0 <= value <= 100:
-        raise ValueError(f"--tolerance {tolerance!r}: between 0% and 10000%")
+        raise InputError(f"--tolerance {tolerance!r}: between 0% and 10000%")
     out = {"tolerance": value}
     for name, given in (("floor_s", floor), ("window", window)):
         try:
             out[name] = parse_duration(given).total_seconds()
         except ValueError as exc:
             flag = "--time-floor" if name == "floor_s" else "--window"
-            raise ValueError(f"{flag} {given!r}: {exc}") from None
+            raise InputError(f"{flag} {given!r}: {exc}") from None
     if out["window"] > 600:
-        raise ValueError(f"--window {window!r}: at most 10m")
+        raise InputError(f"--window {window!r}: at most 10m")
     return out
 
 
-def _refused(problems: list[str], as_json: bool, junit: Path | None, site: Path) -> NoReturn:
-    """Bad input: every problem on stderr (and in --json / --junit, for a pipeline); exit 2."""
-    from . import cli
-
-    for p in problems:
-        cli.err.print(p, highlight=False, markup=False, soft_wrap=True)
+def _refused(exc: Any, as_json: bool, junit: Path | None, site: Path) -> NoReturn:
+    """Bad input (a RegressInputError): every problem on stderr (raised: the command line
+    prints them, exit 2), and in --json / --junit, for a pipeline."""
+    problems = exc.problems
     if as_json:
         sys.stdout.write(
             json.dumps({"verdict": "bad input", "problems": problems}, indent=2) + "\n"
         )
     if junit is not None:
-        from .junit import Suites
+        from ..junit import Suites
 
         doc = Suites(f"restoredrill regress {site}")
         suite = doc.suite(str(site))
         doc.case(suite, str(site), "the candidate can be tested", None, "error",
                  problems[0], "bad input", "\n".join(problems))  # fmt: skip
         doc.write(junit)
-    raise typer.Exit(2)
+    raise exc
 
 
 def _announce(p: Any) -> None:
-    from . import cli
-
     c = p.configs
     if c.revisions.get("base"):
         r = c.revisions
         head = r["head"][:12] + (" + working tree changes" if r.get("dirty") else "")
-        cli.err.print(
+        err.print(
             f"baseline: {r['base_ref']} ({r['base'][:12]}); candidate: the working tree ({head})",
             highlight=False,
         )
@@ -181,16 +188,16 @@ def _announce(p: Any) -> None:
             if why.startswith(f"{f.path} (")
         ]
         used = f" — {'; '.join(users)}" if users else ""
-        cli.err.print(f"changed: {f.path} ({f.status}){used}", highlight=False)
+        err.print(f"changed: {f.path} ({f.status}){used}", highlight=False)
     for path, why in c.ignored:
-        cli.err.print(f"ignored: {path}: {why}", highlight=False)
+        err.print(f"ignored: {path}: {why}", highlight=False)
     for f in p.impact.unused:
-        cli.err.print(f"ignored: {f.path}: the site does not use it", highlight=False)
+        err.print(f"ignored: {f.path}: the site does not use it", highlight=False)
     if p.impact.nothing:
         return
     runs = p.impact.to_run(p.candidate.site) or p.impact.to_run(p.baseline.site)
     devices = ", ".join(p.impact.devices) or "none"
-    cli.err.print(
+    err.print(
         f"affected: systems {', '.join(p.impact.systems) or 'none'}; devices {devices}; "
         f"running in both configurations: {', '.join(runs) or '(devices only)'}",
         highlight=False,
@@ -201,8 +208,6 @@ def _announce(p: Any) -> None:
 
 
 def render(record: Any, all_checks: bool = False) -> None:
-    from . import cli
-
     c = record.comparison
     parts: list[Any] = []
     if record.baseline is not None:
@@ -219,7 +224,7 @@ def render(record: Any, all_checks: bool = False) -> None:
     if c.snapshots:
         line.append(f" ({len(c.snapshots)} snapshot(s) compared)")
     parts.append(line)
-    cli.console.print(Group(*parts))
+    console.print(Group(*parts))
 
 
 def _systems(record: Any) -> Table:

@@ -16,29 +16,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from restoredrill.durations import parse_duration
+from restoredrill.errors import InputError
 
-learn_app = typer.Typer(
-    help="Learn twins from the plant: register maps from traffic captures or live PLCs "
-    "(read-only), OPC UA address spaces from live servers (read-only).",
-    no_args_is_help=True,
-)
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from .app import console, learn_app
+
 TABLES = ("coil", "discrete", "holding", "input")
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
-    return typer.Exit(2)
 
 
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing and not force:
-        raise fail(f"{', '.join(existing)} exists: give --force to overwrite")
+        raise InputError(f"{', '.join(existing)} exists: give --force to overwrite")
 
 
 def parse_ranges(text: str) -> list[tuple[str, int, int]]:
@@ -49,12 +39,12 @@ def parse_ranges(text: str) -> list[tuple[str, int, int]]:
         first, _, last = span.partition("-")
         last = last or first
         if table not in TABLES or not (first.isdigit() and last.isdigit()):
-            raise ValueError(f"--ranges {item!r}: write TABLE:FIRST-LAST, TABLE one of {TABLES}")
+            raise InputError(f"--ranges {item!r}: write TABLE:FIRST-LAST, TABLE one of {TABLES}")
         if not int(first) <= int(last) <= 65535:
-            raise ValueError(f"--ranges {item!r}: FIRST-LAST must rise and end by 65535")
+            raise InputError(f"--ranges {item!r}: FIRST-LAST must rise and end by 65535")
         out.append((table, int(first), int(last)))
     if not out:
-        raise ValueError("--ranges: give at least one TABLE:FIRST-LAST")
+        raise InputError("--ranges: give at least one TABLE:FIRST-LAST")
     return out
 
 
@@ -86,41 +76,38 @@ def learn_modbus(
     force: Annotated[bool, typer.Option(help="overwrite existing files")] = False,
 ) -> None:
     """Learn a register map per device from a capture, or from a live PLC (read-only)."""
-    from restoredrill.configfile import ConfigFileError
     from restoredrill.twins.devices import parse_bind
     from restoredrill.twins.learn import modbus
 
-    try:
-        if (capture is None) == (live is None):
-            raise ValueError("give a capture file or --live HOST:PORT (one of them)")
-        if live is not None:
-            host, live_port = parse_bind(live, 502)
-            learned = [
-                modbus.learn_live(
-                    host,
-                    live_port,
-                    unit or [1],
-                    parse_ranges(ranges),
-                    parse_duration(duration).total_seconds(),
-                    parse_duration(interval).total_seconds(),
-                )
-            ]
-        else:
-            learned = modbus.learn_capture(capture, port or [502], max_samples)  # type: ignore[arg-type]
-        paths = modbus.output_paths(learned, output)
-        _refuse_overwrite(paths, force)
-        modbus.write_maps(learned, output)
-    except (ConfigFileError, ValueError, ConnectionError) as exc:
-        raise fail(str(exc)) from None
+    if (capture is None) == (live is None):
+        raise InputError("give a capture file or --live HOST:PORT (one of them)")
+    if live is not None:
+        host, live_port = parse_bind(live, 502)
+        learned = [
+            modbus.learn_live(
+                host,
+                live_port,
+                unit or [1],
+                parse_ranges(ranges),
+                parse_duration(duration).total_seconds(),
+                parse_duration(interval).total_seconds(),
+            )
+        ]
+    else:
+        assert capture is not None
+        learned = modbus.learn_capture(capture, port or [502], max_samples)
+    paths = modbus.output_paths(learned, output)
+    _refuse_overwrite(paths, force)
+    modbus.write_maps(learned, output)
     for item, path in zip(learned, paths, strict=True):
-        console.print(f"wrote {path}: {item.summary()}")
+        console.print(f"wrote {path}: {item.summary()}", highlight=False, soft_wrap=True)
     for note in learned[0].notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @learn_app.command("opcua")
 def learn_opcua(
-    url: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT[/path] of the server")],
+    url: Annotated[str, typer.Argument(help="opc.tcp://HOST:PORT\\[/path] of the server")],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="the NodeSet2 XML to write")
     ] = Path("model.xml"),
@@ -142,18 +129,15 @@ def learn_opcua(
     if username:
         password = os.environ.get(password_env)
         if not password:
-            raise fail(f"--username given but the password variable {password_env} is empty")
+            raise InputError(f"--username given but the password variable {password_env} is empty")
     _refuse_overwrite([output], force)
-    try:
-        learned = opcua.learn_server(
-            url,
-            security=security,
-            username=username,
-            password=password,
-            cert_dir=cert_dir,
-            timeout=parse_duration(timeout).total_seconds(),
-        )
-        learned.write(output)
-    except (opcua.LearnError, ValueError) as exc:
-        raise fail(str(exc)) from None
-    console.print(f"wrote {output}: {learned.summary()}")
+    learned = opcua.learn_server(
+        url,
+        security=security,
+        username=username,
+        password=password,
+        cert_dir=cert_dir,
+        timeout=parse_duration(timeout).total_seconds(),
+    )
+    learned.write(output)
+    console.print(f"wrote {output}: {learned.summary()}", highlight=False, soft_wrap=True)

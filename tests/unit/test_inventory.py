@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from sites import BAD_INPUTS, GOOD
 
+from restoredrill.errors import InputError
 from restoredrill.flows.inventory import InventoryError, find_cycle, load_site, waves
 
-DEMO = Path(__file__).resolve().parents[1] / "config" / "demo" / "site.yaml"
-
-GOOD = """\
-site: plant
-sandbox:
-  subnets: [10.77.0.0/24]
-systems:
-  - name: historian
-    labels: {zone: ot, role: historian}
-    backup: {kind: image_archive, path: backups/h.tar}
-    run: {address: 10.77.0.10}
-    ready: {kind: tcp, port: 8080}
-    checks:
-      - {kind: tcp, port: 8080}
-    rto: 15m
-    rpo: 1d
-  - name: mes
-    backup: {kind: image_archive, path: backups/m.tar}
-    depends_on: [historian]
-    rto: 1h30m
-"""
+DEMO = Path(__file__).resolve().parents[2] / "config" / "demo" / "site.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -57,8 +36,11 @@ def test_good_site_loads_with_durations_and_plan(tmp_path: Path) -> None:
     assert loaded.resolve("backups/h.tar") == tmp_path / "backups" / "h.tar"
 
 
-def test_demo_site_is_valid() -> None:
-    loaded = load_site(DEMO)
+def test_demo_site_is_valid(tmp_path: Path) -> None:
+    """The demo site, on a paper subnet (a demo running meanwhile holds its own)."""
+    paper = tmp_path / "site.yaml"
+    paper.write_text(DEMO.read_text().replace("10.77.0.", "10.249.78."))
+    loaded = load_site(paper)
     assert {s.name for s in loaded.site.systems} >= {"historian", "mes", "hmi", "erp"}
 
 
@@ -115,14 +97,14 @@ def test_dependency_cycle_is_printed(tmp_path: Path) -> None:
 
 
 def test_address_outside_the_sandbox_and_clash(tmp_path: Path) -> None:
-    out = problems(tmp_path, GOOD.replace("address: 10.77.0.10", "address: 10.20.3.15"))
+    out = problems(tmp_path, GOOD.replace("address: 10.249.77.10", "address: 10.20.3.15"))
     assert "systems[0].run.address: 10.20.3.15 is outside the sandbox subnets" in out[0]
     clash = GOOD.replace(
         "    depends_on: [historian]\n",
-        "    depends_on: [historian]\n    run: {address: 10.77.0.10}\n",
+        "    depends_on: [historian]\n    run: {address: 10.249.77.10}\n",
     )
     out = problems(tmp_path, clash)
-    assert "10.77.0.10 is already the address of system historian" in out[0]
+    assert "10.249.77.10 is already the address of system historian" in out[0]
 
 
 def test_several_problems_are_all_reported(tmp_path: Path) -> None:
@@ -138,6 +120,8 @@ def test_find_cycle_and_waves_with_selection() -> None:
     assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
     assert waves(graph, ["c"]) == [["a"], ["b"], ["c"]]
     assert waves(graph) == [["a", "d"], ["b"], ["c"]]
+    with pytest.raises(InputError, match=r"dependency cycle: \['a', 'b', 'a'\]"):
+        waves({"a": ["b"], "b": ["a"]})
 
 
 def test_checked_in_schema_is_current() -> None:
@@ -168,48 +152,6 @@ def test_bad_cron_and_time_zone_name_line_and_field(tmp_path: Path) -> None:
 
 # --- hostile and mistyped files: a clear error naming file and line, never a traceback -----
 
-BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
-    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
-)
-THIRD = "  - name: historian\n    backup: {kind: image_archive, path: backups/x.tar}\n    rto: 1m\n"
-
-# (name, file bytes, the one problem expected, with {path} for the site file)
-BAD_INPUTS = [
-    (
-        "duplicate-system-name",
-        (GOOD + THIRD).encode(),
-        '{path}:18: systems[2].name: "historian" is already the name of systems[0] (line 5); '
-        "names must be unique",
-    ),
-    (
-        "not-utf8",
-        GOOD.replace("role: historian", "role: hist\xf3rian").encode("latin-1"),
-        "{path}:6: not UTF-8 text (byte 0xf3 at column 34)",
-    ),
-    (
-        "alias-bomb",
-        (BOMB + GOOD).encode(),
-        "{path}:7: g[0]: too many nodes: aliases expand the file past 1,000,000 values",
-    ),
-    (
-        "huge-duration",
-        GOOD.replace("rto: 1h30m", "rto: 99999999999999999999999999h").encode(),
-        '{path}:17: systems[1].rto: "99999999999999999999999999h" is too long a duration '
-        "(at most 36500d, 100 years)",
-    ),
-    (
-        "pathological-duration",
-        GOOD.replace("rto: 1h30m", f"rto: {'9' * 40_000}h").encode(),
-        '{path}:17: systems[1].rto: "999999999999999999999999999999… (40,001 characters)" '
-        "is not a duration (use 15m, 90s, 1h30m)",
-    ),
-    (
-        "duplicate-key",
-        GOOD.replace("    rpo: 1d\n", "    rpo: 1d\n    rto: 20m\n").encode(),
-        "{path}:14: systems[0].rto: duplicate key (first given on line 12)",
-    ),
-]
-
 
 @pytest.mark.parametrize(
     ("name", "content", "expected"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
@@ -225,9 +167,9 @@ def test_bad_input_is_one_clear_problem(tmp_path: Path, name: str, content: byte
 def test_duplicate_device_names_point_at_the_repeat(tmp_path: Path) -> None:
     devices = (
         "devices:\n"
-        "  - {kind: plc, name: plc1, address: 10.77.0.100, map: a.yaml}\n"
-        "  - {kind: plc, name: plc2, address: 10.77.0.101, map: a.yaml}\n"
-        "  - {kind: plc, name: plc1, address: 10.77.0.102, map: a.yaml}\n"
+        "  - {kind: plc, name: plc1, address: 10.249.77.100, map: a.yaml}\n"
+        "  - {kind: plc, name: plc2, address: 10.249.77.101, map: a.yaml}\n"
+        "  - {kind: plc, name: plc1, address: 10.249.77.102, map: a.yaml}\n"
     )
     out = problems(tmp_path, GOOD.replace("systems:\n", devices + "systems:\n"))
     assert out == [
@@ -247,37 +189,6 @@ def test_yaml_1_2_meanings_are_kept(tmp_path: Path) -> None:
     historian = load_site(write(tmp_path, text)).site.system("historian")
     assert historian.checks[1].mode == "0644"
     assert historian.alerts[0].on == {"fail"}
-
-
-def restoredrill(*args: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``restoredrill`` command, as a user runs it."""
-    exe = Path(sys.executable).with_name("restoredrill")
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-@pytest.mark.parametrize("command", ["validate", "run"])
-def test_cli_exits_2_on_each_bad_input_without_a_traceback(tmp_path: Path, command: str) -> None:
-    for name, content, expected in BAD_INPUTS:
-        path = tmp_path / f"{name}.yaml"
-        path.write_bytes(content)
-        proc = restoredrill(command, str(path))
-        assert proc.returncode == 2, (name, proc.stderr[-2000:])
-        assert "Traceback" not in proc.stdout + proc.stderr, name
-        assert expected.format(path=path) in proc.stderr, (name, proc.stderr[-2000:])
-    big = tmp_path / "big.yaml"
-    with big.open("wb") as f:
-        f.truncate(16 * 1024 * 1024 + 1)
-    proc = restoredrill(command, str(big))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"{big}: the site file is larger than 16 MiB, the limit for a config file" in proc.stderr
-
-
-def test_validate_accepts_a_byte_order_mark(tmp_path: Path) -> None:
-    path = tmp_path / "site.yaml"
-    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
-    proc = restoredrill("validate", str(path))
-    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stderr
 
 
 def test_long_time_zone_name_is_an_error_not_a_traceback(tmp_path: Path) -> None:

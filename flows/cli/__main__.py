@@ -1,0 +1,5 @@
+"""``python -m restoredrill.flows.cli``: the ``restoredrill`` command."""
+
+from . import main
+
+main()
