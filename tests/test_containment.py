@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -177,27 +177,17 @@ def _sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
-SANDBOXES = (ip_network("10.151.0.0/24"), ip_network("10.152.0.0/24"))
-"""The sandbox subnets of NIC_SITE."""
-
-MARKER = "10.151.0.250"
-"""An address on the production card's network no one holds: the test's own packet to it
-(an ARP request on the card) shows that the capture sees what the card sends."""
-
-
 def _destination(line: str) -> IPv4Address | IPv6Address | None:
     """Where a packet tcpdump decoded (``-n -e``) went: an IPv4 destination, or the
-    address an ARP request asks for. The card's own IGMP reports (the host joining a
-    group, at a moment of its own) go to 224.0.0.22; the marker is not the run's."""
+    address an ARP request asks for. (The card's own IGMP reports, the host joining a
+    group at a moment of its own, go to 224.0.0.22.)"""
     found = re.search(r" > (\d+\.\d+\.\d+\.\d+)[.:]", line) or re.search(r"who-has (\S+)", line)
-    if not found or found.group(1) == MARKER:
-        return None
-    return ip_address(found.group(1).rstrip(","))
+    return ip_address(found.group(1).rstrip(",")) if found else None
 
 
-def _toward_sandbox(line: str) -> bool:
+def _toward(line: str, nets: list[IPv4Network | IPv6Network]) -> bool:
     dest = _destination(line)
-    return dest is not None and any(dest in net for net in SANDBOXES)
+    return dest is not None and any(dest in net for net in nets)
 
 
 @contextlib.contextmanager
@@ -278,13 +268,17 @@ def test_checks_never_use_a_production_nic_and_a_system_at_dot_1_runs(
     server.start()
     tag = uuid.uuid4().hex[:6]
     site = plant / f"contained-{tag}.yaml"
-    prefixes = {k: s.rsplit(".", 1)[0] for k, s in (("nic", nic_subnet), ("other", free_subnet()))}
+    other_subnet = free_subnet()
+    prefixes = {k: s.rsplit(".", 1)[0] for k, s in (("nic", nic_subnet), ("other", other_subnet))}
+    # an address on the card's own network no one holds: the test's packet to it (an ARP
+    # request on the card) shows that the capture sees what the card sends
+    marker = host(nic_subnet, 250)
     site.write_text(NIC_SITE.format(tag=tag, root=plant, port=device.getsockname()[1], **prefixes))
     try:
         with _capture(bridge, plant / f"capture-{tag}.txt") as capture:
             record = verify_site(str(site))
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.sendto(b"marker", (MARKER, 9))  # the capture sees what the card sends
+                probe.sendto(b"marker", (marker, 9))
     finally:
         stop.set()
         server.join(5)
@@ -296,8 +290,9 @@ def test_checks_never_use_a_production_nic_and_a_system_at_dot_1_runs(
     assert by["router"].verdict is Verdict.PASS, by["router"]  # production address .1
     assert seen == []  # the real device saw no connection
     sent = capture.read_text().splitlines()
-    assert any(MARKER in line for line in sent), sent
-    toward_sandbox = [line for line in sent if _toward_sandbox(line)]
+    assert any(f"who-has {marker} " in line for line in sent), sent
+    nets = [ip_network(nic_subnet), ip_network(other_subnet)]
+    toward_sandbox = [line for line in sent if _toward(line, nets) and marker not in line]
     assert toward_sandbox == [], "the production card carried traffic of the run:\n" + "\n".join(
         sent
     )
