@@ -8,6 +8,7 @@ hand out sandbox subnets and image tags no other test process on this engine use
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import ipaddress
@@ -33,6 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 HOME = Path(tempfile.mkdtemp(prefix="restoredrill-tests-"))
 """This session's own Prefect home and config and state directories (removed at its end)."""
+atexit.register(shutil.rmtree, HOME, True)  # also when no test ran (--collect-only, -k none)
 os.environ.pop("PREFECT_API_URL", None)  # tests that want a server start their own
 for _name, _sub in (
     ("PREFECT_HOME", "prefect"),
