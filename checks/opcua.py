@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from datetime import timedelta
 from typing import Any, Literal
@@ -149,6 +148,8 @@ async def _check(
 ) -> list[CheckResult]:
     from asyncua import Client
 
+    from restoredrill.twins.opcua_client import secure_client
+
     url = f"opc.tcp://{_hostport(host)}:{spec.port}/{spec.path.lstrip('/')}"
     client = Client(url, timeout=spec.timeout)
     client.session_timeout = 60_000
@@ -157,7 +158,7 @@ async def _check(
         client.set_password(password or "")
     try:
         if spec.security == "basic256sha256":
-            await asyncio.wait_for(_secure(client, spec), spec.timeout)
+            await asyncio.wait_for(secure_client(client, "check", spec.cert_dir), spec.timeout)
         await asyncio.wait_for(client.connect(), spec.timeout)
     except TimeoutError:
         raise CheckError(
@@ -204,24 +205,6 @@ class _quiet:
 
     async def __aexit__(self, *exc: object) -> bool:
         return True
-
-
-async def _secure(client: Any, spec: OpcuaCheck) -> None:
-    from asyncua import ua
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-
-    from restoredrill.twins.opcua_client import ensure_certificate
-
-    folder = spec.cert_dir or os.path.join(tempfile.gettempdir(), "restoredrill-opcua-client")
-    app_uri = "urn:restoredrill:check"
-    cert, key = await ensure_certificate(folder, "restoredrill-check", app_uri, server=False)
-    client.application_uri = app_uri
-    await client.set_security(
-        SecurityPolicyBasic256Sha256,
-        certificate=str(cert),
-        private_key=str(key),
-        mode=ua.MessageSecurityMode.SignAndEncrypt,
-    )
 
 
 async def _browse(spec: OpcuaCheck, client: Any, started: float) -> list[CheckResult]:

@@ -1,15 +1,18 @@
-"""OPC UA helpers a client and a server share: find a node, coerce a value, a certificate.
+"""OPC UA helpers a client and a server share: find a node, coerce a value, a certificate,
+browse many nodes at once.
 
 The opcua check (a client) and the SCADA twin (a server) both use these; neither module
-imports the other.
+imports the other; ``learn opcua`` and the regression snapshots browse through them.
 """
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from asyncua import Node, ua
 
@@ -65,6 +68,69 @@ async def resolve_node(
         nodeid = match[0].NodeId
         walked.append(part)
     return session.get_node(nodeid)
+
+
+async def secure_client(client: Any, role: str, cert_dir: str | Path | None = None) -> None:
+    """Sign and encrypt ``client``'s session (Basic256Sha256) with restoredrill's own
+    certificate for ``role`` (check, learn, snapshot), made once in ``cert_dir`` (default:
+    a folder in the temporary directory) and kept there."""
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    folder = cert_dir or os.path.join(tempfile.gettempdir(), "restoredrill-opcua-client")
+    app_uri = f"urn:restoredrill:{role}"
+    cert, key = await ensure_certificate(folder, f"restoredrill-{role}", app_uri, server=False)
+    client.application_uri = app_uri
+    await client.set_security(
+        SecurityPolicyBasic256Sha256,
+        certificate=str(cert),
+        private_key=str(key),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+
+
+K = TypeVar("K")
+
+
+async def browse_forward(
+    client: Any,
+    nodes: Sequence[tuple[K, ua.NodeId]],
+    reference_type: int = ua.ObjectIds.References,
+) -> list[tuple[K, ua.ReferenceDescription]]:
+    """Forward references (of ``reference_type`` and its subtypes) of each (key, node id)
+    in ``nodes``, as (key, reference), in one Browse call and the BrowseNext calls its
+    continuation points ask for."""
+    params = ua.BrowseParameters()
+    params.NodesToBrowse = [_forward(node_id, reference_type) for _, node_id in nodes]
+    params.RequestedMaxReferencesPerNode = 0
+    results = await client.uaclient.browse(params)
+    out: list[tuple[K, ua.ReferenceDescription]] = []
+    pending: list[tuple[K, bytes]] = []
+    for (key, _), res in zip(nodes, results, strict=True):
+        out += [(key, ref) for ref in res.References or []]
+        if res.ContinuationPoint:
+            pending.append((key, res.ContinuationPoint))
+    while pending:
+        following = await client.uaclient.browse_next(
+            ua.BrowseNextParameters(ContinuationPoints=[cp for _, cp in pending])
+        )
+        more = []
+        for (key, _), res in zip(pending, following, strict=True):
+            out += [(key, ref) for ref in res.References or []]
+            if res.ContinuationPoint:
+                more.append((key, res.ContinuationPoint))
+        pending = more
+    return out
+
+
+def _forward(node_id: ua.NodeId, reference_type: int) -> ua.BrowseDescription:
+    desc = ua.BrowseDescription()
+    desc.NodeId = node_id
+    desc.BrowseDirection = ua.BrowseDirection.Forward
+    desc.ReferenceTypeId = ua.NodeId(reference_type)
+    desc.IncludeSubtypes = True
+    desc.NodeClassMask = 0
+    desc.ResultMask = ua.BrowseResultMask.All
+    return desc
 
 
 def coerce(value: Any, vtype: ua.VariantType) -> Any:

@@ -200,7 +200,9 @@ async def opcua(
         client.set_user(username)
         client.set_password(password or "")
     if security == "basic256sha256":
-        await _secure(client, cert_dir)
+        from .opcua_client import secure_client
+
+        await secure_client(client, "snapshot", cert_dir)
     await asyncio.wait_for(client.connect(), timeout)
     try:
         nodes = await _browse_all(client)
@@ -223,27 +225,6 @@ async def opcua(
                     )
                 break
     return entries
-
-
-async def _secure(client: Any, cert_dir: str | None) -> None:
-    import os
-    import tempfile
-
-    from asyncua import ua
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-
-    from .opcua_client import ensure_certificate
-
-    folder = cert_dir or os.path.join(tempfile.gettempdir(), "restoredrill-opcua-client")
-    app_uri = "urn:restoredrill:snapshot"
-    cert, key = await ensure_certificate(folder, "restoredrill-snapshot", app_uri, server=False)
-    client.application_uri = app_uri
-    await client.set_security(
-        SecurityPolicyBasic256Sha256,
-        certificate=str(cert),
-        private_key=str(key),
-        mode=ua.MessageSecurityMode.SignAndEncrypt,
-    )
 
 
 class _Node:
@@ -286,36 +267,10 @@ async def _browse(client: Any, nodes: Sequence[_Node]) -> list[tuple[_Node, Any]
     """Hierarchical forward references of ``nodes`` in one Browse (and BrowseNext) call."""
     from asyncua import ua
 
-    params = ua.BrowseParameters()
-    params.NodesToBrowse = []
-    for n in nodes:
-        desc = ua.BrowseDescription()
-        desc.NodeId = n.id
-        desc.BrowseDirection = ua.BrowseDirection.Forward
-        desc.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
-        desc.IncludeSubtypes = True
-        desc.NodeClassMask = 0
-        desc.ResultMask = ua.BrowseResultMask.All
-        params.NodesToBrowse.append(desc)
-    params.RequestedMaxReferencesPerNode = 0
-    results = await client.uaclient.browse(params)
-    out: list[tuple[_Node, Any]] = []
-    pending: list[tuple[_Node, bytes]] = []
-    for node, res in zip(nodes, results, strict=True):
-        out += [(node, ref) for ref in res.References or []]
-        if res.ContinuationPoint:
-            pending.append((node, res.ContinuationPoint))
-    while pending:
-        more = await client.uaclient.browse_next(
-            ua.BrowseNextParameters(ContinuationPoints=[cp for _, cp in pending])
-        )
-        following = []
-        for (node, _), res in zip(pending, more, strict=True):
-            out += [(node, ref) for ref in res.References or []]
-            if res.ContinuationPoint:
-                following.append((node, res.ContinuationPoint))
-        pending = following
-    return out
+    from .opcua_client import browse_forward
+
+    pairs = [(n, n.id) for n in nodes]
+    return await browse_forward(client, pairs, ua.ObjectIds.HierarchicalReferences)
 
 
 async def _read(client: Any, pairs: Sequence[tuple[Any, Any]]) -> list[Any]:

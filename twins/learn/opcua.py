@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncua import Client, ua
 from asyncua.common.xmlexporter import XmlExporter
 
+from ..opcua_client import browse_forward, secure_client
 from . import LearnError
 
 MAX_NODES = 200_000
@@ -106,7 +105,7 @@ async def _connect(
 ) -> None:
     try:
         if security == "basic256sha256":
-            await _secure(client, cert_dir)
+            await secure_client(client, "learn", cert_dir)
         await asyncio.wait_for(client.connect(), timeout)
     except TimeoutError:
         raise LearnError(f"{url}: no OPC UA session within {timeout:g}s ({security})") from None
@@ -131,23 +130,6 @@ def _why(exc: BaseException, security: str) -> str:
             "(give --username and the password in --password-env's variable)"
         )
     return text
-
-
-async def _secure(client: Client, cert_dir: str | Path | None) -> None:
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-
-    from ..opcua_client import ensure_certificate
-
-    folder = cert_dir or os.path.join(tempfile.gettempdir(), "restoredrill-opcua-client")
-    app_uri = "urn:restoredrill:learn"
-    cert, key = await ensure_certificate(folder, "restoredrill-learn", app_uri, server=False)
-    client.application_uri = app_uri
-    await client.set_security(
-        SecurityPolicyBasic256Sha256,
-        certificate=str(cert),
-        private_key=str(key),
-        mode=ua.MessageSecurityMode.SignAndEncrypt,
-    )
 
 
 # --------------------------------------------------------------------------- browsing
@@ -187,35 +169,4 @@ async def _browse(
     client: Client, nodes: list[ua.NodeId]
 ) -> list[tuple[ua.NodeId, ua.ReferenceDescription]]:
     """Forward references of ``nodes``, every kind, in one Browse (and BrowseNext) call."""
-    params = ua.BrowseParameters()
-    params.NodesToBrowse = [_description(n) for n in nodes]
-    params.RequestedMaxReferencesPerNode = 0
-    results = await client.uaclient.browse(params)
-    out: list[tuple[ua.NodeId, ua.ReferenceDescription]] = []
-    pending: list[tuple[ua.NodeId, bytes]] = []
-    for node, res in zip(nodes, results, strict=True):
-        out += [(node, ref) for ref in res.References or []]
-        if res.ContinuationPoint:
-            pending.append((node, res.ContinuationPoint))
-    while pending:
-        following = await client.uaclient.browse_next(
-            ua.BrowseNextParameters(ContinuationPoints=[cp for _, cp in pending])
-        )
-        more = []
-        for (node, _), res in zip(pending, following, strict=True):
-            out += [(node, ref) for ref in res.References or []]
-            if res.ContinuationPoint:
-                more.append((node, res.ContinuationPoint))
-        pending = more
-    return out
-
-
-def _description(node: ua.NodeId) -> ua.BrowseDescription:
-    desc = ua.BrowseDescription()
-    desc.NodeId = node
-    desc.BrowseDirection = ua.BrowseDirection.Forward
-    desc.ReferenceTypeId = ua.NodeId(ua.ObjectIds.References)
-    desc.IncludeSubtypes = True
-    desc.NodeClassMask = 0
-    desc.ResultMask = ua.BrowseResultMask.All
-    return desc
+    return await browse_forward(client, [(n, n) for n in nodes])
