@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from restoredrill.modes import parse_mode
+
 from . import remote
 from .base import (
     CheckError,
@@ -103,15 +105,7 @@ class HostCheck(CheckSpecBase):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            # YAML reads a bare 0644 as the integer 644 and 0o644 as 420 (ruamel: OctalInt)
-            value = format(value, "o") if type(value).__name__ == "OctalInt" else str(value)
-        text = str(value).strip().removeprefix("0o")
-        if not re.fullmatch(r"[0-7]{3,4}", text):
-            raise ValueError(f'{value!r} is not a file mode (use e.g. "0644")')
-        return text.zfill(4)
+        return parse_mode(value)
 
     @field_validator("sha256")
     @classmethod

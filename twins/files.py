@@ -35,6 +35,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from restoredrill.modes import parse_mode
+
 from .base import TwinError
 
 MAX_BYTES = 256 * 1024 * 1024
@@ -76,14 +78,7 @@ class FileSpec(BaseModel):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)  # YAML 1.2 reads a bare 0640 as the integer 640
-        text = str(value).strip().removeprefix("0o")
-        if not re.fullmatch(r"[0-7]{3,4}", text):
-            raise ValueError(f'{value!r} is not a file mode (use e.g. "0640")')
-        return text.zfill(4)
+        return parse_mode(value)
 
     @field_validator("owner", mode="before")
     @classmethod
