@@ -191,6 +191,13 @@ class SafeText(TypeDecorator[str]):
         return value
 
 
+class SafeString(SafeText):
+    """:class:`SafeText` in a column of bounded length (a step's name, a worker)."""
+
+    impl = String
+    cache_ok = True
+
+
 class JSONText(TypeDecorator[Any]):
     """A JSON value as the text of :func:`dump_value`: exact, whatever the database."""
 
@@ -249,10 +256,10 @@ results_t = Table(
     Column("rpo_s", Float),
     Column("backup_age_s", Float),
     Column("near_miss", Boolean, nullable=False),
-    Column("worker", String(200)),
+    Column("worker", SafeString(200)),
     Column("limits", JSONText),
     Column("platform", JSONText),
-    Column("backup_source", String(100)),
+    Column("backup_source", SafeString(100)),
     Column("backup_id", SafeText),
     Column("backup_location", SafeText),
     Column("backup_size_bytes", BigInteger),
@@ -266,7 +273,7 @@ steps_t = Table(
     Column("id", Integer, primary_key=True),
     Column("result_pk", ForeignKey("system_results.id"), nullable=False, index=True),
     Column("position", Integer, nullable=False),
-    Column("name", String(100), nullable=False),
+    Column("name", SafeString(100), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("duration_s", Float, nullable=False),
     Column("ok", Boolean, nullable=False),

@@ -168,3 +168,24 @@ def _no_surrogates(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return value  # recorded as the strings "NaN", "Infinity"
     return value
+
+
+def test_a_lone_surrogate_in_a_step_name_worker_or_backup_source_is_kept(
+    store: EvidenceStore,
+) -> None:
+    """Hypothesis found these: the three text columns of bounded length were not stored
+    escaped, so a lone surrogate (not UTF-8) failed the write."""
+    at = datetime(2000, 1, 1, tzinfo=UTC)
+    record = RunRecord(
+        run_id="r-surrogates", site="plant", started_at=at, verdict=Verdict.PASS,
+        systems=[SystemResult(
+            system="s0", verdict=Verdict.PASS, worker="w\ud800",
+            backup=BackupRef(source="s\ud800", backup_id="b", location="l"),
+            steps=[StepTiming(name="\ud800", started_at=at, duration_s=0.0, ok=True)],
+        )],
+    )  # fmt: skip
+    _same(store, record)
+    loaded = store.load("r-surrogates").systems[0]
+    assert (loaded.worker, loaded.steps[0].name) == ("w\ud800", "\ud800")
+    assert loaded.backup is not None and loaded.backup.source == "s\ud800"
+    assert store.verify().ok
