@@ -169,7 +169,9 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
             by_run[r[1]] = None
             continue
         try:
-            systems.append(rows_text.result_text(r, steps.get(r[0], []), checks.get(r[0], [])))
+            systems.append(
+                rows_text.result_text(r, ",".join(steps.get(r[0], ())), ",".join(checks.get(r[0], ())))
+            )
         except (rows_text.Unsupported, ValueError, TypeError):
             by_run[r[1]] = None
     out = []
@@ -255,7 +257,7 @@ def _fast_possible(conn: Connection) -> bool:
     """Rows can be written only where every column of the current schema is there."""
     have = {c["name"] for c in inspect(conn).get_columns(checks_t.name)}
     have_results = {c["name"] for c in inspect(conn).get_columns(results_t.name)}
-    return "expected_json" in have and {"worker", "limits"} <= have_results
+    return "expected_json" in have and {"worker", "limits", "platform"} <= have_results
 
 
 # --------------------------------------------------------------------------- helpers

@@ -70,6 +70,7 @@ def runs(draw: Any, text: Any) -> RunRecord:
             near_miss=draw(st.booleans()),
             worker=draw(st.none() | text),
             limits=draw(st.none() | st.dictionaries(st.text(max_size=5), scalars, max_size=2)),
+            platform=draw(st.none() | st.dictionaries(st.text(max_size=5), scalars, max_size=2)),
             backup=backup,
             steps=[
                 StepTiming(name=draw(text), started_at=draw(times), duration_s=draw(st.floats(0, 1e6)),
