@@ -40,6 +40,24 @@ CHECK_COLS = (
 )  # fmt: skip
 
 _ESCAPED = "\ufdd0"  # evidence.SafeText's mark of escaped text
+_PG_IN_RANGE = "{0} >= '1000-01-01 00:00+00' AND {0} < '10000-01-01 00:00+00'"
+"""Years Python writes with four digits (AD: ``to_char`` writes 44 BC as ``0044``)."""
+_PG_TEXT = {
+    "labels": "labels::text",  # as stored (json), not parsed: the few texts are remembered
+    **{
+        c: f"CASE WHEN {c} IS NULL THEN NULL WHEN {_PG_IN_RANGE.format(c)} THEN to_char({c} AT "
+        "TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00' ELSE 'out of range' END"
+        for c in ("started_at", "finished_at", "backup_created_at")
+    },
+}
+"""PostgreSQL columns read as text in SQLite's form: no datetime or dict made per row."""
+
+
+def result_columns(dialect: str) -> list[str]:
+    """The SELECT list of ``RESULT_COLS`` (times and labels as text on PostgreSQL)."""
+    if dialect != "postgresql":
+        return list(RESULT_COLS)
+    return [_PG_TEXT.get(c, c) for c in RESULT_COLS]
 
 
 class Unsupported(Exception):  # control flow inside this module, never raised out of it
@@ -296,3 +314,65 @@ def step_from_sql(row: Sequence[Any]) -> str:
         )
     except Unsupported:
         return "#?"
+
+
+# PostgreSQL writes the whole text of a result's steps and checks, joined (string_agg):
+# its float8 output is the shortest text that reads back exactly (extra_float_digits 1,
+# set for the query), the digits Python's repr writes; only plain decimals are taken
+# ("100" gets Python's ".0"), an exponent, NaN or Infinity leaves the result to Python.
+# A result with any row the SQL cannot write gets NULL: its rows are then written one by
+# one as above.
+
+PG_FLOAT_DIGITS = "SET LOCAL extra_float_digits = 1"
+
+
+_PG_FLOAT = (
+    "CASE WHEN strpos(d, 'e') = 0 AND strpos(d, 'N') = 0 AND strpos(d, 'I') = 0 THEN "
+    "CASE WHEN strpos(d, '.') > 0 THEN d ELSE d || '.0' END END"
+)
+"""The text ``d`` of a float8 as Python writes it; NULL for an exponent, NaN, Infinity."""
+
+
+def _pg_time(column: str) -> str:
+    """A timestamptz as pydantic writes it, without the quotes and ``Z``; NULL if not."""
+    return (
+        f"CASE WHEN {_PG_IN_RANGE.format(column)} THEN replace(to_char({column} AT TIME ZONE "
+        "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') END"
+    )
+
+
+def _pg_joined(table: str, columns: tuple[str, ...], ok: str, parts: list[str]) -> str:
+    """Each row's text (``parts`` concatenated; ``f``: its duration's text) where
+    ``columns`` hold no NULL and ``ok``, joined per result in order."""
+    return (
+        "SELECT result_pk, CASE WHEN bool_and(ok) THEN string_agg(t, ',' ORDER BY position) END "
+        f"FROM (SELECT result_pk, position, COALESCE(num_nulls(f, {', '.join(columns)}) = 0 AND "
+        f"{ok}, false) AS ok, concat({', '.join(parts)}) AS t FROM {table}, LATERAL "
+        f"(SELECT {_PG_FLOAT} AS f FROM (SELECT duration_s::text AS d) AS d) AS f "
+        "WHERE result_pk BETWEEN %s AND %s) AS r GROUP BY result_pk"
+    )
+
+
+def pg_checks_sql() -> str:
+    """(result_pk, its checks' texts joined, or NULL) per result with checks."""
+    return _pg_joined(
+        "check_results",
+        ("expected_json", "observed_json", "name", "kind", "status", "message"),
+        "strpos(expected_json, '\\u') = 0 AND strpos(observed_json, '\\u') = 0 AND "
+        f"{_no_mark('name', 'postgresql')} AND {_no_mark('message', 'postgresql')}",
+        ["'{\"duration_s\":'", "f", "',\"expected\":'", "expected_json", "',\"kind\":'",
+         "to_json(kind)", "',\"message\":'", "to_json(message)", "',\"name\":'", "to_json(name)",
+         "',\"observed\":'", "observed_json", "',\"status\":'", "to_json(status)", "'}'"],
+    )  # fmt: skip
+
+
+def pg_steps_sql() -> str:
+    """(result_pk, its steps' texts joined, or NULL) per result with steps."""
+    return _pg_joined(
+        "steps",
+        ("name", "message", "ok", _pg_time("started_at")),
+        f"{_no_mark('name', 'postgresql')} AND {_no_mark('message', 'postgresql')}",
+        ["'{\"duration_s\":'", "f", "',\"message\":'", "to_json(message)", "',\"name\":'",
+         "to_json(name)", "',\"ok\":'", "CASE WHEN ok THEN 'true' ELSE 'false' END",
+         "',\"started_at\":\"'", _pg_time("started_at"), "'Z\"}'"],
+    )  # fmt: skip

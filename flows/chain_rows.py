@@ -128,36 +128,17 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
     if not run_rows:
         return []
     dialect = conn.dialect.name
-    ph = "%s" if dialect == "postgresql" else "?"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         ids = [r.id for r in run_rows]
         cursor.execute(
-            f"SELECT {', '.join(rows_text.RESULT_COLS)} FROM system_results "
-            f"WHERE run_pk IN ({', '.join([ph] * len(ids))}) ORDER BY run_pk, position",
+            f"SELECT {', '.join(rows_text.result_columns(dialect))} FROM system_results "
+            f"WHERE run_pk IN ({', '.join([_PH[dialect]] * len(ids))}) ORDER BY run_pk, position",
             ids,
         )
         results = cursor.fetchall()
-        steps: dict[int, list[str]] = {}
-        checks: dict[int, list[str]] = {}
         broken: set[int] = set()
-        if results:
-            lo, hi = min(r[0] for r in results), max(r[0] for r in results)
-            steps = _children(
-                cursor,
-                rows_text.step_sql(dialect),
-                rows_text.step_from_sql,
-                "steps",
-                rows_text.STEP_COLS,
-                rows_text.step_text,
-                lo,
-                hi,
-                ph,
-                broken,
-            )
-            checks = _children(cursor, rows_text.check_sql(dialect), rows_text.check_from_sql,
-                               "check_results", rows_text.CHECK_COLS, rows_text.check_text, lo, hi,
-                               ph, broken)  # fmt: skip
+        steps, checks = _child_texts(cursor, dialect, results, broken)
     finally:
         cursor.close()
     by_run: dict[int, list[str] | None] = {r.id: [] for r in run_rows}
@@ -169,9 +150,7 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
             by_run[r[1]] = None
             continue
         try:
-            systems.append(
-                rows_text.result_text(r, ",".join(steps.get(r[0], ())), ",".join(checks.get(r[0], ())))
-            )
+            systems.append(rows_text.result_text(r, steps.get(r[0], ""), checks.get(r[0], "")))
         except (rows_text.Unsupported, ValueError, TypeError):
             by_run[r[1]] = None
     out = []
@@ -184,6 +163,37 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
         except (rows_text.Unsupported, ValueError, TypeError):
             continue
     return out
+
+
+_PH = {"postgresql": "%s", "sqlite": "?"}
+
+
+def _child_texts(
+    cursor: Any, dialect: str, results: Sequence[Any], broken: set[int]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """{result id: its steps' texts joined}, the same for checks. PostgreSQL writes them
+    whole; where it cannot (or on SQLite) they are written row by row."""
+    if not results:
+        return {}, {}
+    lo, hi = min(r[0] for r in results), max(r[0] for r in results)
+    ph = _PH[dialect]
+    out = []
+    for joined_sql, sql, from_sql, table, cols, from_row in (
+        (rows_text.pg_steps_sql(), rows_text.step_sql(dialect), rows_text.step_from_sql,
+         "steps", rows_text.STEP_COLS, rows_text.step_text),
+        (rows_text.pg_checks_sql(), rows_text.check_sql(dialect), rows_text.check_from_sql,
+         "check_results", rows_text.CHECK_COLS, rows_text.check_text),
+    ):  # fmt: skip
+        if dialect == "postgresql":
+            cursor.execute(rows_text.PG_FLOAT_DIGITS)
+            cursor.execute(joined_sql, (lo, hi))
+            joined = dict(cursor.fetchall())
+            if None not in joined.values():
+                out.append(joined)
+                continue
+        found = _children(cursor, sql, from_sql, table, cols, from_row, lo, hi, ph, broken)
+        out.append({key: ",".join(texts) for key, texts in found.items()})
+    return out[0], out[1]
 
 
 def _run_tuple(row: Any) -> tuple[Any, ...]:
