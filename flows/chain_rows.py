@@ -3,7 +3,7 @@
 Each run's canonical text is written straight from its rows (flows/canonical_rows.py)
 and hashed with its stored ``prev_hash``; ``chain.verify`` compares that with the stored
 hash and checks the link itself. A long chain is rebuilt by helper processes
-(``python -m restoredrill.flows.chain_rows``), one per core (at most 4;
+(``python -m restoredrill.flows.chain_worker``), one per core (at most 4;
 ``$RESTOREDRILL_VERIFY_WORKERS`` to set), each reading its own batches: reading and
 writing the rows is the cost, the same for every run. A helper that fails leaves its
 batches to this process.
@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, func, inspect, select
 
 from . import canonical_rows as rows_text
-from .evidence import checks_t, results_t, runs_t
+from .evidence_tables import checks_t, results_t, runs_t
 
 SEQS_PER_BATCH = 8
 PARALLEL_ABOVE = 300_000
@@ -50,7 +50,7 @@ class Content:
         checked = [r for r in ranges if r[1] >= self.content_from] if fast else []
         shared = self._start(conn, checked, len(ranges)) if checked and self.url else {}
         for lo, hi in ranges:
-            rows = _run_rows(conn, lo, hi)
+            rows = runs_between(conn, lo, hi)
             if (lo, hi) in shared:
                 found = self._result(shared[(lo, hi)], lo)
                 if found is not None:
@@ -75,7 +75,7 @@ class Content:
             if not mine:
                 continue
             worker = subprocess.Popen(
-                [sys.executable, "-m", "restoredrill.flows.chain_rows"],
+                [sys.executable, "-m", "restoredrill.flows.chain_worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 text=True,
             )  # fmt: skip
@@ -109,7 +109,7 @@ class Content:
         self.workers.clear()
 
 
-def _run_rows(conn: Connection, lo: int, hi: int) -> list[Any]:
+def runs_between(conn: Connection, lo: int, hi: int) -> list[Any]:
     return list(
         conn.execute(select(runs_t).where(runs_t.c.seq.between(lo, hi)).order_by(runs_t.c.seq))
     )
@@ -268,29 +268,3 @@ def _fast_possible(conn: Connection) -> bool:
     have = {c["name"] for c in inspect(conn).get_columns(checks_t.name)}
     have_results = {c["name"] for c in inspect(conn).get_columns(results_t.name)}
     return "expected_json" in have and {"worker", "limits", "platform"} <= have_results
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def main() -> int:
-    """A helper process: read {"url", "ranges"} on stdin, answer one line per range."""
-    from .evidence import EvidenceStore
-
-    request = json.loads(sys.stdin.readline())
-    store = EvidenceStore(request["url"], create=False)
-    try:
-        for lo, hi in request["ranges"]:
-            with store._read() as conn:
-                found = hashes(conn, _run_rows(conn, lo, hi))
-            sys.stdout.write(json.dumps({"lo": lo, "hashes": found}) + "\n")
-            sys.stdout.flush()
-    except BrokenPipeError:
-        return 0
-    finally:
-        store.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
