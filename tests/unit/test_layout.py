@@ -5,6 +5,7 @@ is shorter than 60 lines."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,12 @@ PACKAGES = {
 """Each import package and the folder it is installed from (pyproject's package-dir)."""
 LONGEST = 59
 """The most lines a function may take, ``def`` to its last line."""
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """The syntax tree of a source file (read once for all the rules below)."""
+    return ast.parse(path.read_text(), str(path))
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -38,7 +45,7 @@ def imported(name: str, path: Path, known: set[str] | None = None) -> set[str]:
     ``if TYPE_CHECKING:``), and ``from .x import y`` gives ``pkg.x.y`` if that is a known
     module, else ``pkg.x``; without, both."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parsed(path)
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
@@ -160,7 +167,7 @@ def test_every_function_is_shorter_than_60_lines() -> None:
     for package in PACKAGES:
         for _, path in modules(package):
             shown = str(path.relative_to(REPO))
-            for node in ast.walk(ast.parse(path.read_text(), shown)):
+            for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     lines = (node.end_lineno or node.lineno) - node.lineno + 1
                     if lines > LONGEST:
