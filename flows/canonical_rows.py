@@ -69,13 +69,12 @@ _SEEN: dict[str, str] = {}
 
 
 def _text(value: Any) -> str:
-    try:
-        return _SEEN[value]
-    except (KeyError, TypeError):
-        pass
-    if type(value) is not str or value.startswith(_ESCAPED):
+    if type(value) is not str:
         raise Unsupported
-    text = encode_basestring(value)
+    found = _SEEN.get(value)
+    if found is not None:
+        return found
+    text = _fresh_text(value)
     if len(value) < 200:
         if len(_SEEN) > 100_000:
             _SEEN.clear()
@@ -83,8 +82,11 @@ def _text(value: Any) -> str:
     return text
 
 
-def _opt_text(value: Any) -> str:
-    return "null" if value is None else _text(value)
+def _fresh_text(value: Any) -> str:
+    """A string seen once (a backup's id, location, digest): encoded, not remembered."""
+    if type(value) is not str or value.startswith(_ESCAPED):
+        raise Unsupported
+    return encode_basestring(value)
 
 
 def _float(value: Any) -> str:
@@ -198,8 +200,9 @@ def _backup(r: Sequence[Any]) -> str:
     if size is not None and type(size) is not int:
         raise Unsupported
     return (
-        f'{{"backup_id":{_text(backup_id)},"created_at":{_opt_time(created_at)},'
-        f'"location":{_text(location)},"sha256":{_opt_text(sha256)},'
+        f'{{"backup_id":{_fresh_text(backup_id)},"created_at":{_opt_time(created_at)},'
+        f'"location":{_fresh_text(location)},'
+        f'"sha256":{"null" if sha256 is None else _fresh_text(sha256)},'
         f'"size_bytes":{"null" if size is None else str(size)},"source":{_text(source)}}}'
     )
 

@@ -16,8 +16,9 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, func, inspect, select
@@ -219,15 +220,15 @@ def _children(
     cursor.execute(sql, (lo, hi))
     rows = cursor.fetchall()
     texts = list(map(from_sql, rows))
-    found: dict[int, list[str]] = {}
-    for key, group in groupby(zip(rows, texts, strict=True), key=_RESULT):
-        found[key] = [text for _, text in group]
-    if any(text[0] == "#" for text in texts):
+    found: defaultdict[int, list[str]] = defaultdict(list)
+    for key, text in zip(map(_RESULT, rows), texts, strict=True):
+        found[key].append(text)
+    if min(texts, default="{")[0] == "#":  # a text starts with "{" or, unwritten, "#"
         _reread(cursor, table, cols, from_row, ph, found, broken)
     return found
 
 
-_RESULT = lambda pair: pair[0][0]  # noqa: E731 - result_pk of (row, text)
+_RESULT = itemgetter(0)  # a row's result_pk
 
 
 def _reread(
