@@ -243,3 +243,22 @@ def test_postgresql_writes_each_results_rows_whole(request: pytest.FixtureReques
 def dumps_list(items: list[Any]) -> str:
     return ",".join(json.dumps(i, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                     for i in items)  # fmt: skip
+
+
+def test_a_nul_hidden_in_a_stored_value_is_not_cut_off(tmp_path: Path) -> None:
+    """SQLite's printf ends a %s at a NUL: a value edited to ``200<NUL>...`` must not read
+    as the ``200`` it was (the row is written by Python, whose text keeps the rest)."""
+    url = f"sqlite:///{tmp_path / 'evidence.db'}"
+    at = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    with EvidenceStore(url) as store:
+        store.record(RunRecord(
+            run_id="r-nul", site="plant", started_at=at, verdict=Verdict.PASS,
+            systems=[SystemResult(system="s", verdict=Verdict.PASS, checks=[
+                CheckResult(name="c", kind="http", status=Status.PASS, expected=200, observed=200)
+            ])],
+        ))  # fmt: skip
+        assert store.verify().ok
+        with store._write() as conn:
+            conn.exec_driver_sql("UPDATE check_results SET observed_json = '200' || char(0) || 'x'")
+        report = store.verify()
+    assert not report.ok and report.run_id == "r-nul" and "altered" in report.problem, report
