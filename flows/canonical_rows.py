@@ -340,10 +340,11 @@ PG_FLOAT_DIGITS = "SET LOCAL extra_float_digits = 1"
 
 
 _PG_FLOAT = (
-    "CASE WHEN strpos(d, 'e') = 0 AND strpos(d, 'N') = 0 AND strpos(d, 'I') = 0 THEN "
-    "CASE WHEN strpos(d, '.') > 0 THEN d ELSE d || '.0' END END"
+    "CASE WHEN strpos(d, 'e') = 0 AND strpos(d, 'N') = 0 AND strpos(d, 'I') = 0 AND "
+    "d::float8 = duration_s THEN CASE WHEN strpos(d, '.') > 0 THEN d ELSE d || '.0' END END"
 )
-"""The text ``d`` of a float8 as Python writes it; NULL for an exponent, NaN, Infinity."""
+"""The text ``d`` of a float8 as Python writes it; NULL for an exponent, NaN, Infinity,
+or a text that does not read back as the very value (then two values could share it)."""
 
 
 def _pg_time(column: str) -> str:
