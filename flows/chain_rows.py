@@ -6,7 +6,8 @@ hash and checks the link itself. A long chain is rebuilt by helper processes
 (``python -m restoredrill.flows.chain_worker``), one per core (at most 4;
 ``$RESTOREDRILL_VERIFY_WORKERS`` to set), each reading its own batches: reading and
 writing the rows is the cost, the same for every run. A helper that fails leaves its
-batches to this process.
+batches to this process. On PostgreSQL the database writes each result's steps and checks
+whole (one string per result); on SQLite it writes all of a row but its duration.
 """
 
 from __future__ import annotations
