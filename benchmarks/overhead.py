@@ -65,7 +65,7 @@ RUN_PREFIX = f"bench{os.getpid()}"
 LABEL = "restoredrill.bench"
 """Its value is RUN_PREFIX: clean-up removes this process's objects, never those of a
 benchmark running beside it on the same engine."""
-TAG = f"restoredrill-bench/app:{RUN_PREFIX}"
+TAG = f"restoredrill-bench/app:nprefect-{RUN_PREFIX}"
 PORT = 8080
 SYSTEM = "app"
 
@@ -155,16 +155,16 @@ def checks(historian: str) -> list[tuple[str, str, Any]]:
 
 
 def free_subnet(client: Any) -> ipaddress.IPv4Network:
-    """A /24 in 10.213.0.0/16 that no Docker network uses."""
+    """A /24 in 172.30.200.0/21 that no Docker network uses."""
     used = []
     for net in client.api.networks():
         for conf in (net.get("IPAM") or {}).get("Config") or []:
             with contextlib.suppress(ValueError):
                 used.append(ipaddress.ip_network(conf.get("Subnet", ""), strict=False))
-    for candidate in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24):
+    for candidate in ipaddress.ip_network("172.30.200.0/21").subnets(new_prefix=24):
         if not any(candidate.overlaps(u) for u in used if u.version == 4):
             return candidate
-    raise SystemExit("no free /24 in 10.213.0.0/16 for the benchmark's sandbox")
+    raise SystemExit("no free /24 in 172.30.200.0/21 for the benchmark's sandbox")
 
 
 def make_archive(client: Any, root: Path, payload_mb: int, historian: str) -> Path:
