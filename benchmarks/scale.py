@@ -924,12 +924,13 @@ def report(
         f"(one slot holds the orchestrating verify-site run); workers poll every "
         f"{args.query_seconds:g}s; {os.cpu_count()} CPUs"
     )
-    print(f"  {'workers':>7}  {'wall (s)':>9}  {'run (s)':>8}  rounds")
+    print(f"  {'workers':>7}  {'wall (s)':>9}  {'run (s)':>8}  {'wall/system':>11}  rounds")
     for n in counts:
         rows = results[n]
+        wall = med([r["wall"] for r in rows])
         print(
-            f"  {n:>7}  {med([r['wall'] for r in rows]):9.1f}  {med([r['run'] for r in rows]):8.1f}"
-            f"  {len(rows)}"
+            f"  {n:>7}  {wall:9.1f}  {med([r['run'] for r in rows]):8.1f}"
+            f"  {wall / args.systems:11.2f}  {len(rows)}"
         )
     if counts == [1, 2]:
         w1, w2 = (med([r["wall"] for r in results[n]]) for n in (1, 2))
@@ -1069,6 +1070,9 @@ def main() -> int:
         default="deploy",
         help="deploy: each system a flow run on workers (default); run: `restoredrill run`",
     )
+    parser.add_argument(
+        "--workers", default="1,2", help="deploy mode: worker counts to run (default 1,2)"
+    )
     parser.add_argument("--save-record", type=Path, help="run mode: write the last record here")
     parser.add_argument(
         "--concurrency", type=int, default=16, help="the site's sandbox concurrency (default 16)"
@@ -1132,9 +1136,10 @@ def main() -> int:
                 show_round(rnd, 0, local[-1])
             local_report(local, args)
             return 0 if all(r["passed"] == r["systems"] for r in local) else 1
-        results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        counts = sorted(int(n) for n in args.workers.split(","))
+        results: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
         for rnd in range(1, args.rounds + 1):
-            for n in (1, 2) if rnd % 2 else (2, 1):
+            for n in counts if rnd % 2 else counts[::-1]:
                 print(f"round {rnd}: {plural(n)} …", flush=True)
                 results[n].append(site_round(bench, n, site, plan))
                 show_round(rnd, n, results[n][-1])
