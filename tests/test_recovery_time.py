@@ -67,7 +67,9 @@ def test_framework_time_between_steps_is_recorded_apart_and_never_judged(site: P
         unsubscribe()
     [web] = record.systems
     assert paused == ["start", "ready", "checks"]
-    own = round(sum(s.duration_s for s in web.steps if s.name in ("restore", "start", "ready", "checks")), 3)
+    own = round(
+        sum(s.duration_s for s in web.steps if s.name in ("restore", "start", "ready", "checks")), 3
+    )
     assert web.verdict is Verdict.PASS, web.reason
     assert web.recovery_time_s == own < RTO_S
     assert web.framework_s is not None and web.framework_s >= 3 * PAUSE_S
@@ -79,3 +81,38 @@ def test_framework_time_between_steps_is_recorded_apart_and_never_judged(site: P
         stored = store.load(record.run_id).systems[0]
         assert (stored.recovery_time_s, stored.framework_s) == (own, web.framework_s)
         assert store.verify().ok
+
+
+def test_each_step_is_a_task_run_named_after_it_and_its_system(site: Path) -> None:
+    """The UI shows restore, start, ready, checks and teardown of each system as task runs
+    of the site's flow run, named ``step · system`` (no flow run per system)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    from restoredrill.flows.verify import verify_site
+
+    state = verify_site(str(site), return_state=True)
+    assert state.result().systems[0].verdict is Verdict.PASS
+    flow_run = state.state_details.flow_run_id
+    wanted = {f"{step} · web" for step in ("restore", "start", "ready", "checks", "teardown")}
+    with get_client(sync_client=True) as client:
+        names: set[str] = set()
+        deadline = time.monotonic() + 60  # task runs reach the server as events
+        while not wanted <= names and time.monotonic() < deadline:
+            found = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run]))
+            )
+            names = {t.name for t in found}
+            time.sleep(0.5)
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run])
+            )
+        )
+    assert wanted <= names, names
+    assert not any(n.startswith("locate") for n in names)
+    assert children == []
