@@ -36,6 +36,7 @@ def test_bad_input_after_the_early_server_start_leaves_no_server(tmp_path) -> No
     assert done.returncode == 2, done.stderr[-3000:]
     assert "alerts[0].url_env" in done.stderr, done.stderr[-3000:]
     assert_no_traceback(done.stdout, done.stderr)
-    assert len(done.servers) == 1, done.servers  # started before the checks
+    log = (home / "restoredrill-server.log").read_text()
+    assert ("\n" + log).count("\n--- ") == 1, log  # one server started, before the checks
     assert gone(list(done.servers)) == [] and servers_of(home) == []
 
