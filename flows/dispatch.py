@@ -135,9 +135,6 @@ def dispatch(
         timeout=0,
         flow_run_name=f"{system} · {run_id}",
         tags=[f"run:{run_id}", f"system:{system}"],
-        # not linked as a subflow: linking creates a tracking task run in the verify-site
-        # flow run, one at a time (2-3 s per system with 10 at once); the tags link them
-        as_subflow=False,
     )
     watch = _Watch(loaded, system, path, flow_run.id, watchdog_limit_s)
     with get_client(sync_client=True) as client:
