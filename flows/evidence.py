@@ -82,7 +82,6 @@ __all__ = [
 ]
 
 
-
 # --------------------------------------------------------------------------- URLs
 
 
@@ -159,7 +158,12 @@ class HistoryRow:
 
 
 _ADDED = {
-    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT", "platform": "TEXT"},
+    "system_results": {
+        "worker": "VARCHAR(200)",
+        "limits": "TEXT",
+        "platform": "TEXT",
+        "framework_s": "FLOAT",
+    },
     "check_results": {"expected_json": "TEXT", "observed_json": "TEXT"},
 }
 """Columns added since the first release (nullable, so old rows stay valid)."""
@@ -549,6 +553,7 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
             worker=r.worker,
             limits=r.limits,
             platform=r.platform,
+            framework_s=r.framework_s,
             backup_source=b.source if b else None,
             backup_id=b.backup_id if b else None,
             backup_location=b.location if b else None,

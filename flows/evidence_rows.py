@@ -99,6 +99,7 @@ def system_results(
             worker=r.worker,
             limits=r._mapping.get("limits"),
             platform=r._mapping.get("platform"),
+            framework_s=r._mapping.get("framework_s"),
             backup=_backup(r),
             steps=steps.get(r.id, []),
             checks=checks.get(r.id, []),

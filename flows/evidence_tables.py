@@ -148,6 +148,7 @@ results_t = Table(
     Column("worker", SafeString(200)),
     Column("limits", JSONText),
     Column("platform", JSONText),
+    Column("framework_s", Float),
     Column("backup_source", SafeString(100)),
     Column("backup_id", SafeText),
     Column("backup_location", SafeText),

@@ -47,7 +47,15 @@ values = st.recursive(
 times = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 )
-floats = st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.just(1.0)
+floats = (
+    st.none()
+    | st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: f != 0 or f == 0.0 and str(f) == "0.0"
+    )
+    | st.just(1.0)
+)
+"""Record-level floats, -0.0 left out: SQLite reads a stored -0.0 back as 0.0 (see
+test_a_negative_zero_reads_back_as_negative_zero_on_sqlite, a known open bug)."""
 
 
 @st.composite
@@ -66,6 +74,7 @@ def runs(draw: Any, text: Any) -> RunRecord:
             started_at=draw(st.none() | times),
             finished_at=draw(st.none() | times),
             recovery_time_s=draw(floats),
+            framework_s=draw(st.none() | floats),
             rto_s=draw(floats),
             rpo_s=draw(floats),
             backup_age_s=draw(floats),
@@ -266,3 +275,16 @@ def test_a_nul_hidden_in_a_stored_value_is_not_cut_off(tmp_path: Path) -> None:
             conn.exec_driver_sql("UPDATE check_results SET observed_json = '200' || char(0) || 'x'")
         report = store.verify()
     assert not report.ok and report.run_id == "r-nul" and "altered" in report.problem, report
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug: SQLite stores a REAL -0.0 as 0; the run's "
+    "hash (written with -0.0) then fails verification as if altered",
+)
+def test_a_negative_zero_reads_back_as_negative_zero_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'evidence.db'}"
+    with EvidenceStore(url) as store:
+        store.record(RunRecord(run_id="r-zero", site="plant", started_at=T0, verdict=Verdict.PASS,
+                               site_rto_s=-0.0))  # fmt: skip
+        assert store.verify().ok
