@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, Self, cast
 
 from pydantic import Field, model_validator
 
@@ -139,14 +139,14 @@ def _zstd() -> Any:
     try:
         from compression import zstd  # type: ignore[import-not-found]
     except ImportError:
-        from backports import zstd  # type: ignore[import-not-found,no-redef]
+        from backports import zstd
     return zstd
 
 
 class _Hashing(io.RawIOBase):
     """Reads a file while counting (and, if asked, hashing) what was read."""
 
-    def __init__(self, fh: BinaryIO, digest: bool = True) -> None:
+    def __init__(self, fh: io.BufferedIOBase, digest: bool = True) -> None:
         self._fh = fh
         self.digest = hashlib.sha256()
         self._hashing = digest
@@ -217,7 +217,7 @@ def check_stated(path: Path, budget: Budget) -> None:
 @contextmanager
 def _opened(
     path: Path, budget: Budget | None, digest: bool = True
-) -> Iterator[tuple[IO[bytes], _Hashing, str]]:
+) -> Iterator[tuple[io.BufferedIOBase, _Hashing, str]]:
     """The decompressed stream of ``path``, its raw reader, and the compression; what
     the file states up front is checked against ``budget`` first."""
     compression = detect_compression(path)
@@ -226,7 +226,7 @@ def _opened(
             _stated(fh, compression, os.fstat(fh.fileno()).st_size, budget)
         raw = _Hashing(fh, digest)
         buffered = io.BufferedReader(raw, CHUNK)
-        stream: IO[bytes]
+        stream: io.BufferedIOBase
         if compression == "gzip":
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")
         elif compression == "zstd":
@@ -274,7 +274,7 @@ class _Counted(io.RawIOBase):
 
     KEEP = 2 * CHUNK
 
-    def __init__(self, stream: IO[bytes], budget: Budget, sink: Sink | None) -> None:
+    def __init__(self, stream: io.BufferedIOBase, budget: Budget, sink: Sink | None) -> None:
         self._stream = stream
         self._budget = budget
         self._sink = sink
@@ -312,10 +312,11 @@ class _Counted(io.RawIOBase):
 
 class _Header(tarfile.TarInfo):
     """A tar header that refuses an extended header too large to be real (``tarfile``
-    would read it into memory whole)."""
+    would read it into memory whole). Given to ``tarfile.open(tarinfo=...)``, the
+    documented way to read headers with another ``TarInfo``."""
 
     @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
         info = super().frombuf(buf, encoding, errors)
         if info.type in _EXTENDED and info.size > MAX_EXTENDED:
             raise _Oversized(
@@ -331,7 +332,8 @@ class _Oversized(Exception):
 def _decompression_error(exc: tarfile.ReadError) -> None:
     """tarfile reports a zlib error as ReadError: raise the real cause (see _reasons)."""
     cause = exc.__context__
-    if isinstance(cause, (EOFError, *_corrupt_errors())):
+    causes: tuple[type[BaseException], ...] = (EOFError, *_corrupt_errors())
+    if isinstance(cause, causes):
         raise cause
 
 
@@ -387,7 +389,7 @@ class _Members:
 
     def read(self, tar: tarfile.TarFile, sink: Sink | None = None) -> None:
         while (member := tar.next()) is not None:
-            tar.members.clear()  # tarfile keeps every header it read otherwise
+            _forget(tar)
             self.count += 1
             self.last = member.name
             name = _norm(member.name)
@@ -428,6 +430,17 @@ class _Members:
             self.count,
             self.names_complete,
         )
+
+
+class _Remembering(Protocol):
+    members: list[tarfile.TarInfo]
+
+
+def _forget(tar: tarfile.TarFile) -> None:
+    """Drop the headers ``tar`` read so far: a ``TarFile`` keeps each one in its
+    ``members`` list (not in its type stubs), which a stream of 100,000 members would
+    fill for nothing; a streaming read never goes back to them."""
+    cast(_Remembering, tar).members.clear()
 
 
 def check_file(path: Path) -> None:
@@ -489,7 +502,7 @@ def scan_tar(
 
 def _pass(
     path: Path,
-    stream: IO[bytes],
+    stream: io.BufferedIOBase,
     compression: str,
     members: _Members,
     budget: Budget,
