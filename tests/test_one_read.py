@@ -173,3 +173,18 @@ def test_a_bad_manifest_found_at_the_end_leaves_nothing_in_the_engine(
     assert docker_client.images.list(all=True, filters={"label": f"{LABEL}={label}"}) == []
     # the evidence still names the backup that failed
     assert ref.sha256 == hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def test_a_truncated_archive_is_an_error_that_still_names_its_digest(
+    docker_client, tmp_path, made
+):
+    label, tag = made
+    whole = _write(tmp_path / "whole.tar.zst", _save(_layer("cut"), label))
+    cut = tmp_path / "cut.tar.zst"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    spec = ImageArchiveSpec(path=cut.name)
+    ref = spec.locate(tmp_path)
+    with pytest.raises(BackupError, match="truncated: zstd stream ended early"):
+        spec.restore(ref, _ctx(docker_client, tmp_path, tag(), label))
+    assert docker_client.images.list(all=True, filters={"label": f"{LABEL}={label}"}) == []
+    assert ref.sha256 == hashlib.sha256(cut.read_bytes()).hexdigest()

@@ -485,7 +485,8 @@ def scan_tar(
             _same_as_located(ref, path, raw.stat)
         fill = digest and ref is not None and not ref.sha256
         try:
-            tar_end = _pass(path, stream, compression, members, budget, sink)
+            with _reasons(path, compression):  # a decompression error is a BackupError here
+                tar_end = _pass(path, stream, compression, members, budget, sink)
         except BackupError as exc:
             if fill and not isinstance(exc, RestoreCancelled):
                 raw.finish(budget)
