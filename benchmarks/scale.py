@@ -75,7 +75,7 @@ import httpx
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
 RESTOREDRILL = str(BIN / "restoredrill")
-SUBNET = ipaddress.ip_network("10.96.0.0/24")
+SUBNET = ipaddress.ip_network(os.environ.get("SCALE_SUBNET", "172.30.96.0/24"))
 RUN = "restoredrill.run"
 MANAGED = "restoredrill.managed"
 QUIET = {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_LOGGING_LOG_PRINTS": "false"}
@@ -158,14 +158,16 @@ def system_names(count: int, waves: int) -> list[list[str]]:
     return out
 
 
-def write_scale_site(root: Path, count: int, waves: int) -> tuple[Path, list[list[str]]]:
+def write_scale_site(
+    root: Path, count: int, waves: int, concurrency: int = 16
+) -> tuple[Path, list[list[str]]]:
     """The site file: each system past wave 1 depends on two of the wave before."""
     plan = system_names(count, waves)
     hosts = list(SUBNET.hosts())
     address: dict[str, str] = {}
     lines = [
         f"site: {SITE}",
-        f"sandbox: {{subnets: [{SUBNET}], concurrency: 16}}",
+        f"sandbox: {{subnets: [{SUBNET}], concurrency: {concurrency}}}",
         f"evidence: sqlite:///{root}/scale-evidence.db",
         "systems:",
     ]
@@ -659,6 +661,149 @@ def site_round(bench: Bench, n: int, site: Path, plan: list[list[str]]) -> dict[
     }
 
 
+def local_round(bench: Bench, site: Path) -> dict[str, Any]:
+    """``restoredrill run SITE --json`` on the bench's server (PREFECT_API_URL): wall,
+    the run's own time, the CLI's CPU seconds and peak RSS (VmHWM of the CLI process,
+    sampled from /proc while it runs: ru_maxrss of a child would carry the launcher's
+    over fork/exec), and per system its steps' own time vs its time outside them."""
+    argv = [RESTOREDRILL, "run", str(site), "--json"]
+    t0 = time.perf_counter()
+    server0 = tree_cpu(bench.server.pid) if bench.server else 0.0
+    cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = spawn(argv, {**bench.env, **QUIET}, None, bench.root)
+    hwm = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            hwm[0] = max(hwm[0], _status_kb(proc.pid, "VmHWM"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out, err = proc.communicate(timeout=bench.args.timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        raise RuntimeError(
+            f"restoredrill run still running after {bench.args.timeout:.0f} s"
+        ) from None
+    wall = time.perf_counter() - t0
+    sampler.join()
+    PROCS.remove(proc)
+    cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in (0, 1) or not out.strip():
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {proc.returncode}:\n" + err.decode(errors="replace")[-3000:]
+        )
+    server1 = tree_cpu(bench.server.pid) if bench.server else 0.0
+    record = json.loads(out)
+    bench.run_ids.add(record["run_id"])
+    if bench.args.save_record:
+        bench.args.save_record.write_text(out.decode())
+    systems = record["systems"]
+    spans = []
+    for wave in plan_of(record):
+        starts = [when(s.get("started_at")) for s in wave]
+        ends = [when(s.get("finished_at")) for s in wave]
+        if all(starts) and all(ends):
+            spans.append(max(e or 0 for e in ends) - min(t or 0 for t in starts))
+    per_step: dict[str, list[float]] = {}
+    own, outside, recovery, framework = [], [], [], []
+    for s in systems:
+        steps = s.get("steps", [])
+        for st in steps:
+            per_step.setdefault(st["name"], []).append(st["duration_s"])
+        mine = sum(st["duration_s"] for st in steps)
+        span = (when(s.get("finished_at")) or 0) - (when(s.get("started_at")) or 0)
+        mine -= sum(st["duration_s"] for st in steps if st["name"] == "teardown")  # after it
+        own.append(mine)
+        outside.append(span - mine)
+        if s.get("recovery_time_s") is not None:
+            recovery.append(s["recovery_time_s"])
+        if s.get("framework_s") is not None:
+            framework.append(s["framework_s"])
+    return {
+        "wall": wall,
+        "run": (when(record["finished_at"]) or 0) - (when(record["started_at"]) or 0),
+        "verdict": record["verdict"],
+        "systems": len(systems),
+        "passed": sum(s["verdict"] == "pass" for s in systems),
+        "failures": [
+            f"{s['system']}: {s['verdict']}: {s['reason']}"
+            for s in systems
+            if s["verdict"] != "pass"
+        ],
+        "spread": Counter({"in-process": len(systems)}),
+        "cli_cpu": (cli1.ru_utime + cli1.ru_stime) - (cli0.ru_utime + cli0.ru_stime),
+        "server_cpu": server1 - server0,
+        "waves": spans,
+        "hwm_kb": hwm[0],
+        "per_step": per_step,
+        "own": own,
+        "outside": outside,
+        "recovery": recovery,
+        "framework": framework,
+    }
+
+
+def plan_of(record: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The record's systems by wave (their names: ``w<wave>-s<i>``)."""
+    waves: dict[str, list[dict[str, Any]]] = {}
+    for s in record["systems"]:
+        waves.setdefault(s["system"].split("-")[0], []).append(s)
+    return [waves[k] for k in sorted(waves, key=lambda k: int(k[1:]))]
+
+
+def _status_kb(pid: int, key: str) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def local_report(rows: list[dict[str, Any]], args: Any) -> None:
+    print()
+    print(
+        f"local (`restoredrill run`, in-process): {args.systems} systems in {args.waves} waves, "
+        f"concurrency {args.concurrency}; {os.cpu_count()} CPUs; {len(rows)} round(s), medians"
+    )
+    print(f"  CLI wall (s)                         {med([r['wall'] for r in rows]):9.2f}")
+    print(f"  run: started -> finished (s)         {med([r['run'] for r in rows]):9.2f}")
+    print(
+        f"  per system (s)                       {med([r['wall'] for r in rows]) / args.systems:9.3f}"
+    )
+    print(f"  CLI CPU seconds                      {med([r['cli_cpu'] for r in rows]):9.1f}")
+    print(f"  Prefect server CPU seconds           {med([r['server_cpu'] for r in rows]):9.1f}")
+    spans = [" ".join(f"{v:.1f}" for v in r["waves"]) for r in rows]
+    print(f"  waves' spans, first start -> last verdict (s): {' | '.join(spans)}")
+    print(f"  CLI peak RSS, VmHWM (MB)             {med([r['hwm_kb'] for r in rows]) / 1024:9.0f}")
+    print("  per system, medians over systems and rounds (s):")
+    steps = sorted(
+        {k for r in rows for k in r["per_step"]},
+        key=lambda k: (
+            ["locate", "restore", "start", "ready", "checks", "teardown"].index(k)
+            if k in ("locate", "restore", "start", "ready", "checks", "teardown")
+            else 99
+        ),
+    )
+    for name in steps:
+        print(f"    step {name:<31} {med([v for r in rows for v in r['per_step'][name]]):9.3f}")
+    print(
+        f"    steps' own time, all steps          {med([v for r in rows for v in r['own']]):9.3f}"
+    )
+    print(
+        f"    outside its steps (started->verdict) {med([v for r in rows for v in r['outside']]):8.3f}"
+    )
+    print(
+        f"    recovery_time_s (judged vs RTO)     {med([v for r in rows for v in r['recovery']]):9.3f}"
+    )
+    fw = [v for r in rows for v in r["framework"]]
+    if fw:
+        print(f"    framework_s (recorded)              {med(fw):9.3f}")
+    print()
+
+
 def alert_round(bench: Bench, i: int, hook: Receiver) -> dict[str, Any]:
     """One in-process run of the alert site (a subprocess); odd runs fail, even runs pass."""
     failing = i % 2 == 1
@@ -755,7 +900,7 @@ def med(values: list[float]) -> float:
 
 
 def plural(n: int) -> str:
-    return f"{n} worker{'s' if n > 1 else ''}"
+    return f"{n} worker{'s' if n > 1 else ''}" if n else "local"
 
 
 def show_round(rnd: int, n: int, r: dict[str, Any]) -> None:
@@ -779,12 +924,13 @@ def report(
         f"(one slot holds the orchestrating verify-site run); workers poll every "
         f"{args.query_seconds:g}s; {os.cpu_count()} CPUs"
     )
-    print(f"  {'workers':>7}  {'wall (s)':>9}  {'run (s)':>8}  rounds")
+    print(f"  {'workers':>7}  {'wall (s)':>9}  {'run (s)':>8}  {'wall/system':>11}  rounds")
     for n in counts:
         rows = results[n]
+        wall = med([r["wall"] for r in rows])
         print(
-            f"  {n:>7}  {med([r['wall'] for r in rows]):9.1f}  {med([r['run'] for r in rows]):8.1f}"
-            f"  {len(rows)}"
+            f"  {n:>7}  {wall:9.1f}  {med([r['run'] for r in rows]):8.1f}"
+            f"  {wall / args.systems:11.2f}  {len(rows)}"
         )
     if counts == [1, 2]:
         w1, w2 = (med([r["wall"] for r in results[n]]) for n in (1, 2))
@@ -918,9 +1064,24 @@ def main() -> int:
     parser.add_argument("--alert-runs", type=int, default=6, help="alert latency runs (default 6)")
     parser.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
     parser.add_argument("--keep-logs", type=Path, help="copy the server and worker logs here")
+    parser.add_argument(
+        "--mode",
+        choices=("deploy", "run"),
+        default="deploy",
+        help="deploy: each system a flow run on workers (default); run: `restoredrill run`",
+    )
+    parser.add_argument(
+        "--workers", default="1,2", help="deploy mode: worker counts to run (default 1,2)"
+    )
+    parser.add_argument("--save-record", type=Path, help="run mode: write the last record here")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="the site's sandbox concurrency (default 16)"
+    )
     args = parser.parse_args()
     if not 1 <= args.waves <= args.systems <= 200:
         parser.error("need 1 <= --waves <= --systems <= 200")
+    if args.mode == "run":
+        args.alert_runs = 0
 
     client = docker.from_env(timeout=300)
     client.ping()
@@ -956,7 +1117,7 @@ def main() -> int:
     hook: Receiver | None = None
     try:
         make_rootfs(root / "backups" / "busybox-rootfs.tar.gz", busybox)
-        site, plan = write_scale_site(root, args.systems, args.waves)
+        site, plan = write_scale_site(root, args.systems, args.waves, args.concurrency)
         print(
             f"set-up in {root}: {args.systems} systems in waves of "
             f"{'/'.join(str(len(w)) for w in plan)}, sandbox {SUBNET}; starting the Prefect "
@@ -967,9 +1128,18 @@ def main() -> int:
         start_server(bench)
         print(f"Prefect server {bench.api} healthy after {time.perf_counter() - t0:.1f}s")
 
-        results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        if args.mode == "run":
+            local: list[dict[str, Any]] = []
+            for rnd in range(1, args.rounds + 1):
+                print(f"round {rnd}: restoredrill run …", flush=True)
+                local.append(local_round(bench, site))
+                show_round(rnd, 0, local[-1])
+            local_report(local, args)
+            return 0 if all(r["passed"] == r["systems"] for r in local) else 1
+        counts = sorted(int(n) for n in args.workers.split(","))
+        results: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
         for rnd in range(1, args.rounds + 1):
-            for n in (1, 2) if rnd % 2 else (2, 1):
+            for n in counts if rnd % 2 else counts[::-1]:
                 print(f"round {rnd}: {plural(n)} …", flush=True)
                 results[n].append(site_round(bench, n, site, plan))
                 show_round(rnd, n, results[n][-1])

@@ -134,7 +134,7 @@ def normalized(run: RunRecord) -> RunRecord:
     return copy
 
 
-_LATER_FIELDS = ("worker", "limits", "platform")
+_LATER_FIELDS = ("worker", "limits", "platform", "framework_s")
 """SystemResult fields added after the first release: left out of the hash while unset."""
 
 

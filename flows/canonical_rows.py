@@ -31,7 +31,7 @@ RESULT_COLS = (
     "id", "run_pk", "position", "system", "verdict", "reason", "labels", "started_at",
     "finished_at", "recovery_time_s", "rto_s", "rpo_s", "backup_age_s", "near_miss", "worker",
     "limits", "backup_source", "backup_id", "backup_location", "backup_size_bytes",
-    "backup_sha256", "backup_created_at",
+    "backup_sha256", "backup_created_at", "framework_s",
 )  # fmt: skip
 STEP_COLS = ("result_pk", "position", "name", "started_at", "duration_s", "ok", "message")
 CHECK_COLS = (
@@ -190,10 +190,11 @@ def result_text(r: Sequence[Any], steps: Sequence[str], checks: Sequence[str]) -
     """One system result (a ``RESULT_COLS`` row) around its steps' and checks' texts."""
     limits = "" if r[15] is None else f'"limits":{_json(r[15])},'
     worker = "" if r[14] is None else f',"worker":{_text(r[14])}'
+    framework = "" if r[22] is None else f'"framework_s":{_float(r[22])},'
     return (
         f'{{"backup":{_backup(r)},"backup_age_s":{_opt_float(r[12])},'
         f'"checks":[{",".join(checks)}],'
-        f'"finished_at":{_opt_time(r[8])},"labels":{_labels(r[6])},{limits}'
+        f'"finished_at":{_opt_time(r[8])},{framework}"labels":{_labels(r[6])},{limits}'
         f'"near_miss":{_bool(r[13])},"reason":{_text(r[5])},'
         f'"recovery_time_s":{_opt_float(r[9])},"rpo_s":{_opt_float(r[11])},'
         f'"rto_s":{_opt_float(r[10])},"started_at":{_opt_time(r[7])},'

@@ -255,7 +255,7 @@ def _fast_possible(conn: Connection) -> bool:
     """Rows can be written only where every column of the current schema is there."""
     have = {c["name"] for c in inspect(conn).get_columns(checks_t.name)}
     have_results = {c["name"] for c in inspect(conn).get_columns(results_t.name)}
-    return "expected_json" in have and {"worker", "limits"} <= have_results
+    return "expected_json" in have and {"worker", "limits", "framework_s"} <= have_results
 
 
 # --------------------------------------------------------------------------- helpers

@@ -259,6 +259,7 @@ results_t = Table(
     Column("worker", SafeString(200)),
     Column("limits", JSONText),
     Column("platform", JSONText),
+    Column("framework_s", Float),
     Column("backup_source", SafeString(100)),
     Column("backup_id", SafeText),
     Column("backup_location", SafeText),
@@ -398,7 +399,12 @@ class HistoryRow:
 
 
 _ADDED = {
-    "system_results": {"worker": "VARCHAR(200)", "limits": "TEXT", "platform": "TEXT"},
+    "system_results": {
+        "worker": "VARCHAR(200)",
+        "limits": "TEXT",
+        "platform": "TEXT",
+        "framework_s": "FLOAT",
+    },
     "check_results": {"expected_json": "TEXT", "observed_json": "TEXT"},
 }
 """Columns added since the first release (nullable, so old rows stay valid)."""
@@ -811,6 +817,7 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
             worker=r.worker,
             limits=r.limits,
             platform=r.platform,
+            framework_s=r.framework_s,
             backup_source=b.source if b else None,
             backup_id=b.backup_id if b else None,
             backup_location=b.location if b else None,
@@ -907,6 +914,7 @@ def _results(
             worker=r.worker,
             limits=r._mapping.get("limits"),
             platform=r._mapping.get("platform"),
+            framework_s=r._mapping.get("framework_s"),
             backup=_backup(r),
             steps=steps.get(r.id, []),
             checks=checks.get(r.id, []),

@@ -81,6 +81,7 @@ class SystemJob:
         self.steps: list[StepTiming] = []
         self.checks: list[CheckResult] = []
         self.started_at = datetime.now(UTC)
+        self.t_started = time.perf_counter()
         self.t_restore: float | None = None
         self.t_checks_done: float | None = None
         self.current = "waiting"
@@ -307,15 +308,30 @@ STEPS: list[tuple[str, Callable[[SystemJob], None]]] = [
 # --- verdict --------------------------------------------------------------------------
 
 
+RECOVERY_STEPS = ("restore", "start", "ready", "checks")
+"""The steps whose own times add up to a system's recovery time."""
+
+
+def recovery_time(steps: list[StepTiming]) -> float:
+    """A system's recovery time: the sum of its recovery steps' own times (each timed around
+    the step's own work only, see :func:`run_step`), never the time restoredrill, Prefect
+    or other systems took between them."""
+    return round(sum(s.duration_s for s in steps if s.name in RECOVERY_STEPS), 3)
+
+
+def framework_time(job: SystemJob) -> float:
+    """The system's time so far outside its own steps: Prefect's task machinery, progress
+    display, waiting for this process's threads (recorded apart, never judged)."""
+    spent = time.perf_counter() - job.t_started
+    return round(max(spent - sum(s.duration_s for s in job.steps), 0.0), 3)
+
+
 def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
-    """Judge the run of one system against its checks, RTO and RPO."""
+    """Judge the run of one system against its checks, RTO and RPO: its recovery time is
+    its own steps' time (:func:`recovery_time`); the framework's is recorded apart."""
     system = job.system
     rto = system.rto.total_seconds()
-    recovery = (
-        round(job.t_checks_done - job.t_restore, 3)
-        if job.t_restore is not None and job.t_checks_done is not None
-        else None
-    )
+    recovery = recovery_time(job.steps) if job.t_checks_done is not None else None
     age = None
     if job.ref is not None and job.ref.created_at is not None:
         created = job.ref.created_at
@@ -343,6 +359,7 @@ def verdict(job: SystemJob, failure: StepFailed | None) -> SystemResult:
         started_at=job.started_at,
         finished_at=datetime.now(UTC),
         recovery_time_s=recovery,
+        framework_s=framework_time(job),
         rto_s=rto,
         rpo_s=system.rpo.total_seconds() if system.rpo else None,
         backup_age_s=age,

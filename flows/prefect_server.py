@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -78,6 +79,8 @@ class LocalServer:
     """Its API URL, ``http://127.0.0.1:PORT/api``."""
     process: subprocess.Popen[bytes]
     log: Path
+    first: bool = False
+    """Started on a fresh ``PREFECT_HOME``: it sets up its database first."""
 
 
 def startup_timeout() -> float:
@@ -215,9 +218,23 @@ def local_server(
     thread that started it).
     """
     limit = timeout if timeout is not None else startup_timeout()
+    database = _sqlite_path()
+    server = _take_early(full, port) or _launch(port, full, database)
+    try:
+        what = "starting the local Prefect server" + (
+            " (first run: setting up its database, this can take a minute)" if server.first else ""
+        )
+        _wait(server, what, limit, console, database)
+        yield server
+    finally:
+        flush_to_server()
+        stop(server.process)
+
+
+def _launch(port: int | None, full: bool, database: Path | None) -> LocalServer:
+    """Start a local server process (not waited for)."""
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    database = _sqlite_path()
     first = database is not None and not database.exists()
     if port and not port_free(port):
         raise PrefectServerError(_port_taken(port))
@@ -234,16 +251,45 @@ def local_server(
         process = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    server = LocalServer(url, process, log)
-    try:
-        what = "starting the local Prefect server" + (
-            " (first run: setting up its database, this can take a minute)" if first else ""
-        )
-        _wait(server, what, limit, console, database)
-        yield server
-    finally:
-        flush_to_server()
-        stop(process)
+    return LocalServer(url, process, log, first)
+
+
+_early: LocalServer | None = None
+"""A one-shot run's server, started by :func:`start_early` and not yet taken."""
+
+
+def start_early() -> None:
+    """Start the local server a one-shot run will need now, in the background, so that
+    its start (loading its code; on a fresh ``PREFECT_HOME``, setting up its database)
+    overlaps the run's own preparation (checks of the site, demo backups, imports);
+    :func:`prefect_api` then waits for it with its progress line. Nothing is started when
+    a configured or ``serve``'s server will be used; the server is stopped at exit if no
+    run took it (bad input)."""
+    global _early
+    if _early is not None or configured_url() or registered():
+        return
+    with contextlib.suppress(PrefectServerError, OSError):
+        _early = _launch(None, False, _sqlite_path())
+        atexit.register(_stop_early)
+
+
+def _take_early(full: bool, port: int | None) -> LocalServer | None:
+    global _early
+    server, _early = _early, None
+    if server is None:
+        return None
+    if full or port or server.process.poll() is not None:  # not what is asked for
+        stop(server.process)
+        return None
+    return server
+
+
+def _stop_early() -> None:
+    """At exit: stop the early server if no run took it."""
+    global _early
+    server, _early = _early, None
+    if server is not None:
+        stop(server.process)
 
 
 def _server_env(full: bool) -> dict[str, str]:

@@ -111,6 +111,9 @@ def summary(record: RunRecord) -> Text:
     )
     if any(s.emulated for s in record.systems):
         line.append(f" (VM times measured under {TCG_NOTE})", style="yellow")
+    framework = sorted(s.framework_s for s in record.systems if s.framework_s is not None)
+    if framework:  # recorded apart, never in a recovery time (README: how it is measured)
+        line.append(f"   restoredrill between steps: {framework[len(framework) // 2]:.1f}s/system")
     return line
 
 

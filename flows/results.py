@@ -51,7 +51,13 @@ class SystemResult(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     recovery_time_s: float | None = None
-    """Restore started → all checks done (None if it never got that far)."""
+    """The own times of its restore, start, ready and checks steps, summed (None if it
+    never got through its checks): judged against the RTO. Time restoredrill and Prefect
+    take between the steps is not in it (see ``framework_s``)."""
+    framework_s: float | None = None
+    """Its time in restoredrill outside its own steps (Prefect's task machinery, progress,
+    thread scheduling), from its start to its verdict; recorded, never judged. None in
+    records made before it was recorded."""
     rto_s: float | None = None
     rpo_s: float | None = None
     backup_age_s: float | None = None

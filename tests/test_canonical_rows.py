@@ -64,6 +64,7 @@ def runs(draw: Any, text: Any) -> RunRecord:
             started_at=draw(st.none() | times),
             finished_at=draw(st.none() | times),
             recovery_time_s=draw(floats),
+            framework_s=draw(st.none() | floats),
             rto_s=draw(floats),
             rpo_s=draw(floats),
             backup_age_s=draw(floats),

@@ -22,7 +22,10 @@ def demo(
     every broken backup is caught), 1 otherwise.
     """
     from ..demo import DEMO_SITE, EXPECTED, prepare
+    from ..prefect_server import start_early
 
+    if not prepare_only:
+        start_early()  # the server starts while the demo backups are made
     prepare(console)
     if prepare_only:
         return

@@ -126,14 +126,21 @@ def verify_and_show(
     (and write it as JUnit XML to ``junit``); raise a RestoredrillError (exit 3) once shown
     if its evidence was not recorded."""
     loaded = load_site(site)
+    if not on_workers:  # its start overlaps the checks below
+        from ..prefect_server import start_early
+
+        start_early()
     dispatch = _dispatch_to(loaded) if on_workers else None
     names = [s.name for s in loaded.site.systems]
     for name in systems or []:
         if name not in names:
             raise InputError(f"{site}: no system named {name!r} (known: {', '.join(names)})")
-    check_evidence(loaded)
-    check_alerts(loaded)
-    quiet_console_logs(verbose)
+    try:
+        check_evidence(loaded)
+        check_alerts(loaded)
+        quiet_console_logs(verbose)
+    except KeyboardInterrupt:  # the early server is stopped at exit
+        raise Interrupted("interrupted before the run started") from None
     record, spooled = _verify(loaded, systems, concurrency, trigger, dispatch, live=not as_json)
     if junit is not None:
         from ..junit import for_run
