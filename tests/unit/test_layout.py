@@ -138,8 +138,6 @@ moving the tables and the error into a module of their own (issue 9 follow-up)."
 EXEMPT = {
     # the twin contract's Docker side and the QEMU command line (g2-vmwire): one call each,
     # options in the order Docker and QEMU document them
-    "twins/docker.py:exec": "one exec with its timeout, output cap and cleanup",
-    "twins/docker.py:_create": "one container: every option of the docker create call",
     "twins/qemu.py:command_line": "the QEMU command line, option by option",
     "flows/verify.py:verify_site": "the site flow: waves, blocking, the watchdog, the record",
     # k-report and l-regress, landed while issue 9 was open: one table or document each
