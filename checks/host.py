@@ -4,9 +4,10 @@ One spec names exactly one resource (``file``, ``package``, ``process``, ``servi
 ``socket`` or ``command``) and any of that resource's assertions; each assertion becomes
 one result with its expected and observed value. Without assertions the resource is only
 required to be there (file exists, package installed, process/service running, socket
-listening, command exits 0). testinfra reaches a container twin through its docker backend
-(``testinfra.get_host(target.testinfra_url)``), a VM twin over SSH or WinRM from inside its
-sandbox (:mod:`.remote`); several facts of one file come from one command.
+listening, command exits 0). testinfra reaches a container twin through the twin's own
+``exec`` (the engine's exec API, with its timeout: no ``docker`` process per command), a
+VM twin over SSH or WinRM from inside its sandbox (:mod:`.remote`); several facts of one
+file come from one command.
 
 Example (a ``checks:`` entry of a system in site.yaml)::
 
@@ -16,6 +17,7 @@ Example (a ``checks:`` entry of a system in site.yaml)::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import shlex
 import time
@@ -185,10 +187,50 @@ def run(spec: Spec, target: Target, guard: SandboxGuard) -> list[CheckResult]:
     try:
         if not target.testinfra_url:
             raise CheckError(no_shell(target, "host checks"))
-        host = remote.host_for(target)  # testinfra deferred: only sites with host checks pay
+        host = _host(target, spec.timeout)
         return _OBSERVERS[spec.resource](spec, host, started)
     except Exception as exc:  # noqa: BLE001 - a check never raises
         return [error_result(spec, exc, started)]
+
+
+def _host(target: Target, timeout: float) -> Any:
+    """A testinfra host for ``target``: a container twin's commands go through its own
+    ``exec`` (each allowed ``timeout`` and a few seconds more: a command check kills its
+    command itself after ``timeout``), anything else as :func:`.remote.host_for` reaches
+    it. testinfra is imported here: only sites with host checks pay for it."""
+    import testinfra.host
+
+    if remote.access_of(target) is None and str(target.testinfra_url).startswith("docker://"):
+        return testinfra.host.Host(_exec_backend()(target, timeout + EXEC_MARGIN))
+    return remote.host_for(target)
+
+
+EXEC_MARGIN = 5.0
+"""Seconds an exec may take beyond the check's own timeout before it is killed."""
+
+
+@functools.cache
+def _exec_backend() -> type:
+    """testinfra's backend over a target's ``exec`` (built once, testinfra imported late)."""
+    from testinfra.backend.base import BaseBackend, CommandResult
+
+    class ExecBackend(BaseBackend):
+        """Runs each command through ``target.exec`` as ``/bin/sh -c COMMAND``, the way
+        testinfra's docker backend runs ``docker exec ID /bin/sh -c COMMAND``."""
+
+        NAME = "docker"
+
+        def __init__(self, target: Target, timeout: float) -> None:
+            self.target = target
+            self.timeout = timeout
+            super().__init__(str(target.testinfra_url))
+
+        def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+            cmd = self.get_command(command, *args)
+            out = self.target.exec(cmd, timeout=self.timeout)
+            return self.result(out.exit_code, self.encode(cmd), out.stdout, out.stderr)
+
+    return ExecBackend
 
 
 def no_shell(target: Target, what: str) -> str:

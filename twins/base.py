@@ -152,12 +152,15 @@ class Sandbox(ABC):
     """
 
     run_id: str
-    networks: Sequence[str]
-    """The sandbox subnets (CIDR): checks may connect only inside them."""
     scratch: Path | None
     """The run's scratch folder (restores, device configurations); removed at close."""
     labels: Mapping[str, str]
     """The run's ownership labels, for anything created for it."""
+
+    @property
+    @abstractmethod
+    def networks(self) -> Sequence[str]:
+        """The sandbox subnets (CIDR): checks may connect only inside them."""
 
     @abstractmethod
     def start(

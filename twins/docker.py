@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import docker
 import docker.errors
@@ -279,7 +279,7 @@ class DockerBackend(Backend):
             info = self.client.api.inspect_network(item["Id"])
             pool = ((info.get("IPAM") or {}).get("Config") or [{}])[0]
             net = ipaddress.ip_network(pool.get("Subnet") or info["Labels"][SUBNET])
-            gateway = ipaddress.ip_address(pool.get("Gateway") or next(net.hosts()))
+            gateway = ipaddress.ip_address(str(pool.get("Gateway") or next(net.hosts())))
             endpoint = (info.get("Containers") or {}).get(anchor_id or "", {})
             anchor_ip = (endpoint.get("IPv4Address") or endpoint.get("IPv6Address") or "").split(
                 "/"
@@ -435,17 +435,35 @@ class DockerTwin(Twin):
         :class:`TwinError` if the twin is not running.
         """
         cmd = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        api = self.client.api
+        exec_id = self._exec_create(cmd, user, workdir, environment)
+        out, err = self._exec_output(exec_id, cmd, timeout)
+        code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+        return ExecOutput(
+            exit_code=-1 if code is None else int(code),
+            stdout=(out or b"").decode("utf-8", "replace"),
+            stderr=(err or b"").decode("utf-8", "replace"),
+        )
+
+    def _exec_create(
+        self,
+        cmd: list[str],
+        user: str | None,
+        workdir: str | None,
+        environment: Mapping[str, str] | None,
+    ) -> str:
+        """Create the exec of ``cmd``; TwinError saying why if the twin cannot run it."""
         try:
-            exec_id = api.exec_create(
-                self.id,
-                cmd,
-                stdout=True,
-                stderr=True,
-                user=user or "",
-                workdir=workdir,
-                environment=dict(environment) if environment else None,
-            )["Id"]
+            return str(
+                self.client.api.exec_create(
+                    self.id,
+                    cmd,
+                    stdout=True,
+                    stderr=True,
+                    user=user or "",
+                    workdir=workdir,
+                    environment=dict(environment) if environment else None,
+                )["Id"]
+            )
         except docker.errors.APIError as exc:
             if self.is_running():
                 raise TwinError(f"{self.name}: cannot run {cmd!r}: {_explain(exc)}") from None
@@ -453,11 +471,15 @@ class DockerTwin(Twin):
             how = "is gone" if code is None else f"is not running (exited with code {code})"
             raise TwinError(f"{self.name} {how}: cannot run {cmd!r}") from None
 
+    def _exec_output(
+        self, exec_id: str, cmd: list[str], timeout: float | None
+    ) -> tuple[bytes | None, bytes | None]:
+        """Start the exec and wait for its (stdout, stderr); killed after ``timeout``."""
         result: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                result["out"] = api.exec_start(exec_id, demux=True)
+                result["out"] = self.client.api.exec_start(exec_id, demux=True)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 result["error"] = exc
 
@@ -477,12 +499,7 @@ class DockerTwin(Twin):
                 raise TwinError(f"{self.name}: {cmd!r} failed: {_explain(err)}") from err
             raise err
         out, err = result.get("out") or (None, None)
-        code = api.exec_inspect(exec_id).get("ExitCode")
-        return ExecOutput(
-            exit_code=-1 if code is None else int(code),
-            stdout=(out or b"").decode("utf-8", "replace"),
-            stderr=(err or b"").decode("utf-8", "replace"),
-        )
+        return out, err
 
     def _kill_exec(self, exec_id: str) -> None:
         """Kill a timed-out exec and its children, but only processes that provably belong
@@ -511,6 +528,36 @@ class DockerTwin(Twin):
                     os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@dataclass(frozen=True)
+class _Container:
+    """What one container of a sandbox is made of (see ``DockerSandbox.run_container``)."""
+
+    image: str
+    binds: Mapping[str, Mapping[str, str]]
+    host_options: Mapping[str, Any]
+    limits: Limits
+    labels: Mapping[str, str] | None
+    restored: Restored | None
+    remove_directory: bool
+    command: Sequence[str] | str | None
+    entrypoint: Sequence[str] | str | None
+    env: Mapping[str, str] | None
+    workdir: str | None
+    user: str | None
+    hostname: str | None
+    files: Sequence[Any]
+
+
+@runtime_checkable
+class _Wrapper(Protocol):
+    """A twin kind that runs in a container of this sandbox (a VM): its own shutdown,
+    then its container's removal."""
+
+    container: DockerTwin
+
+    def stop(self) -> None: ...
 
 
 class DockerSandbox(Sandbox):
@@ -880,27 +927,27 @@ class DockerSandbox(Sandbox):
         the sandbox (and by the guardian if this process dies). A twin kind that runs in a
         container (a VM) starts through here."""
         self._check_new(name)
-        create = {
-            "image": image,
-            "binds": binds,
-            "host_options": host_options,
-            "limits": limits,
-            "labels": labels,
-            "restored": restored,
-            "remove_directory": remove_directory,
-            "command": command,
-            "entrypoint": entrypoint,
-            "env": env,
-            "workdir": workdir,
-            "user": user,
-            "hostname": hostname,
-            "files": files,
-        }
+        create = _Container(
+            image=image,
+            binds=binds,
+            host_options=host_options,
+            limits=limits,
+            labels=labels,
+            restored=restored,
+            remove_directory=remove_directory,
+            command=command,
+            entrypoint=entrypoint,
+            env=env,
+            workdir=workdir,
+            user=user,
+            hostname=hostname,
+            files=files,
+        )
         for attempt in range(_PLACE_ATTEMPTS):
             with self._lock:
                 net, ip = self._place(name, address)
             try:
-                return self._create(name, net, ip, **create)
+                return self._create(name, net, ip, create)
             except _AddressTaken:
                 # another process's twin (a worker of the same run) took that free address
                 # between our look and our start: never ours to fix for a production address
@@ -912,59 +959,13 @@ class DockerSandbox(Sandbox):
                     ) from None
         raise AssertionError("unreachable")
 
-    def _create(
-        self,
-        name: str,
-        net: _Network,
-        ip: IPAddress,
-        *,
-        image: str,
-        binds: Mapping[str, Mapping[str, str]],
-        host_options: Mapping[str, Any],
-        limits: Limits,
-        labels: Mapping[str, str] | None,
-        restored: Restored | None,
-        remove_directory: bool,
-        command: Sequence[str] | str | None,
-        entrypoint: Sequence[str] | str | None,
-        env: Mapping[str, str] | None,
-        workdir: str | None,
-        user: str | None,
-        hostname: str | None,
-        files: Sequence[Any],
-    ) -> DockerTwin:
+    def _create(self, name: str, net: _Network, ip: IPAddress, spec: _Container) -> DockerTwin:
         """Create and start one container at ``ip`` (``files``, resolved ``run.files``,
         laid in before it starts); undo everything if that fails."""
-        hostname = hostname or _hostname(name)
         container_name = _slug(f"{self.prefix}-{name}")
-        endpoint = self.client.api.create_endpoint_config(
-            aliases=sorted({name, hostname}),
-            **({"ipv4_address": str(ip)} if ip.version == 4 else {"ipv6_address": str(ip)}),
-        )
         container_id: str | None = None
         try:
-            created = self.client.api.create_container(
-                image,
-                command=command,
-                entrypoint=entrypoint,
-                environment=dict(env or {}) or None,
-                working_dir=workdir,
-                user=user,
-                hostname=hostname,
-                name=container_name,
-                labels={**(labels or {}), **self.labels, SYSTEM: name},
-                networking_config=self.client.api.create_networking_config({net.name: endpoint}),
-                host_config=self.client.api.create_host_config(
-                    binds={k: dict(v) for k, v in binds.items()},
-                    network_mode=net.name,
-                    # a DNS server inside the sandbox where nothing answers: lookups fail at
-                    # once and never leave it (Docker < 26 forwards them from the host's
-                    # namespace when the upstream is a host loopback resolver, CVE-2024-29018)
-                    dns=[str(net.anchor)],
-                    **host_options,
-                ),
-            )
-            container_id = created["Id"]
+            container_id = self._new_container(name, container_name, net, ip, spec)
             twin = DockerTwin(
                 self.client,
                 container_id,
@@ -972,29 +973,21 @@ class DockerSandbox(Sandbox):
                 container_name,
                 str(ip),
                 net.name,
-                restored or Restored(image=image),
-                remove_directory,
+                spec.restored or Restored(image=spec.image),
+                spec.remove_directory,
                 sandbox=self,
-                limits=limits,
+                limits=spec.limits,
             )
             with self._lock:
                 self._twins[name] = twin
-            lay_in(self.client, container_id, files, name)
+            lay_in(self.client, container_id, spec.files, name)
             self.client.api.start(container_id)
-            self._watch(twin, limits)
+            self._watch(twin, spec.limits)
         except BaseException as exc:
-            with self._lock:
-                self._twins.pop(name, None)
-                self.book.release(ip)
-            self._watcher.forget(name)
-            if container_id is not None:
-                td = _Teardown()
-                td(self.client.api.remove_container, container_id, force=True, v=True)
-                if td.interrupted is not None:
-                    raise td.interrupted from None
+            self._undo_create(name, ip, container_id)
             if isinstance(exc, docker.errors.ImageNotFound):
                 raise TwinError(
-                    f"{name}: image {image!r} is not in the local engine "
+                    f"{name}: image {spec.image!r} is not in the local engine "
                     "(nothing is pulled: load or build it first)"
                 ) from None
             if isinstance(exc, docker.errors.APIError):
@@ -1003,6 +996,50 @@ class DockerSandbox(Sandbox):
                 raise TwinError(f"{name}: could not start the container: {_explain(exc)}") from None
             raise
         return twin
+
+    def _new_container(
+        self, name: str, container_name: str, net: _Network, ip: IPAddress, spec: _Container
+    ) -> str:
+        """Create (not start) the container of ``spec`` at ``ip``; its id."""
+        hostname = spec.hostname or _hostname(name)
+        endpoint = self.client.api.create_endpoint_config(
+            aliases=sorted({name, hostname}),
+            **({"ipv4_address": str(ip)} if ip.version == 4 else {"ipv6_address": str(ip)}),
+        )
+        created = self.client.api.create_container(
+            spec.image,
+            command=spec.command,
+            entrypoint=spec.entrypoint,
+            environment=dict(spec.env or {}) or None,
+            working_dir=spec.workdir,
+            user=spec.user,
+            hostname=hostname,
+            name=container_name,
+            labels={**(spec.labels or {}), **self.labels, SYSTEM: name},
+            networking_config=self.client.api.create_networking_config({net.name: endpoint}),
+            host_config=self.client.api.create_host_config(
+                binds={k: dict(v) for k, v in spec.binds.items()},
+                network_mode=net.name,
+                # a DNS server inside the sandbox where nothing answers: lookups fail at
+                # once and never leave it (Docker < 26 forwards them from the host's
+                # namespace when the upstream is a host loopback resolver, CVE-2024-29018)
+                dns=[str(net.anchor)],
+                **spec.host_options,
+            ),
+        )
+        return str(created["Id"])
+
+    def _undo_create(self, name: str, ip: IPAddress, container_id: str | None) -> None:
+        """Forget a twin whose start failed and remove its container, if one was made."""
+        with self._lock:
+            self._twins.pop(name, None)
+            self.book.release(ip)
+        self._watcher.forget(name)
+        if container_id is not None:
+            td = _Teardown()
+            td(self.client.api.remove_container, container_id, force=True, v=True)
+            if td.interrupted is not None:
+                raise td.interrupted from None
 
     def _watch(self, twin: DockerTwin, limits: Limits) -> None:
         """Sample the twin's cgroup and disk from now on; stop it past its disk limit."""
@@ -1152,9 +1189,9 @@ class DockerSandbox(Sandbox):
         restored directory. Which limit it hit is judged first (the cgroup goes with it).
         Safe to call twice; gone objects are fine."""
         if not isinstance(twin, DockerTwin):
-            inner = getattr(twin, "container", None)
-            if not isinstance(inner, DockerTwin):
+            if not isinstance(twin, _Wrapper) or not isinstance(twin.container, DockerTwin):
                 raise TypeError(f"not a twin of this Docker sandbox: {twin!r}")
+            inner = twin.container
             with self._lock:
                 if self._twins.get(twin.name) is twin:
                     self._twins[twin.name] = inner
@@ -1206,8 +1243,8 @@ class DockerSandbox(Sandbox):
             td(stop_guardian, self._guardian)
         td.finish(f"teardown of run {self.run_id}{' (attached)' if self.attached else ''}")
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
             self.close()
             return
         try:

@@ -6,8 +6,9 @@ read it as a tar archive under a :class:`~.budget.Budget`.
   end-of-archive marker and the compressed stream's own end), and can hand on the
   bytes it read as it goes (``sink``): one read both validates a backup and feeds it
   to the engine.
-- ``walk_tar`` reads only the headers of an uncompressed tar (it seeks over the data).
-- ``stream_tar`` yields a surveyed archive's decompressed bytes up to its end marker.
+- The digest a pass computed is filled into the backup's ``BackupRef`` (when locate()
+  did not know it) and remembered for the file as it is (device, inode, size, times):
+  the next locate() of the unchanged file states it without reading a byte.
 
 Memory stays flat whatever the archive holds: decompression is bounded per read,
 ``tarfile`` forgets each header once it is checked, only small JSON members are kept
@@ -24,21 +25,22 @@ import io
 import lzma
 import os
 import tarfile
+import threading
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, Self, cast
 
 from pydantic import Field, model_validator
 
 from restoredrill.sizes import format_size
 
-from .base import BackupError, BackupRef, SourceSpecBase, newest_match, sha256_file
-from .budget import Budget
+from .base import BackupError, BackupRef, SourceSpecBase, newest_match
+from .budget import Budget, RestoreCancelled
 
 CHUNK = 1 << 20
 _MAGIC = (
@@ -88,13 +90,40 @@ class FileSourceSpec(SourceSpecBase):
             raise BackupError(f"{found}: not a regular file")
         stat = found.stat()
         return BackupRef(
-            source=self.kind,  # type: ignore[attr-defined]
+            source=str(getattr(self, "kind", "file")),
             backup_id=found.name,
             location=str(found),
             size_bytes=stat.st_size,
-            sha256=sha256_file(found),
+            sha256=known_digest(found, stat),  # else the restore's own pass hashes it
             created_at=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
+
+
+# -- the digest cache ------------------------------------------------------------------
+
+_DIGESTS: OrderedDict[tuple[str, int, int, int, int, int], str] = OrderedDict()
+_DIGESTS_LOCK = threading.Lock()
+_DIGESTS_MAX = 4096
+
+
+def _identity(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int, int]:
+    """The file as it is: a rewrite (even one that restores the mtime) changes its ctime."""
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def known_digest(path: Path, st: os.stat_result) -> str | None:
+    """The sha256 a restore of this very file computed in this process, if any."""
+    with _DIGESTS_LOCK:
+        return _DIGESTS.get(_identity(path, st))
+
+
+def remember_digest(path: Path, st: os.stat_result, digest: str) -> None:
+    """Remember ``digest`` for ``path`` as ``st`` saw it (the oldest entries go first)."""
+    with _DIGESTS_LOCK:
+        _DIGESTS[_identity(path, st)] = digest
+        _DIGESTS.move_to_end(_identity(path, st))
+        while len(_DIGESTS) > _DIGESTS_MAX:
+            _DIGESTS.popitem(last=False)
 
 
 def detect_compression(path: Path) -> str:
@@ -110,18 +139,21 @@ def _zstd() -> Any:
     try:
         from compression import zstd  # type: ignore[import-not-found]
     except ImportError:
-        from backports import zstd  # type: ignore[import-not-found,no-redef]
+        from backports import zstd
     return zstd
 
 
 class _Hashing(io.RawIOBase):
     """Reads a file while counting (and, if asked, hashing) what was read."""
 
-    def __init__(self, fh: BinaryIO, digest: bool = True) -> None:
+    def __init__(self, fh: io.BufferedIOBase, digest: bool = True) -> None:
         self._fh = fh
         self.digest = hashlib.sha256()
         self._hashing = digest
         self.count = 0
+        self.stat = os.fstat(fh.fileno())
+        """The file as it was opened (the digest cache's key)."""
+        self._eof = False
 
     def readable(self) -> bool:
         return True
@@ -132,13 +164,22 @@ class _Hashing(io.RawIOBase):
             self.count += n
             if self._hashing:
                 self.digest.update(memoryview(buf)[:n])
+        elif len(buf):
+            self._eof = True
         return n
 
-    def finish(self) -> None:
-        """Read (and hash) the rest of the file."""
+    def finish(self, budget: Budget | None = None) -> None:
+        """Read (and hash) the rest of the file; stops if the restore is cancelled."""
         buf = bytearray(CHUNK)
-        while self.readinto(buf):
+        while not (budget is not None and budget.cancel.is_set()) and self.readinto(buf):
             pass
+
+    @property
+    def whole(self) -> bool:
+        """Hashed from the first byte to the end of the file, which did not change."""
+        if not (self._hashing and self._eof and self.count == self.stat.st_size):
+            return False
+        return _identity(Path(), os.fstat(self._fh.fileno())) == _identity(Path(), self.stat)
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest() if self._hashing else ""
@@ -165,10 +206,18 @@ def _stated(fh: BinaryIO, compression: str, size: int, budget: Budget) -> None:
             budget.stated(content, f"its zstd frame header states {format_size(content)}")
 
 
+def check_stated(path: Path, budget: Budget) -> None:
+    """Refuse ``path`` now if what it states up front (its size, a zstd frame header)
+    is over ``budget``: before an engine is even asked for."""
+    check_file(path)
+    with path.open("rb") as fh:
+        _stated(fh, detect_compression(path), os.fstat(fh.fileno()).st_size, budget)
+
+
 @contextmanager
 def _opened(
     path: Path, budget: Budget | None, digest: bool = True
-) -> Iterator[tuple[IO[bytes], _Hashing, str]]:
+) -> Iterator[tuple[io.BufferedIOBase, _Hashing, str]]:
     """The decompressed stream of ``path``, its raw reader, and the compression; what
     the file states up front is checked against ``budget`` first."""
     compression = detect_compression(path)
@@ -177,7 +226,7 @@ def _opened(
             _stated(fh, compression, os.fstat(fh.fileno()).st_size, budget)
         raw = _Hashing(fh, digest)
         buffered = io.BufferedReader(raw, CHUNK)
-        stream: IO[bytes]
+        stream: io.BufferedIOBase
         if compression == "gzip":
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")
         elif compression == "zstd":
@@ -225,7 +274,7 @@ class _Counted(io.RawIOBase):
 
     KEEP = 2 * CHUNK
 
-    def __init__(self, stream: IO[bytes], budget: Budget, sink: Sink | None) -> None:
+    def __init__(self, stream: io.BufferedIOBase, budget: Budget, sink: Sink | None) -> None:
         self._stream = stream
         self._budget = budget
         self._sink = sink
@@ -263,10 +312,11 @@ class _Counted(io.RawIOBase):
 
 class _Header(tarfile.TarInfo):
     """A tar header that refuses an extended header too large to be real (``tarfile``
-    would read it into memory whole)."""
+    would read it into memory whole). Given to ``tarfile.open(tarinfo=...)``, the
+    documented way to read headers with another ``TarInfo``."""
 
     @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
         info = super().frombuf(buf, encoding, errors)
         if info.type in _EXTENDED and info.size > MAX_EXTENDED:
             raise _Oversized(
@@ -282,7 +332,8 @@ class _Oversized(Exception):
 def _decompression_error(exc: tarfile.ReadError) -> None:
     """tarfile reports a zlib error as ReadError: raise the real cause (see _reasons)."""
     cause = exc.__context__
-    if isinstance(cause, (EOFError, *_corrupt_errors())):
+    causes: tuple[type[BaseException], ...] = (EOFError, *_corrupt_errors())
+    if isinstance(cause, causes):
         raise cause
 
 
@@ -338,7 +389,7 @@ class _Members:
 
     def read(self, tar: tarfile.TarFile, sink: Sink | None = None) -> None:
         while (member := tar.next()) is not None:
-            tar.members.clear()  # tarfile keeps every header it read otherwise
+            _forget(tar)
             self.count += 1
             self.last = member.name
             name = _norm(member.name)
@@ -381,6 +432,17 @@ class _Members:
         )
 
 
+class _Remembering(Protocol):
+    members: list[tarfile.TarInfo]
+
+
+def _forget(tar: tarfile.TarFile) -> None:
+    """Drop the headers ``tar`` read so far: a ``TarFile`` keeps each one in its
+    ``members`` list (not in its type stubs), which a stream of 100,000 members would
+    fill for nothing; a streaming read never goes back to them."""
+    cast(_Remembering, tar).members.clear()
+
+
 def check_file(path: Path) -> None:
     """Raise BackupError unless ``path`` is a non-empty regular file."""
     if not path.exists():
@@ -408,8 +470,10 @@ def scan_tar(
     ``keep(name, size)`` wants (if they are JSON), remembers names ``record`` wants, and
     hands every decompressed byte to ``sink`` as it goes.
 
-    With the ``ref`` that locate() hashed, the file must be unchanged since (size and
-    modification time; sha256 again only if those moved), so it is not hashed twice.
+    The same read hashes the file, unless ``ref`` has a digest (locate() knew it) and the
+    file is unchanged since (size and modification time). A digest ``ref`` lacked is
+    filled in (also when the archive turned out bad: the rest of the file is hashed
+    then, so the evidence names the backup that failed); ``check_digest`` compares it.
     """
     path = Path(path)
     check_file(path)
@@ -417,30 +481,80 @@ def scan_tar(
     members = _Members(path, keep, record, budget)
     digest = not _unchanged(ref, path)
     with _opened(path, budget, digest) as (stream, raw, compression), _reasons(path, compression):
-        counted = _Counted(stream, budget, sink)
+        if ref is not None and not ref.sha256:
+            _same_as_located(ref, path, raw.stat)
+        fill = digest and ref is not None and not ref.sha256
         try:
-            tar = tarfile.open(fileobj=counted, mode="r|", tarinfo=_Header, bufsize=_TAR_BUFFER)  # noqa: SIM115
-        except tarfile.ReadError as exc:
-            _decompression_error(exc)
-            if counted.count == 0:
-                raise BackupError(f"{path}: empty {compression} stream") from None
-            raise BackupError(f"{path}: not a {_what(compression)} ({exc})") from None
-        except _Oversized as exc:
-            raise BackupError(f"{path}: corrupt tar: {exc}") from None
-        _read_members(members, tar, sink)
-        if not members.count:
-            raise BackupError(f"{path}: not a {_what(compression)} (no members)")
-        tar_end = tar.offset
-        if sink is not None:
-            sink.end(tar_end + 2 * tarfile.BLOCKSIZE)
-        # tarfile stops quietly at a cut-off or garbled header: demand the two zero
-        # blocks that end every tar (Go's archive/tar, GNU tar and tarfile write them).
-        while counted.count < tar_end + 2 * tarfile.BLOCKSIZE and counted.read(tarfile.BLOCKSIZE):
-            pass
-        _check_marker(path, counted.since(tar_end, 2 * tarfile.BLOCKSIZE), members.last)
-        while counted.read(CHUNK):  # the rest: checks the compressed stream's end and checksum
-            pass
+            with _reasons(path, compression):  # a decompression error is a BackupError here
+                tar_end = _pass(path, stream, compression, members, budget, sink)
+        except BackupError as exc:
+            if fill and not isinstance(exc, RestoreCancelled):
+                raw.finish(budget)
+                _filled(ref, path, raw)
+            raise
+        if digest:
+            raw.finish(budget)  # nothing left, unless the decompressor stopped short of the end
+            if ref is not None and not raw.whole:
+                raise BackupError(f"{path}: changed while it was restored")
+        if fill:
+            _filled(ref, path, raw)
         return members.scan(compression, raw.hexdigest(), raw.count, tar_end)
+
+
+def _pass(
+    path: Path,
+    stream: io.BufferedIOBase,
+    compression: str,
+    members: _Members,
+    budget: Budget,
+    sink: Sink | None,
+) -> int:
+    """Read the tar in ``stream`` to its end through ``members``; return ``tar_end``."""
+    counted = _Counted(stream, budget, sink)
+    try:
+        tar = tarfile.open(fileobj=counted, mode="r|", tarinfo=_Header, bufsize=_TAR_BUFFER)  # noqa: SIM115
+    except tarfile.ReadError as exc:
+        _decompression_error(exc)
+        if counted.count == 0:
+            raise BackupError(f"{path}: empty {compression} stream") from None
+        raise BackupError(f"{path}: not a {_what(compression)} ({exc})") from None
+    except _Oversized as exc:
+        raise BackupError(f"{path}: corrupt tar: {exc}") from None
+    _read_members(members, tar, sink)
+    if not members.count:
+        raise BackupError(f"{path}: not a {_what(compression)} (no members)")
+    tar_end = tar.offset
+    if sink is not None:
+        sink.end(tar_end + 2 * tarfile.BLOCKSIZE)
+    # tarfile stops quietly at a cut-off or garbled header: demand the two zero
+    # blocks that end every tar (Go's archive/tar, GNU tar and tarfile write them).
+    while counted.count < tar_end + 2 * tarfile.BLOCKSIZE and counted.read(tarfile.BLOCKSIZE):
+        pass
+    _check_marker(path, counted.since(tar_end, 2 * tarfile.BLOCKSIZE), members.last)
+    while counted.read(CHUNK):  # the rest: checks the compressed stream's end and checksum
+        pass
+    return tar_end
+
+
+def _same_as_located(ref: BackupRef, path: Path, st: os.stat_result) -> None:
+    """Without a digest from locate(), the file must still have the size and
+    modification time locate() saw."""
+    moved = []
+    if ref.size_bytes is not None and st.st_size != ref.size_bytes:
+        moved.append(f"{ref.size_bytes} bytes are now {st.st_size}")
+    if ref.created_at is not None and abs(st.st_mtime - ref.created_at.timestamp()) >= 1e-3:
+        moved.append("it was modified since")
+    if moved:
+        raise BackupError(f"{path}: changed since it was located ({'; '.join(moved)})")
+
+
+def _filled(ref: BackupRef | None, path: Path, raw: _Hashing) -> None:
+    """Give ``ref`` the digest of the whole file ``raw`` read (and remember it), if it
+    read the whole file as it still is."""
+    if ref is None or not raw.whole:
+        return
+    ref.sha256 = raw.hexdigest()
+    remember_digest(path, raw.stat, ref.sha256)
 
 
 def _read_members(members: _Members, tar: tarfile.TarFile, sink: Sink | None) -> None:
@@ -462,98 +576,6 @@ def _check_marker(path: Path, marker: bytes, last: str | None) -> None:
         )
     if marker.strip(b"\0"):
         raise BackupError(f"{path}: corrupt tar: unreadable header after {last!r}")
-
-
-def walk_tar(
-    path: Path,
-    keep: Callable[[str, int], bool] = lambda name, size: False,
-    budget: Budget | None = None,
-    record: Callable[[str], bool] = _everything,
-) -> TarScan:
-    """``scan_tar`` for an uncompressed tar, reading only its headers (and the members
-    ``keep`` wants): ``tarfile`` seeks over the data. Nothing is hashed."""
-    path = Path(path)
-    check_file(path)
-    budget = budget or Budget(str(path))
-    members = _Members(path, keep, record, budget)
-    with path.open("rb") as fh:
-        size = path.stat().st_size
-        _stated(fh, "none", size, budget)
-        try:
-            tar = tarfile.open(fileobj=fh, mode="r:", tarinfo=_Header)  # noqa: SIM115
-        except tarfile.ReadError as exc:
-            raise BackupError(f"{path}: not a tar archive ({exc})") from None
-        except _Oversized as exc:
-            raise BackupError(f"{path}: corrupt tar: {exc}") from None
-        _read_members(members, tar, None)
-        if not members.count:
-            raise BackupError(f"{path}: not a tar archive (no members)")
-        tar_end = tar.offset
-        fh.seek(tar_end)
-        _check_marker(path, fh.read(2 * tarfile.BLOCKSIZE), members.last)
-        return members.scan("none", "", size, tar_end)
-
-
-def survey_tar(
-    path: Path,
-    keep: Callable[[str, int], bool],
-    ref: BackupRef | None,
-    budget: Budget,
-    record: Callable[[str], bool] = _everything,
-) -> TarScan:
-    """What must be known of an archive before any of it is sent on: its headers (for
-    an uncompressed tar by seeking over the data), kept members and size, checked
-    against the budget; a compressed one is read to its end (and hashed if needed)."""
-    check_file(Path(path))
-    if detect_compression(Path(path)) == "none":
-        return walk_tar(path, keep, budget, record)
-    scan = scan_tar(path, keep, ref, budget, record=record)
-    if ref is not None:
-        check_digest(ref, scan)
-    return scan
-
-
-def stream_tar(
-    scan: TarScan,
-    limit: int | None = None,
-    budget: Budget | None = None,
-    ref: BackupRef | None = None,
-    chunk: int = CHUNK,
-) -> Iterator[bytes]:
-    """The decompressed bytes of a surveyed archive, up to ``limit`` if given, stopping
-    between chunks once the budget's restore is cancelled (the survey checked the
-    sizes). If the survey did not hash the file and ``ref`` has a digest that may be
-    stale, this read hashes the file to its end and raises before its last chunk goes
-    on if it is not the file located."""
-    digest = ref is not None and not scan.sha256 and not _unchanged(ref, scan.path)
-    with (
-        _opened(scan.path, None, digest) as (stream, raw, compression),
-        _reasons(scan.path, compression),
-    ):
-        left = limit
-        held = b""
-        while left is None or left > 0:
-            if budget is not None:
-                budget.check()
-            data = stream.read(chunk if left is None else min(chunk, left))
-            if not data:
-                break
-            if left is not None:
-                left -= len(data)
-            if held:
-                yield held
-            held = data
-        if left:
-            raise BackupError(
-                f"{scan.path}: changed while it was restored: it ends {left} bytes early"
-            )
-        if digest:
-            assert ref is not None
-            raw.finish()
-            scan.sha256 = raw.hexdigest()
-            check_digest(ref, scan)
-        if held:
-            yield held
 
 
 def tar_member(name: str, data: bytes, mtime: float | None = None) -> bytes:

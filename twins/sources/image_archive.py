@@ -1,21 +1,23 @@
 """A ``docker save`` archive (.tar, .tar.gz, .tar.zst, …), loaded as the run's own image.
 
-Before anything reaches the engine the archive is surveyed under the restore's budget:
-an uncompressed one by its headers alone, a compressed one read to its end (a
-truncated, corrupt or oversized backup fails there), and its ``manifest.json`` is
-checked (no absolute or ``../`` paths, every layer present). The archive is then
-streamed, decompressed, to ``docker load`` with its ``manifest.json`` replaced so that
-the engine tags the image only as the run's ``image_tag``: the archive's own tags
-(``plant/hmi:2.3``) never move an existing local tag, and teardown removes everything
-the restore created. The image config gets the run's labels, so leftovers of a
-crashed run are found by label.
+One read of the file does it all: the archive is hashed, decompressed, checked under
+the restore's budget (every header before its data goes on) and streamed to ``docker
+load`` as it is read. Its ``manifest.json`` (often the last member) and image configs
+are kept as they pass; the archive's end is held back until the whole of it was read
+and the manifest checked (no absolute or ``../`` paths, every layer present), then a
+new config and ``manifest.json`` follow (a later member wins) so that the engine tags
+the image only as the run's ``image_tag``: the archive's own tags (``plant/hmi:2.3``)
+never move an existing local tag, and teardown removes everything the restore created.
+A truncated, corrupt or oversized archive, or a bad manifest, cuts the upload before
+its end: the engine stores nothing of it. The image config gets the run's labels, so
+leftovers of a crashed run are found by label.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -26,13 +28,14 @@ from ._archive import (
     END_OF_ARCHIVE,
     FileSourceSpec,
     TarScan,
-    stream_tar,
-    survey_tar,
+    check_digest,
+    check_stated,
+    scan_tar,
     tar_member,
 )
-from ._engine import load_stream
+from ._engine import Gate, Pipe, load_stream
 from .base import BackupError, BackupRef, RestoreContext
-from .budget import Budget, docker_root
+from .budget import docker_root
 
 _SMALL = 4 << 20
 
@@ -49,35 +52,55 @@ class Spec(FileSourceSpec):
         path = Path(ref.location)
         budget = ctx.budget(str(path))
         budget.space(docker_root(ctx.docker), "Docker's data root: docker load unpacks it twice", 2)
-        scan = survey_tar(path, _keep, ref, budget)
-        manifest = _manifest(scan)
-        entry = _select(scan, manifest, self.image)
-        present = set(scan.names)
-        config_name = _member(scan, entry["Config"], present)
-        try:
-            config = json.loads(scan.files[config_name])
-            assert isinstance(config, dict)
-        except (KeyError, ValueError, AssertionError) as exc:
-            raise BackupError(
-                f"{scan.path}: unreadable image config {config_name!r} ({exc or 'not an object'})"
-            ) from None
-        run_config = config.get("config") or {}
-        labels = {**(run_config.get("Labels") or {}), **ctx.labels}
-        config["config"] = {**run_config, "Labels": labels}
-        new_config = json.dumps(config, separators=(",", ":")).encode()
-        new_config_name = hashlib.sha256(new_config).hexdigest() + ".json"
-        new_manifest = json.dumps(
-            [
-                {
-                    "Config": new_config_name,
-                    "RepoTags": [ctx.image_tag],
-                    "Layers": [_member(scan, layer, present) for layer in entry["Layers"]],
-                }
-            ]
-        ).encode()
-        chunks = _load_stream(scan, new_config_name, new_config, new_manifest, budget, ref)
-        load_stream(ctx.engine(str(scan.path)), chunks, ctx.image_tag, str(scan.path), budget)
+        check_stated(path, budget)
+
+        def produce(put: Callable[[bytes], None]) -> None:
+            gate = Gate(put)
+            scan = scan_tar(path, _keep, ref, budget, sink=gate)
+            check_digest(ref, scan)
+            config_name, config, manifest = _retagged(scan, self.image, ctx)
+            gate.end(scan.tar_end)  # the archive's own end marker: the new members follow
+            gate.finish()
+            put(tar_member(config_name, config))
+            put(tar_member("manifest.json", manifest))
+            put(END_OF_ARCHIVE)
+
+        if ctx.docker is None:  # nothing to load into: the backup's own faults first
+            produce(lambda data: None)
+        engine = ctx.engine(str(path))
+        load_stream(engine, Pipe(produce, budget).chunks(), ctx.image_tag, str(path), budget)
         return Restored(image=ctx.image_tag, created_images=(ctx.image_tag,))
+
+
+def _retagged(scan: TarScan, image: str | None, ctx: RestoreContext) -> tuple[str, bytes, bytes]:
+    """The name and content of the chosen image's config with the run's labels, and a
+    manifest that loads only that image, as the run's ``image_tag``."""
+    manifest = _manifest(scan)
+    entry = _select(scan, manifest, image)
+    present = set(scan.names)
+    config_name = _member(scan, entry["Config"], present)
+    try:
+        config = json.loads(scan.files[config_name])
+        assert isinstance(config, dict)
+    except (KeyError, ValueError, AssertionError) as exc:
+        raise BackupError(
+            f"{scan.path}: unreadable image config {config_name!r} ({exc or 'not an object'})"
+        ) from None
+    run_config = config.get("config") or {}
+    labels = {**(run_config.get("Labels") or {}), **ctx.labels}
+    config["config"] = {**run_config, "Labels": labels}
+    new_config = json.dumps(config, separators=(",", ":")).encode()
+    new_config_name = hashlib.sha256(new_config).hexdigest() + ".json"
+    new_manifest = json.dumps(
+        [
+            {
+                "Config": new_config_name,
+                "RepoTags": [ctx.image_tag],
+                "Layers": [_member(scan, layer, present) for layer in entry["Layers"]],
+            }
+        ]
+    ).encode()
+    return new_config_name, new_config, new_manifest
 
 
 def _keep(name: str, size: int) -> bool:
@@ -153,19 +176,3 @@ def _select(scan: TarScan, manifest: list[dict], image: str | None) -> dict:
             "name one with `image:`"
         )
     return manifest[0]
-
-
-def _load_stream(
-    scan: TarScan,
-    config_name: str,
-    config: bytes,
-    manifest: bytes,
-    budget: Budget,
-    ref: BackupRef,
-) -> Iterator[bytes]:
-    """The archive up to its end marker, then the new config and manifest.json (the
-    engine unpacks the whole tar before reading the manifest; a later member wins)."""
-    yield from stream_tar(scan, limit=scan.tar_end, budget=budget, ref=ref)
-    yield tar_member(config_name, config)
-    yield tar_member("manifest.json", manifest)
-    yield END_OF_ARCHIVE

@@ -5,8 +5,9 @@ twin that runs ``run.image``); ``restore: rootfs`` imports the tree as the run's
 The password reaches restic only through its environment, never its command line,
 and restic runs with ``--no-lock --no-cache``: a drill never writes to the repository.
 
-The restore is bounded: the snapshot's size (``restic stats``) is known before it
-starts, so a snapshot over the restore limit, or one that cannot fit in the scratch
+Each snapshot is read once: restic verifies every blob it restores (its MAC and
+hash), so no second walk checks the tree. The restore is bounded: the snapshot's size
+(``restic stats``) is known before it starts, so a snapshot over the restore limit, or one that cannot fit in the scratch
 directory, is refused up front; while restic runs, the restored tree is measured and
 restic is stopped (its whole process group) when it outgrows that size, when the
 watchdog cancels the restore, or when it retries reading a file of a local repository
@@ -111,7 +112,7 @@ class Spec(SourceSpecBase):
             budget.claims(size, "restic's snapshot size")
         target = Path(tempfile.mkdtemp(prefix=f"restic-{ref.backup_id}-", dir=workdir))
         try:
-            self._restore(repo, snap["id"], target, budget, what)
+            self._restore(repo, snap["id"], target, budget, what, measured=size is None)
             tree = _tree(target, snap.get("paths") or [])
             if self.restore_as == "data":
                 return Restored(directory=tree)
@@ -135,8 +136,13 @@ class Spec(SourceSpecBase):
         except (BackupError, ValueError, KeyError, TypeError):
             return None  # size is a nicety; locating succeeded
 
-    def _restore(self, repo: str, snap_id: str, target: Path, budget: Budget, what: str) -> None:
-        """``restic restore`` into ``target``, watched: see the module's docstring."""
+    def _restore(
+        self, repo: str, snap_id: str, target: Path, budget: Budget, what: str, measured: bool
+    ) -> None:
+        """``restic restore`` into ``target``, watched: see the module's docstring. The
+        tree is walked once more at the end only if restic did not state its size
+        (``measured``): restic itself verifies every blob it restores against the
+        snapshot, so a finished restore is the size ``restic stats`` stated."""
         env = self._env()
         command = ["restic", "--no-lock", "--no-cache", "--quiet", "-r", repo]
         command += ["restore", snap_id, "--target", str(target)]
@@ -170,7 +176,8 @@ class Spec(SourceSpecBase):
                     raise BackupError(f"{what}: {_reason(_text(err), env['RESTIC_PASSWORD'])}")
         finally:
             os.unlink(log)
-        budget.reached(_tree_size(target, budget.bound))
+        if measured:
+            budget.reached(_tree_size(target, budget.bound))
 
     def _watch(
         self,
