@@ -159,7 +159,7 @@ def _run(
             t(sys_start + timedelta(seconds=recovery + 5)), recovery, 900.0, 86400.0, age,
             verdict == "pass" and recovery > 720, None, None, "image_archive",
             f"sha256:{digest[:12]}", f"/backups/{name}/{name}-{start:%Y%m%d}.tar.gz",
-            rng.randrange(10**8, 10**10), digest, t(created),
+            rng.randrange(10**8, 10**10), digest, t(created), None, None,
         )  # fmt: skip
         steps = []
         at = sys_start
@@ -185,8 +185,8 @@ def _run(
         texts.append(
             rt.result_text(
                 _as_read(result, sqlite),
-                [rt.step_text(_as_read(s, sqlite)) for s in steps],
-                [rt.check_text(_as_read(c, sqlite)) for c in checks],
+                ",".join(rt.step_text(_as_read(s, sqlite)) for s in steps),
+                ",".join(rt.check_text(_as_read(c, sqlite)) for c in checks),
             )
         )
     run = [

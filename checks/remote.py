@@ -115,9 +115,12 @@ def _source(access: SshAccess | WinrmAccess) -> str:
 
 @functools.cache
 def _classes() -> dict[str, type]:
+    return {"SshBackend": _ssh_backend(), "WinrmBackend": _winrm_backend()}
+
+
+def _ssh_backend() -> type:
     import paramiko
     from testinfra.backend.paramiko import ParamikoBackend
-    from testinfra.backend.winrm import WinRMBackend
 
     class SshBackend(ParamikoBackend):
         """testinfra over SSH with exactly the inventory's credentials."""
@@ -160,6 +163,12 @@ def _classes() -> dict[str, type]:
         def get_pytest_id(self) -> str:
             return self.access.url(self.host.name)
 
+    return SshBackend
+
+
+def _winrm_backend() -> type:
+    from testinfra.backend.winrm import WinRMBackend
+
     class WinrmBackend(WinRMBackend):
         """testinfra over WinRM (NTLM) with exactly the inventory's credentials."""
 
@@ -192,7 +201,7 @@ def _classes() -> dict[str, type]:
         def get_pytest_id(self) -> str:
             return self.access.url(self.host.name)
 
-    return {"SshBackend": SshBackend, "WinrmBackend": WinrmBackend}
+    return WinrmBackend
 
 
 def _why(exc: BaseException) -> str:

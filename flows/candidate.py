@@ -211,32 +211,10 @@ def from_candidate(
     mirror starts high enough to hold them. ``name``: of the mirror's scratch folder.
     """
     site = site.absolute()
-    if not site.is_file():
-        raise RegressInputError(f"{site}: no such site file")
-    if not candidate.is_dir():
-        raise RegressInputError(f"--candidate {candidate}: not a folder")
     folder = site.parent
-    cand = candidate.resolve()
-    if cand == folder.resolve():
-        raise RegressInputError(
-            f"--candidate {candidate} is the site's own folder: give a folder that holds "
-            "only the changed files, at the paths they have in the site"
-        )
-    files, ignored = _candidate_files(cand)
+    files, ignored = _candidate_files(_checked_candidate(site, candidate))
     root = common_root([folder, *_reached(folder, reach)])
-    changed: list[ChangedFile] = []
-    for rel, path in sorted(files.items()):
-        mine = relative(root, folder, rel) or rel
-        old = folder / rel
-        new_digest = sha256(path)
-        if old.is_file():
-            old_digest = sha256(old)
-            if old_digest != new_digest:
-                changed.append(ChangedFile(mine, "modified", old_digest, new_digest))
-        elif old.exists():
-            ignored.append((rel, f"the site has a folder at {rel}"))
-        else:
-            changed.append(ChangedFile(mine, "added", None, new_digest))
+    changed = _candidate_changes(files, folder, root, ignored)
     mirror = Mirror(root, _scratch(f"{name}-candidate") / "tree")
     placed = {c.path for c in changed}
     for rel, path in files.items():
@@ -264,6 +242,42 @@ def from_candidate(
         mirror=mirror,
         shown=_shown_by(mirror, user_path),
     )
+
+
+def _checked_candidate(site: Path, candidate: Path) -> Path:
+    """The candidate folder, resolved, once the site file and it are usable."""
+    if not site.is_file():
+        raise RegressInputError(f"{site}: no such site file")
+    if not candidate.is_dir():
+        raise RegressInputError(f"--candidate {candidate}: not a folder")
+    cand = candidate.resolve()
+    if cand == site.parent.resolve():
+        raise RegressInputError(
+            f"--candidate {candidate} is the site's own folder: give a folder that holds "
+            "only the changed files, at the paths they have in the site"
+        )
+    return cand
+
+
+def _candidate_changes(
+    files: dict[str, Path], folder: Path, root: Path, ignored: list[tuple[str, str]]
+) -> list[ChangedFile]:
+    """The candidate's files that differ from the site's (``ignored`` gets those that
+    stand where the site has a folder)."""
+    changed: list[ChangedFile] = []
+    for rel, path in sorted(files.items()):
+        mine = relative(root, folder, rel) or rel
+        old = folder / rel
+        new_digest = sha256(path)
+        if old.is_file():
+            old_digest = sha256(old)
+            if old_digest != new_digest:
+                changed.append(ChangedFile(mine, "modified", old_digest, new_digest))
+        elif old.exists():
+            ignored.append((rel, f"the site has a folder at {rel}"))
+        else:
+            changed.append(ChangedFile(mine, "added", None, new_digest))
+    return changed
 
 
 def _candidate_files(candidate: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
@@ -333,23 +347,7 @@ def from_git(
     if not site.is_file():
         raise RegressInputError(f"{site}: no such site file")
     folder = site.parent
-    try:
-        top = Path(_git(folder, "rev-parse", "--show-toplevel").strip())
-    except RegressInputError:
-        raise RegressInputError(
-            f"--git-base: {folder} is not in a git work tree (run regress inside a clone of "
-            "the configuration repository, or use --candidate DIR)"
-        ) from None
-    try:
-        base = _git(
-            top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"
-        )
-    except RegressInputError:
-        raise RegressInputError(
-            f"--git-base {ref}: no such revision in {top} (a branch, tag or commit; in CI "
-            "fetch it first, e.g. git fetch origin main)"
-        ) from None
-    base = base.strip()
+    top, base = _git_base(folder, ref)
     top_abs = Path(os.path.realpath(top))
     folder_in_top = Path(os.path.realpath(folder))
     site_in_repo = (folder_in_top / site.name).relative_to(top_abs).as_posix()
@@ -368,24 +366,7 @@ def from_git(
             "(nothing to compare with)"
         ) from None
     mirror = Mirror(root, _scratch(f"{name}-baseline") / "tree")
-    changed: list[ChangedFile] = []
-    modes = _modes(top_abs, base, [rel for rel, status in entries if status != "added"])
-    for rel, status in entries:
-        work = top_abs / rel
-        if work.is_symlink():  # git keeps a link's target text; so is it compared
-            new = hashlib.sha256(os.fsencode(os.readlink(work))).hexdigest()
-        else:
-            new = sha256(work) if status != "deleted" and work.is_file() else None
-        old_bytes = (
-            None
-            if status == "added"
-            else _git(top_abs, "cat-file", "blob", f"{base}:{rel}", binary=True)
-        )
-        old = hashlib.sha256(old_bytes).hexdigest() if old_bytes is not None else None
-        if old == new:
-            continue
-        changed.append(ChangedFile(at_root(rel), status, old, new))
-        mirror.put(at_root(rel), old_bytes, modes.get(rel))
+    changed = _git_changed(top_abs, base, entries, at_root, mirror)
     if not any(c.path == at_root(site_in_repo) for c in changed):
         mirror.put(at_root(site_in_repo), site.read_bytes())
     head = _git(top_abs, "rev-parse", "HEAD").strip()
@@ -408,6 +389,57 @@ def from_git(
         mirror=mirror,
         shown=_shown_by(mirror, user_path),
     )  # fmt: skip
+
+
+def _git_base(folder: Path, ref: str) -> tuple[Path, str]:
+    """The work tree holding ``folder`` and the commit ``ref`` names in it."""
+    try:
+        top = Path(_git(folder, "rev-parse", "--show-toplevel").strip())
+    except RegressInputError:
+        raise RegressInputError(
+            f"--git-base: {folder} is not in a git work tree (run regress inside a clone of "
+            "the configuration repository, or use --candidate DIR)"
+        ) from None
+    try:
+        base = _git(
+            top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"
+        )
+    except RegressInputError:
+        raise RegressInputError(
+            f"--git-base {ref}: no such revision in {top} (a branch, tag or commit; in CI "
+            "fetch it first, e.g. git fetch origin main)"
+        ) from None
+    return top, base.strip()
+
+
+def _git_changed(
+    top: Path,
+    base: str,
+    entries: list[tuple[str, str]],
+    at_root: Callable[[str], str],
+    mirror: Mirror,
+) -> list[ChangedFile]:
+    """The files whose content differs from ``base``; each one's ``base`` side put in
+    ``mirror`` (with its mode)."""
+    changed: list[ChangedFile] = []
+    modes = _modes(top, base, [rel for rel, status in entries if status != "added"])
+    for rel, status in entries:
+        work = top / rel
+        if work.is_symlink():  # git keeps a link's target text; so is it compared
+            new = hashlib.sha256(os.fsencode(os.readlink(work))).hexdigest()
+        else:
+            new = sha256(work) if status != "deleted" and work.is_file() else None
+        old_bytes = (
+            None
+            if status == "added"
+            else _git(top, "cat-file", "blob", f"{base}:{rel}", binary=True)
+        )
+        old = hashlib.sha256(old_bytes).hexdigest() if old_bytes is not None else None
+        if old == new:
+            continue
+        changed.append(ChangedFile(at_root(rel), status, old, new))
+        mirror.put(at_root(rel), old_bytes, modes.get(rel))
+    return changed
 
 
 def _git_changes(top: Path, base: str) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ RESULT_COLS = (
     "id", "run_pk", "position", "system", "verdict", "reason", "labels", "started_at",
     "finished_at", "recovery_time_s", "rto_s", "rpo_s", "backup_age_s", "near_miss", "worker",
     "limits", "backup_source", "backup_id", "backup_location", "backup_size_bytes",
-    "backup_sha256", "backup_created_at", "framework_s",
+    "backup_sha256", "backup_created_at", "framework_s", "platform",
 )  # fmt: skip
 STEP_COLS = ("result_pk", "position", "name", "started_at", "duration_s", "ok", "message")
 CHECK_COLS = (
@@ -40,6 +40,24 @@ CHECK_COLS = (
 )  # fmt: skip
 
 _ESCAPED = "\ufdd0"  # evidence.SafeText's mark of escaped text
+_PG_IN_RANGE = "{0} >= '1000-01-01 00:00+00' AND {0} < '10000-01-01 00:00+00'"
+"""Years Python writes with four digits (AD: ``to_char`` writes 44 BC as ``0044``)."""
+_PG_TEXT = {
+    "labels": "labels::text",  # as stored (json), not parsed: the few texts are remembered
+    **{
+        c: f"CASE WHEN {c} IS NULL THEN NULL WHEN {_PG_IN_RANGE.format(c)} THEN to_char({c} AT "
+        "TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00' ELSE 'out of range' END"
+        for c in ("started_at", "finished_at", "backup_created_at")
+    },
+}
+"""PostgreSQL columns read as text in SQLite's form: no datetime or dict made per row."""
+
+
+def result_columns(dialect: str) -> list[str]:
+    """The SELECT list of ``RESULT_COLS`` (times and labels as text on PostgreSQL)."""
+    if dialect != "postgresql":
+        return list(RESULT_COLS)
+    return [_PG_TEXT.get(c, c) for c in RESULT_COLS]
 
 
 class Unsupported(Exception):  # control flow inside this module, never raised out of it
@@ -51,13 +69,12 @@ _SEEN: dict[str, str] = {}
 
 
 def _text(value: Any) -> str:
-    try:
-        return _SEEN[value]
-    except (KeyError, TypeError):
-        pass
-    if type(value) is not str or value.startswith(_ESCAPED):
+    if type(value) is not str:
         raise Unsupported
-    text = encode_basestring(value)
+    found = _SEEN.get(value)
+    if found is not None:
+        return found
+    text = _fresh_text(value)
     if len(value) < 200:
         if len(_SEEN) > 100_000:
             _SEEN.clear()
@@ -65,8 +82,11 @@ def _text(value: Any) -> str:
     return text
 
 
-def _opt_text(value: Any) -> str:
-    return "null" if value is None else _text(value)
+def _fresh_text(value: Any) -> str:
+    """A string seen once (a backup's id, location, digest): encoded, not remembered."""
+    if type(value) is not str or value.startswith(_ESCAPED):
+        raise Unsupported
+    return encode_basestring(value)
 
 
 def _float(value: Any) -> str:
@@ -180,25 +200,28 @@ def _backup(r: Sequence[Any]) -> str:
     if size is not None and type(size) is not int:
         raise Unsupported
     return (
-        f'{{"backup_id":{_text(backup_id)},"created_at":{_opt_time(created_at)},'
-        f'"location":{_text(location)},"sha256":{_opt_text(sha256)},'
+        f'{{"backup_id":{_fresh_text(backup_id)},"created_at":{_opt_time(created_at)},'
+        f'"location":{_fresh_text(location)},'
+        f'"sha256":{"null" if sha256 is None else _fresh_text(sha256)},'
         f'"size_bytes":{"null" if size is None else str(size)},"source":{_text(source)}}}'
     )
 
 
-def result_text(r: Sequence[Any], steps: Sequence[str], checks: Sequence[str]) -> str:
-    """One system result (a ``RESULT_COLS`` row) around its steps' and checks' texts."""
+def result_text(r: Sequence[Any], steps: str, checks: str) -> str:
+    """One system result (a ``RESULT_COLS`` row) around its steps' and checks' texts
+    (each list's items joined by commas)."""
     limits = "" if r[15] is None else f'"limits":{_json(r[15])},'
+    platform = "" if r[23] is None else f'"platform":{_json(r[23])},'
     worker = "" if r[14] is None else f',"worker":{_text(r[14])}'
     framework = "" if r[22] is None else f'"framework_s":{_float(r[22])},'
     return (
         f'{{"backup":{_backup(r)},"backup_age_s":{_opt_float(r[12])},'
-        f'"checks":[{",".join(checks)}],'
+        f'"checks":[{checks}],'
         f'"finished_at":{_opt_time(r[8])},{framework}"labels":{_labels(r[6])},{limits}'
-        f'"near_miss":{_bool(r[13])},"reason":{_text(r[5])},'
+        f'"near_miss":{_bool(r[13])},{platform}"reason":{_text(r[5])},'
         f'"recovery_time_s":{_opt_float(r[9])},"rpo_s":{_opt_float(r[11])},'
         f'"rto_s":{_opt_float(r[10])},"started_at":{_opt_time(r[7])},'
-        f'"steps":[{",".join(steps)}],"system":{_text(r[3])},'
+        f'"steps":[{steps}],"system":{_text(r[3])},'
         f'"verdict":{_text(r[4])}{worker}}}'
     )
 
@@ -232,6 +255,15 @@ def _no_mark(column: str, dialect: str) -> str:
     return f"substr({column}, 1, 1) <> {_MARK[dialect]}"
 
 
+def _members(dialect: str, *members: tuple[str, str]) -> str:
+    """``,"name":value...}`` from SQL values that are never NULL (the caller's condition):
+    one ``printf`` on SQLite (a third faster than ``||`` there), ``||`` elsewhere."""
+    if dialect == "sqlite":
+        template = "".join(f',"{name}":%s' for name, _ in members) + "}"
+        return f"printf('{template}', {', '.join(value for _, value in members)})"
+    return " || ".join(f"',\"{name}\":' || {value}" for name, value in members) + " || '}'"
+
+
 def check_sql(dialect: str) -> str:
     """(result_pk, duration_s, the rest of the text, or ``#id``) per check, in order."""
     q = lambda c: _quote(c, dialect)  # noqa: E731
@@ -239,6 +271,9 @@ def check_sql(dialect: str) -> str:
     types = (
         "typeof(expected_json) = 'text' AND typeof(observed_json) = 'text' AND typeof(name) = "
         "'text' AND typeof(kind) = 'text' AND typeof(status) = 'text' AND typeof(message) = 'text' AND "
+        # ASCII and no NUL (printf's %s would end there; length() stops at a NUL)
+        "length(expected_json) = length(CAST(expected_json AS BLOB)) AND "
+        "length(observed_json) = length(CAST(observed_json AS BLOB)) AND "
         if dialect == "sqlite"
         else ""
     )
@@ -247,9 +282,7 @@ def check_sql(dialect: str) -> str:
         "SELECT result_pk, duration_s, COALESCE(CASE WHEN "
         f"{types}{has}(expected_json, '\\u') = 0 AND {has}(observed_json, '\\u') = 0 AND "
         f"{_no_mark('name', dialect)} AND {_no_mark('message', dialect)} THEN "
-        f"',\"expected\":' || expected_json || ',\"kind\":' || {q('kind')} || "
-        f"',\"message\":' || {q('message')} || ',\"name\":' || {q('name')} || "
-        f"',\"observed\":' || observed_json || ',\"status\":' || {q('status')} || '}}' END, "
+        f"{_members(dialect, ('expected', 'expected_json'), ('kind', q('kind')), ('message', q('message')), ('name', q('name')), ('observed', 'observed_json'), ('status', q('status')))} END, "
         f"'#' || id) FROM check_results WHERE result_pk BETWEEN {ph} AND {ph} "
         "ORDER BY result_pk, position"
     )
@@ -295,3 +328,66 @@ def step_from_sql(row: Sequence[Any]) -> str:
         )
     except Unsupported:
         return "#?"
+
+
+# PostgreSQL writes the whole text of a result's steps and checks, joined (string_agg):
+# its float8 output is the shortest text that reads back exactly (extra_float_digits 1,
+# set for the query), the digits Python's repr writes; only plain decimals are taken
+# ("100" gets Python's ".0"), an exponent, NaN or Infinity leaves the result to Python.
+# A result with any row the SQL cannot write gets NULL: its rows are then written one by
+# one as above.
+
+PG_FLOAT_DIGITS = "SET LOCAL extra_float_digits = 1"
+
+
+_PG_FLOAT = (
+    "CASE WHEN strpos(d, 'e') = 0 AND strpos(d, 'N') = 0 AND strpos(d, 'I') = 0 AND "
+    "d::float8 = duration_s THEN CASE WHEN strpos(d, '.') > 0 THEN d ELSE d || '.0' END END"
+)
+"""The text ``d`` of a float8 as Python writes it; NULL for an exponent, NaN, Infinity,
+or a text that does not read back as the very value (then two values could share it)."""
+
+
+def _pg_time(column: str) -> str:
+    """A timestamptz as pydantic writes it, without the quotes and ``Z``; NULL if not."""
+    return (
+        f"CASE WHEN {_PG_IN_RANGE.format(column)} THEN replace(to_char({column} AT TIME ZONE "
+        "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') END"
+    )
+
+
+def _pg_joined(table: str, columns: tuple[str, ...], ok: str, parts: list[str]) -> str:
+    """Each row's text (``parts`` concatenated; ``f``: its duration's text) where
+    ``columns`` hold no NULL and ``ok``, joined per result in order."""
+    return (
+        "SELECT result_pk, CASE WHEN bool_and(ok) THEN string_agg(t, ',' ORDER BY position) END "
+        f"FROM (SELECT result_pk, position, COALESCE(num_nulls(f, {', '.join(columns)}) = 0 AND "
+        f"{ok}, false) AS ok, concat({', '.join(parts)}) AS t FROM {table}, LATERAL "
+        f"(SELECT {_PG_FLOAT} AS f FROM (SELECT duration_s::text AS d) AS d) AS f "
+        "WHERE result_pk BETWEEN %s AND %s) AS r GROUP BY result_pk"
+    )
+
+
+def pg_checks_sql() -> str:
+    """(result_pk, its checks' texts joined, or NULL) per result with checks."""
+    return _pg_joined(
+        "check_results",
+        ("expected_json", "observed_json", "name", "kind", "status", "message"),
+        "strpos(expected_json, '\\u') = 0 AND strpos(observed_json, '\\u') = 0 AND "
+        f"{_no_mark('name', 'postgresql')} AND {_no_mark('message', 'postgresql')}",
+        ["'{\"duration_s\":'", "f", "',\"expected\":'", "expected_json", "',\"kind\":'",
+         "to_json(kind)", "',\"message\":'", "to_json(message)", "',\"name\":'", "to_json(name)",
+         "',\"observed\":'", "observed_json", "',\"status\":'", "to_json(status)", "'}'"],
+    )  # fmt: skip
+
+
+def pg_steps_sql() -> str:
+    """(result_pk, its steps' texts joined, or NULL) per result with steps."""
+    return _pg_joined(
+        "steps",
+        ("name", "message", "ok", _pg_time("started_at")),
+        f"{_no_mark('name', 'postgresql')} AND {_no_mark('message', 'postgresql')}",
+        ["'{\"duration_s\":'", "f", "',\"message\":'", "to_json(message)", "',\"name\":'",
+         "to_json(name)", "',\"ok\":'", "CASE WHEN ok THEN 'true' ELSE 'false' END",
+         "',\"started_at\":\"'", _pg_time("started_at"), "'Z\"}'"],
+    )  # fmt: skip

@@ -27,15 +27,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, inspect, select, update
 
 from . import chain_rows
-from .evidence import (
-    GENESIS,
-    ChainReport,
-    _check_link,
-    _records,
-    chain_events_t,
-    chain_head,
-    signatures_t,
-)
+from .evidence_rows import check_link, records
+from .evidence_tables import GENESIS, chain_events_t, chain_head, signatures_t
 from .signing import PublicKey, Signer, SigningError, b64, unb64
 
 LINK_TYPE = "application/vnd.restoredrill.chain-link+json"
@@ -56,6 +49,42 @@ def link_payload(kind: str, seq: int, prev_hash: str, digest: str) -> bytes:
 
 def event_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of :func:`verify` (and ``EvidenceStore.verify``)."""
+
+    ok: bool
+    runs: int
+    head: str
+    """Hash of the newest run: publish it elsewhere to anchor the chain."""
+    run_id: str | None = None
+    """The first run whose record was altered or removed (or the run after a removed one)."""
+    seq: int | None = None
+    problem: str = ""
+    keyid: str | None = None
+    """The signing key in effect at the head (None: the chain is not signed)."""
+    signed: int = 0
+    """Runs whose signature was checked."""
+    unsigned: int = 0
+    """Runs recorded before a key was announced (covered by the hashes that follow)."""
+    pruned: int = 0
+    """Runs removed by ``evidence prune``; a signed checkpoint stands for them."""
+    keys: tuple[str, ...] = ()
+    """Every key announced in the chain, oldest first."""
+
+    def __str__(self) -> str:
+        if not self.ok:
+            return f"evidence chain broken: {self.problem}"
+        text = f"evidence chain intact: {self.runs} runs, head {self.head[:16]}"
+        if self.keyid:
+            text += f", {self.signed} signed by key {self.keyid[:16]}"
+        if self.unsigned:
+            text += f", {self.unsigned} recorded before signing began"
+        if self.pruned:
+            text += f", {self.pruned} pruned (signed checkpoint)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -261,19 +290,7 @@ def verify(
     chain in parallel (flows/chain_rows.py)."""
     head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
     event_rows = events(conn, head.seq)
-    cut = checkpoint(event_rows)
-    walk = _Walk(GENESIS, 1, None, pinned)
-    pruned = 0
-    if cut is not None:
-        walk.prev, walk.expected = cut["cut_hash"], cut["cut_seq"] + 1
-        pruned = int(cut.get("pruned_total", 0))
-        if cut.get("key_at_cut"):
-            at = cut["key_at_cut"]
-            walk.key = KeyState(at["keyid"], PublicKey.from_pem(at["public_key"]), cut["cut_seq"])
-            walk.keys = succession(cut.get("announcements") or [])
-            if walk.keys[-1:] != [at["keyid"]]:
-                walk.keys.append(at["keyid"])
-            walk.trusted = pinned is not None and pinned.keyid in walk.keys
+    walk, pruned = _start(checkpoint(event_rows), pinned)
     pending = [e for e in event_rows if e.seq >= walk.expected]
     walk.sigs = signatures(conn, [walk.expected, head.seq]) if head.seq >= walk.expected else {}
     content = chain_rows.Content(url, content_from)
@@ -312,6 +329,23 @@ def verify(
         True, walk.runs, head.hash, keyid=walk.key.keyid if walk.key else None,
         signed=walk.signed, unsigned=walk.unsigned, pruned=pruned, keys=tuple(walk.keys),
     )  # fmt: skip
+
+
+def _start(cut: dict[str, Any] | None, pinned: PublicKey | None) -> tuple[_Walk, int]:
+    """Where the walk starts: the genesis, or the newest checkpoint (its hash, the key in
+    effect there and the keys announced before it); and how many runs were pruned."""
+    walk = _Walk(GENESIS, 1, None, pinned)
+    if cut is None:
+        return walk, 0
+    walk.prev, walk.expected = cut["cut_hash"], cut["cut_seq"] + 1
+    if cut.get("key_at_cut"):
+        at = cut["key_at_cut"]
+        walk.key = KeyState(at["keyid"], PublicKey.from_pem(at["public_key"]), cut["cut_seq"])
+        walk.keys = succession(cut.get("announcements") or [])
+        if walk.keys[-1:] != [at["keyid"]]:
+            walk.keys.append(at["keyid"])
+        walk.trusted = pinned is not None and pinned.keyid in walk.keys
+    return walk, int(cut.get("pruned_total", 0))
 
 
 def succession(announcements: Sequence[dict[str, Any]]) -> list[str]:
@@ -387,11 +421,11 @@ def _exact(conn: Connection, row: Any, prev: str) -> str:
     """Rebuild the run through its models (and the 0.1 readings): '' if it matches."""
     name = f"run {row.run_id} (#{row.seq})"
     try:
-        record = _records(conn, [row], unsure=True)[0]
+        record = records(conn, [row], unsure=True)[0]
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         first = str(exc).strip().splitlines()[0]
         return f"{name} was altered: its rows no longer make a valid record ({first})"
-    return _check_link(row, record, prev, row.seq)
+    return check_link(row, record, prev, row.seq)
 
 
 def _signature(

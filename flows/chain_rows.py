@@ -3,10 +3,11 @@
 Each run's canonical text is written straight from its rows (flows/canonical_rows.py)
 and hashed with its stored ``prev_hash``; ``chain.verify`` compares that with the stored
 hash and checks the link itself. A long chain is rebuilt by helper processes
-(``python -m restoredrill.flows.chain_rows``), one per core (at most 4;
+(``python -m restoredrill.flows.chain_worker``), one per core (at most 4;
 ``$RESTOREDRILL_VERIFY_WORKERS`` to set), each reading its own batches: reading and
 writing the rows is the cost, the same for every run. A helper that fails leaves its
-batches to this process.
+batches to this process. On PostgreSQL the database writes each result's steps and checks
+whole (one string per result); on SQLite it writes all of a row but its duration.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, func, inspect, select
 
 from . import canonical_rows as rows_text
-from .evidence import checks_t, results_t, runs_t
+from .evidence_tables import checks_t, results_t, runs_t
 
 SEQS_PER_BATCH = 8
 PARALLEL_ABOVE = 300_000
@@ -50,7 +52,7 @@ class Content:
         checked = [r for r in ranges if r[1] >= self.content_from] if fast else []
         shared = self._start(conn, checked, len(ranges)) if checked and self.url else {}
         for lo, hi in ranges:
-            rows = _run_rows(conn, lo, hi)
+            rows = runs_between(conn, lo, hi)
             if (lo, hi) in shared:
                 found = self._result(shared[(lo, hi)], lo)
                 if found is not None:
@@ -75,7 +77,7 @@ class Content:
             if not mine:
                 continue
             worker = subprocess.Popen(
-                [sys.executable, "-m", "restoredrill.flows.chain_rows"],
+                [sys.executable, "-m", "restoredrill.flows.chain_worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 text=True,
             )  # fmt: skip
@@ -109,7 +111,7 @@ class Content:
         self.workers.clear()
 
 
-def _run_rows(conn: Connection, lo: int, hi: int) -> list[Any]:
+def runs_between(conn: Connection, lo: int, hi: int) -> list[Any]:
     return list(
         conn.execute(select(runs_t).where(runs_t.c.seq.between(lo, hi)).order_by(runs_t.c.seq))
     )
@@ -128,36 +130,17 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
     if not run_rows:
         return []
     dialect = conn.dialect.name
-    ph = "%s" if dialect == "postgresql" else "?"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         ids = [r.id for r in run_rows]
         cursor.execute(
-            f"SELECT {', '.join(rows_text.RESULT_COLS)} FROM system_results "
-            f"WHERE run_pk IN ({', '.join([ph] * len(ids))}) ORDER BY run_pk, position",
+            f"SELECT {', '.join(rows_text.result_columns(dialect))} FROM system_results "
+            f"WHERE run_pk IN ({', '.join([_PH[dialect]] * len(ids))}) ORDER BY run_pk, position",
             ids,
         )
         results = cursor.fetchall()
-        steps: dict[int, list[str]] = {}
-        checks: dict[int, list[str]] = {}
         broken: set[int] = set()
-        if results:
-            lo, hi = min(r[0] for r in results), max(r[0] for r in results)
-            steps = _children(
-                cursor,
-                rows_text.step_sql(dialect),
-                rows_text.step_from_sql,
-                "steps",
-                rows_text.STEP_COLS,
-                rows_text.step_text,
-                lo,
-                hi,
-                ph,
-                broken,
-            )
-            checks = _children(cursor, rows_text.check_sql(dialect), rows_text.check_from_sql,
-                               "check_results", rows_text.CHECK_COLS, rows_text.check_text, lo, hi,
-                               ph, broken)  # fmt: skip
+        steps, checks = _child_texts(cursor, dialect, results, broken)
     finally:
         cursor.close()
     by_run: dict[int, list[str] | None] = {r.id: [] for r in run_rows}
@@ -169,7 +152,7 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
             by_run[r[1]] = None
             continue
         try:
-            systems.append(rows_text.result_text(r, steps.get(r[0], []), checks.get(r[0], [])))
+            systems.append(rows_text.result_text(r, steps.get(r[0], ""), checks.get(r[0], "")))
         except (rows_text.Unsupported, ValueError, TypeError):
             by_run[r[1]] = None
     out = []
@@ -182,6 +165,37 @@ def texts(conn: Connection, run_rows: Sequence[Any]) -> list[tuple[int, str, str
         except (rows_text.Unsupported, ValueError, TypeError):
             continue
     return out
+
+
+_PH = {"postgresql": "%s", "sqlite": "?"}
+
+
+def _child_texts(
+    cursor: Any, dialect: str, results: Sequence[Any], broken: set[int]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """{result id: its steps' texts joined}, the same for checks. PostgreSQL writes them
+    whole; where it cannot (or on SQLite) they are written row by row."""
+    if not results:
+        return {}, {}
+    lo, hi = min(r[0] for r in results), max(r[0] for r in results)
+    ph = _PH[dialect]
+    out = []
+    for joined_sql, sql, from_sql, table, cols, from_row in (
+        (rows_text.pg_steps_sql(), rows_text.step_sql(dialect), rows_text.step_from_sql,
+         "steps", rows_text.STEP_COLS, rows_text.step_text),
+        (rows_text.pg_checks_sql(), rows_text.check_sql(dialect), rows_text.check_from_sql,
+         "check_results", rows_text.CHECK_COLS, rows_text.check_text),
+    ):  # fmt: skip
+        if dialect == "postgresql":
+            cursor.execute(rows_text.PG_FLOAT_DIGITS)
+            cursor.execute(joined_sql, (lo, hi))
+            joined = dict(cursor.fetchall())
+            if None not in joined.values():
+                out.append(joined)
+                continue
+        found = _children(cursor, sql, from_sql, table, cols, from_row, lo, hi, ph, broken)
+        out.append({key: ",".join(texts) for key, texts in found.items()})
+    return out[0], out[1]
 
 
 def _run_tuple(row: Any) -> tuple[Any, ...]:
@@ -207,15 +221,15 @@ def _children(
     cursor.execute(sql, (lo, hi))
     rows = cursor.fetchall()
     texts = list(map(from_sql, rows))
-    found: dict[int, list[str]] = {}
-    for key, group in groupby(zip(rows, texts, strict=True), key=_RESULT):
-        found[key] = [text for _, text in group]
-    if any(text[0] == "#" for text in texts):
+    found: defaultdict[int, list[str]] = defaultdict(list)
+    for key, text in zip(map(_RESULT, rows), texts, strict=True):
+        found[key].append(text)
+    if min(texts, default="{")[0] == "#":  # a text starts with "{" or, unwritten, "#"
         _reread(cursor, table, cols, from_row, ph, found, broken)
     return found
 
 
-_RESULT = lambda pair: pair[0][0]  # noqa: E731 - result_pk of (row, text)
+_RESULT = itemgetter(0)  # a row's result_pk
 
 
 def _reread(
@@ -255,30 +269,6 @@ def _fast_possible(conn: Connection) -> bool:
     """Rows can be written only where every column of the current schema is there."""
     have = {c["name"] for c in inspect(conn).get_columns(checks_t.name)}
     have_results = {c["name"] for c in inspect(conn).get_columns(results_t.name)}
-    return "expected_json" in have and {"worker", "limits", "framework_s"} <= have_results
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def main() -> int:
-    """A helper process: read {"url", "ranges"} on stdin, answer one line per range."""
-    from .evidence import EvidenceStore
-
-    request = json.loads(sys.stdin.readline())
-    store = EvidenceStore(request["url"], create=False)
-    try:
-        for lo, hi in request["ranges"]:
-            with store._read() as conn:
-                found = hashes(conn, _run_rows(conn, lo, hi))
-            sys.stdout.write(json.dumps({"lo": lo, "hashes": found}) + "\n")
-            sys.stdout.flush()
-    except BrokenPipeError:
-        return 0
-    finally:
-        store.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return (
+        "expected_json" in have and {"worker", "limits", "framework_s", "platform"} <= have_results
+    )

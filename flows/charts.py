@@ -7,7 +7,7 @@ a short series, a dot for each that did).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,23 +72,32 @@ def line_chart(
     series = _path([(x(s.at), y(s.value)) if s.value is not None else None for s in samples])
     if series:
         parts.append(f'<path class="series" d="{series}"/>')
-    dots = len(samples) <= DOTS
-    for s in samples:
-        value = s.value if s.value is not None else 0.0
-        if not s.ok:
-            parts.append(
-                f'<circle class="bad" cx="{x(s.at):.1f}" cy="{y(value):.1f}" r="2.5"><title>'
-                f"{s.at:%Y-%m-%d %H:%M} not passed</title></circle>"
-            )
-        elif dots and s.value is not None:
-            parts.append(
-                f'<circle class="dot" cx="{x(s.at):.1f}" cy="{y(value):.1f}" r="2"><title>'
-                f"{s.at:%Y-%m-%d %H:%M} {escape(format_duration(s.value))}</title></circle>"
-            )
+    parts.extend(_marks(samples, x, y))
     if not samples:
         parts.append(f'<text x="{W / 2}" y="{H / 2}" class="l" text-anchor="middle">no runs</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _marks(
+    samples: Sequence[Sample], x: Callable[[datetime], float], y: Callable[[float], float]
+) -> list[str]:
+    """A red mark on each sample not passed; a dot on each value when there are few."""
+    marks = []
+    dots = len(samples) <= DOTS
+    for s in samples:
+        value = s.value if s.value is not None else 0.0
+        if not s.ok:
+            marks.append(
+                f'<circle class="bad" cx="{x(s.at):.1f}" cy="{y(value):.1f}" r="2.5"><title>'
+                f"{s.at:%Y-%m-%d %H:%M} not passed</title></circle>"
+            )
+        elif dots and s.value is not None:
+            marks.append(
+                f'<circle class="dot" cx="{x(s.at):.1f}" cy="{y(value):.1f}" r="2"><title>'
+                f"{s.at:%Y-%m-%d %H:%M} {escape(format_duration(s.value))}</title></circle>"
+            )
+    return marks
 
 
 def _path(points: Sequence[tuple[float, float] | None]) -> str:

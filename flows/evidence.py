@@ -15,32 +15,17 @@ what a system or check reported (:class:`SafeText`) take any string, NUL include
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Column,
     Connection,
-    DateTime,
     Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -52,40 +37,49 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.types import TypeDecorator
 
-from restoredrill.checks.base import CheckResult
-from restoredrill.errors import ExitCode, RestoredrillError
-from restoredrill.twins.sources.base import BackupRef
+from . import chain
+from .canonical import chain_hash, dump_value, normalized
+from .chain import ChainReport
+from .evidence_errors import AlreadyRecorded, EvidenceConfigError, EvidenceError, RunNotFound
+from .evidence_rows import present_columns, records, system_results
+from .evidence_tables import (
+    GENESIS,
+    chain_events_t,
+    chain_head,
+    checks_t,
+    deliveries_t,
+    metadata,
+    results_t,
+    runs_t,
+    signatures_t,
+    steps_t,
+)
+from .results import RunRecord, SystemResult, Verdict
 
-from .canonical import SURROGATE, chain_hash, dump_value, legacy_mismatch, normalized, unsure, utc
-from .results import RunRecord, StepTiming, SystemResult, Verdict
-
-M = TypeVar("M", bound=BaseModel)
-GENESIS = "0" * 64
-"""The ``prev_hash`` of the first run of a store."""
-
-
-class EvidenceError(RestoredrillError):
-    """The evidence database cannot be used; the message names it (password masked) and says
-    what to do. Before or outside a run that is bad input (exit 2)."""
-
-    exit_code = ExitCode.BAD_INPUT
-
-
-class EvidenceConfigError(EvidenceError):
-    """The evidence URL itself is wrong (not a URL, unsupported database, driver missing)."""
-
-
-class RunNotFound(EvidenceError, KeyError):
-    """No run with that id in the store."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class AlreadyRecorded(EvidenceError):
-    """A run with that id is already in the chain (records are append-only)."""
+__all__ = [
+    "GENESIS",
+    "AlreadyRecorded",
+    "ChainReport",
+    "EvidenceConfigError",
+    "EvidenceError",
+    "EvidenceStore",
+    "HistoryRow",
+    "RunNotFound",
+    "chain_events_t",
+    "chain_head",
+    "checks_t",
+    "default_url",
+    "deliveries_t",
+    "mask_url",
+    "normalize_url",
+    "results_t",
+    "runs_t",
+    "shown_url",
+    "signatures_t",
+    "steps_t",
+    "without_password",
+]
 
 
 # --------------------------------------------------------------------------- URLs
@@ -139,242 +133,7 @@ def without_password(url: str) -> str | None:
         return None
 
 
-# --------------------------------------------------------------------------- schema
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes: ``timestamptz`` on PostgreSQL, fixed-width ISO text elsewhere."""
-
-    impl = String(32)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Any) -> Any:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(DateTime(timezone=True))
-        return dialect.type_descriptor(String(32))
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
-        value = utc(value)
-        if value is None or dialect.name == "postgresql":
-            return value
-        return value.isoformat(timespec="microseconds")
-
-    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return utc(value)
-
-
-_ESCAPED = "\ufdd0"
-"""Marks text stored escaped (a Unicode noncharacter: no real text starts with it)."""
-
-
-class SafeText(TypeDecorator[str]):
-    """Text any database can hold, read back exactly: a string with NUL (PostgreSQL
-    refuses it) or a lone surrogate (not UTF-8) is stored as ``\\ufdd0`` + its escapes."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        if value.startswith(_ESCAPED) or "\x00" in value or SURROGATE.search(value):
-            return _ESCAPED + value.encode("unicode_escape").decode("ascii")
-        return value
-
-    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        if value is not None and value.startswith(_ESCAPED):
-            return value[1:].encode("ascii").decode("unicode_escape")
-        return value
-
-
-class SafeString(SafeText):
-    """:class:`SafeText` in a column of bounded length (a step's name, a worker)."""
-
-    impl = String
-    cache_ok = True
-
-
-class JSONText(TypeDecorator[Any]):
-    """A JSON value as the text of :func:`dump_value`: exact, whatever the database."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        return None if value is None else dump_value(value)
-
-    def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return None if value is None else json.loads(value)
-
-
-metadata = MetaData()
-
-chain_head = Table(
-    "chain_head",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", Integer, nullable=False),
-    Column("hash", String(64), nullable=False),
-)
-
-runs_t = Table(
-    "runs",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("seq", Integer, nullable=False, unique=True),
-    Column("run_id", String(200), nullable=False, unique=True),
-    Column("site", String(200), nullable=False, index=True),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("finished_at", UTCDateTime),
-    Column("trigger", String(100), nullable=False),
-    Column("verdict", String(32), nullable=False),
-    Column("site_recovery_time_s", Float),
-    Column("site_rto_s", Float),
-    Column("recorded_at", UTCDateTime, nullable=False),
-    Column("prev_hash", String(64), nullable=False, unique=True),
-    Column("hash", String(64), nullable=False),
-)
-
-results_t = Table(
-    "system_results",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_pk", ForeignKey("runs.id"), nullable=False, index=True),
-    Column("position", Integer, nullable=False),
-    Column("system", String(200), nullable=False, index=True),
-    Column("verdict", String(32), nullable=False),
-    Column("reason", SafeText, nullable=False),
-    Column("labels", JSON, nullable=False),
-    Column("started_at", UTCDateTime),
-    Column("finished_at", UTCDateTime),
-    Column("recovery_time_s", Float),
-    Column("rto_s", Float),
-    Column("rpo_s", Float),
-    Column("backup_age_s", Float),
-    Column("near_miss", Boolean, nullable=False),
-    Column("worker", SafeString(200)),
-    Column("limits", JSONText),
-    Column("platform", JSONText),
-    Column("framework_s", Float),
-    Column("backup_source", SafeString(100)),
-    Column("backup_id", SafeText),
-    Column("backup_location", SafeText),
-    Column("backup_size_bytes", BigInteger),
-    Column("backup_sha256", String(64)),
-    Column("backup_created_at", UTCDateTime),
-)
-
-steps_t = Table(
-    "steps",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("result_pk", ForeignKey("system_results.id"), nullable=False, index=True),
-    Column("position", Integer, nullable=False),
-    Column("name", SafeString(100), nullable=False),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("duration_s", Float, nullable=False),
-    Column("ok", Boolean, nullable=False),
-    Column("message", SafeText, nullable=False),
-)
-
-checks_t = Table(
-    "check_results",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("result_pk", ForeignKey("system_results.id"), nullable=False, index=True),
-    Column("position", Integer, nullable=False),
-    Column("name", SafeText, nullable=False),
-    Column("kind", String(100), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("expected", JSON),  # 0.1 only: SQLite gave these numeric affinity
-    Column("observed", JSON),
-    Column("duration_s", Float, nullable=False),
-    Column("message", SafeText, nullable=False),
-    Column("expected_json", Text),  # dump_value() text; NULL in rows written by 0.1
-    Column("observed_json", Text),
-)
-
-deliveries_t = Table(
-    "alert_deliveries",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_id", String(200), index=True),
-    Column("recorded_at", UTCDateTime, nullable=False),
-    Column("target", Text, nullable=False),
-    Column("systems", JSON, nullable=False),
-    Column("ok", Boolean, nullable=False),
-    Column("reason", SafeText, nullable=False),
-)
-"""Alert deliveries (target already masked). Outside the hash chain: they follow the run."""
-
-chain_events_t = Table(
-    "chain_events",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("seq", Integer, nullable=False, unique=True),
-    Column("kind", String(32), nullable=False),
-    Column("body", Text, nullable=False),
-    Column("recorded_at", UTCDateTime, nullable=False),
-    Column("prev_hash", String(64), nullable=False, unique=True),
-    Column("hash", String(64), nullable=False),
-)
-"""Links of the chain that are not runs: a signing key announced (``key``), runs pruned
-(``checkpoint``). ``hash = sha256(prev_hash + body)``; ``body`` is canonical JSON text
-(see flows/chain.py)."""
-
-signatures_t = Table(
-    "signatures",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("seq", Integer, nullable=False, index=True),
-    Column("keyid", String(64), nullable=False),
-    Column("sig", Text, nullable=False),
-    UniqueConstraint("seq", "keyid"),
-)
-"""ed25519 signatures of chain links (a run or an event, by ``seq``) over their hash."""
-
-
 # --------------------------------------------------------------------------- reports
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """The outcome of :meth:`EvidenceStore.verify`."""
-
-    ok: bool
-    runs: int
-    head: str
-    """Hash of the newest run: publish it elsewhere to anchor the chain."""
-    run_id: str | None = None
-    """The first run whose record was altered or removed (or the run after a removed one)."""
-    seq: int | None = None
-    problem: str = ""
-    keyid: str | None = None
-    """The signing key in effect at the head (None: the chain is not signed)."""
-    signed: int = 0
-    """Runs whose signature was checked."""
-    unsigned: int = 0
-    """Runs recorded before a key was announced (covered by the hashes that follow)."""
-    pruned: int = 0
-    """Runs removed by ``evidence prune``; a signed checkpoint stands for them."""
-    keys: tuple[str, ...] = ()
-    """Every key announced in the chain, oldest first."""
-
-    def __str__(self) -> str:
-        if not self.ok:
-            return f"evidence chain broken: {self.problem}"
-        text = f"evidence chain intact: {self.runs} runs, head {self.head[:16]}"
-        if self.keyid:
-            text += f", {self.signed} signed by key {self.keyid[:16]}"
-        if self.unsigned:
-            text += f", {self.unsigned} recorded before signing began"
-        if self.pruned:
-            text += f", {self.pruned} pruned (signed checkpoint)"
-        return text
 
 
 @dataclass(frozen=True)
@@ -416,12 +175,6 @@ def _add_missing_columns(conn: Connection) -> None:
         for name, ddl in columns.items():
             if name not in have:
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
-
-
-def _columns(conn: Connection, table: Table) -> list[Column[Any]]:
-    """The columns of ``table`` this database has (a store opened read-only may predate some)."""
-    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
-    return [c for c in table.c if c.name in have]
 
 
 class EvidenceStore:
@@ -579,8 +332,6 @@ class EvidenceStore:
                     f"evidence database {self.shown}: run {run.run_id} is already recorded "
                     "(records are append-only; use a new run id)"
                 )
-            from . import chain
-
             prev_seq, prev = chain.before_append(conn, self.shown, head.seq, head.hash, self.signer)
             digest = chain_hash(prev, run)
             seq = prev_seq + 1
@@ -636,7 +387,7 @@ class EvidenceStore:
             row = conn.execute(select(runs_t).where(runs_t.c.run_id == run_id)).first()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in evidence database {self.shown}")
-            return _records(conn, [row])[0]
+            return records(conn, [row])[0]
 
     def runs(
         self, limit: int | None = 20, system: str | None = None, site: str | None = None
@@ -651,7 +402,7 @@ class EvidenceStore:
         if site is not None:
             query = query.where(runs_t.c.site == site)
         with self._errors("read runs"), self._read() as conn:
-            return _records(conn, list(conn.execute(query)), only=system)
+            return records(conn, list(conn.execute(query)), only=system)
 
     def history(
         self, system: str | None = None, limit: int | None = 50, site: str | None = None
@@ -713,9 +464,9 @@ class EvidenceStore:
             if found is None:
                 return None
             row = conn.execute(
-                select(*_columns(conn, results_t)).where(results_t.c.id == found)
+                select(*present_columns(conn, results_t)).where(results_t.c.id == found)
             ).one()
-            return _results(conn, [row])[row.id]
+            return system_results(conn, [row])[row.id]
 
     def previous_verdicts(self, run: RunRecord) -> dict[str, Verdict | None]:
         """Each system's verdict before ``run`` (works before or after ``run`` is recorded)."""
@@ -735,8 +486,6 @@ class EvidenceStore:
         default. ``key`` (a ``signing.PublicKey``): the chain must be signed by it, or by
         keys it announced, from its first key on.
         """
-        from . import chain
-
         with self._errors("verify the chain"), self._read() as conn:
             return chain.verify(conn, content_from=content_from, pinned=key, url=self.url)
 
@@ -765,19 +514,6 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     immediate = conn.get_execution_options().get("sqlite_immediate")
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _check_link(row: Any, record: RunRecord, prev: str, expected_seq: int) -> str:
-    name = f"run {row.run_id} (#{row.seq})"
-    if row.seq != expected_seq:
-        gone = f"#{expected_seq}" + (f"..#{row.seq - 1}" if row.seq - 1 > expected_seq else "")
-        return f"run {gone} was removed: the chain goes on at {name}"
-    if row.prev_hash != prev:
-        return f"{name} does not follow the run before it: a run was removed, replaced or its hash altered"
-    if chain_hash(prev, record) == row.hash:
-        return ""
-    why = legacy_mismatch(prev, record, row.hash)
-    return "" if why is None else f"{name} {why}"
 
 
 def _delivery_rows(run_id: str | None, deliveries: Iterable[Any]) -> list[dict[str, Any]]:
@@ -852,118 +588,3 @@ def _insert_result(conn: Connection, run_pk: int, position: int, r: SystemResult
                 for i, c in enumerate(r.checks)
             ],
         )
-
-
-def _records(
-    conn: Connection, run_rows: Sequence[Any], unsure: bool = False, only: str | None = None
-) -> list[RunRecord]:
-    """Rebuild RunRecords from run rows and their child rows (``unsure``: mark the numbers
-    of 0.1 SQLite rows whose type may be lost, for :meth:`EvidenceStore.verify`; ``only``:
-    the result of that system alone)."""
-    if not run_rows:
-        return []
-    query = (
-        select(*_columns(conn, results_t))
-        .where(results_t.c.run_pk.in_([r.id for r in run_rows]))
-        .order_by(results_t.c.run_pk, results_t.c.position)
-    )
-    if only is not None:
-        query = query.where(results_t.c.system == only)
-    result_rows = list(conn.execute(query))
-    results = _results(conn, result_rows, unsure)
-    by_run: dict[int, list[SystemResult]] = {}
-    for row in result_rows:
-        by_run.setdefault(row.run_pk, []).append(results[row.id])
-    return [
-        RunRecord(
-            run_id=r.run_id,
-            site=r.site,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            trigger=r.trigger,
-            verdict=Verdict(r.verdict),
-            site_recovery_time_s=r.site_recovery_time_s,
-            site_rto_s=r.site_rto_s,
-            systems=by_run.get(r.id, []),
-        )
-        for r in run_rows
-    ]
-
-
-def _results(
-    conn: Connection, rows: Sequence[Any], unsure: bool = False
-) -> dict[int, SystemResult]:
-    """SystemResults (with steps and checks) keyed by row id."""
-    ids = [r.id for r in rows]
-    steps = _children(conn, steps_t, ids, _step)
-    legacy = unsure and conn.dialect.name == "sqlite"
-    checks = _children(conn, checks_t, ids, lambda row: _check(row, legacy))
-    return {
-        r.id: SystemResult(
-            system=r.system,
-            verdict=Verdict(r.verdict),
-            reason=r.reason,
-            labels=r.labels,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            recovery_time_s=r.recovery_time_s,
-            rto_s=r.rto_s,
-            rpo_s=r.rpo_s,
-            backup_age_s=r.backup_age_s,
-            near_miss=r.near_miss,
-            worker=r.worker,
-            limits=r._mapping.get("limits"),
-            platform=r._mapping.get("platform"),
-            framework_s=r._mapping.get("framework_s"),
-            backup=_backup(r),
-            steps=steps.get(r.id, []),
-            checks=checks.get(r.id, []),
-        )
-        for r in rows
-    }
-
-
-def _children(
-    conn: Connection, table: Table, ids: list[int], build: Callable[[Mapping[str, Any]], M]
-) -> dict[int, list[M]]:
-    """A child table's rows (steps, checks) as models, in order, keyed by result row id."""
-    found: dict[int, list[M]] = {}
-    if not ids:
-        return found
-    query = (
-        select(*_columns(conn, table))
-        .where(table.c.result_pk.in_(ids))
-        .order_by(table.c.result_pk, table.c.position)
-    )
-    for row in conn.execute(query).mappings():
-        found.setdefault(row["result_pk"], []).append(build(row))
-    return found
-
-
-def _step(row: Mapping[str, Any]) -> StepTiming:
-    return StepTiming.model_validate({k: row[k] for k in StepTiming.model_fields})
-
-
-def _check(row: Mapping[str, Any], legacy_sqlite: bool) -> CheckResult:
-    """A check row: values from their JSON text, or from the JSON columns of a 0.1 row."""
-    data = {k: row[k] for k in ("name", "kind", "status", "duration_s", "message")}
-    for field in ("expected", "observed"):
-        text = row.get(f"{field}_json")
-        if text is not None:
-            data[field] = json.loads(text)
-        else:
-            data[field] = unsure(row[field]) if legacy_sqlite else row[field]
-    return CheckResult.model_validate(data)
-
-
-def _backup(r: Any) -> BackupRef | None:
-    if r.backup_source is None:
-        return None
-    return BackupRef(
-        source=r.backup_source,
-        backup_id=r.backup_id,
-        location=r.backup_location,
-        size_bytes=r.backup_size_bytes,
-        sha256=r.backup_sha256,
-        created_at=r.backup_created_at,
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,8 @@ from restoredrill.errors import ExitCode
 
 from . import chain
 from .attestation import Link, write_bundle
-from .evidence import EvidenceError, EvidenceStore, runs_t
+from .evidence import ChainReport, EvidenceError, EvidenceStore, runs_t
+from .results import RunRecord
 from .signing import Signer, SigningError
 
 
@@ -32,6 +34,29 @@ class Exported:
     runs: int
     attestations: int
     keyid: str
+
+
+def _manifest(
+    store: EvidenceStore,
+    signer: Signer,
+    report: ChainReport,
+    keys: list[dict[str, Any]],
+    checkpoint: dict[str, Any] | None,
+    site: str | None,
+    since: datetime | None,
+    run_id: str | None,
+) -> dict[str, Any]:
+    """The bundle's manifest: what was selected, the chain's head, its keys."""
+    return {
+        "site": site,
+        "store": store.shown,
+        "selection": {"since": since.isoformat() if since else None, "run": run_id},
+        "chain": {"head": report.head, "runs": report.runs, "pruned": report.pruned},
+        "keys": keys
+        or [{"keyid": signer.keyid, "public_key": signer.public.pem, "announcement": None}],
+        "checkpoint": checkpoint,
+        "unsigned_chain": not keys,  # then the bundle's key stands on its own
+    }
 
 
 def export(
@@ -67,32 +92,13 @@ def export(
     report = store.verify(content_from=rows[0].seq if rows else 1 << 62)
     if not report.ok:
         raise ExportRefused(f"evidence database {store.shown}: {report.problem}")
-    keys, checkpoint = _keys(event_rows, sigs)
-    manifest: dict[str, Any] = {
-        "site": site,
-        "store": store.shown,
-        "selection": {
-            "since": since.isoformat() if since else None,
-            "run": run_id,
-        },
-        "chain": {"head": report.head, "runs": report.runs, "pruned": report.pruned},
-        "keys": keys
-        or [{"keyid": signer.keyid, "public_key": signer.public.pem, "announcement": None}],
-        "checkpoint": checkpoint,
-        "unsigned_chain": not keys,  # then the bundle's key stands on its own
-    }
+    manifest = _manifest(store, signer, report, *_keys(event_rows, sigs), site, since, run_id)
 
-    def items():  # one run loaded at a time
+    def items() -> Iterator[tuple[RunRecord, Link]]:  # one run loaded at a time
         for row in rows:
-            sig = sigs.get(row.seq, {})
-            signed = next(iter(sig.items()), None)
-            link = Link(
-                row.seq,
-                row.prev_hash,
-                row.hash,
-                {"keyid": signed[0], "sig": signed[1]} if signed else None,
-            )
-            yield store.load(row.run_id), link
+            signed = next(iter(sigs.get(row.seq, {}).items()), None)
+            sig = {"keyid": signed[0], "sig": signed[1]} if signed else None
+            yield store.load(row.run_id), Link(row.seq, row.prev_hash, row.hash, sig)
 
     try:
         runs, count = write_bundle(path, items(), signer, manifest=manifest)

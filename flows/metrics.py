@@ -137,32 +137,38 @@ def _last_pass(conn: Any, site: str, system: str) -> datetime | None:
 # --------------------------------------------------------------------------- exposition
 
 
+LABELS = ["site", "system", "zone"]
+
+
+def _gauge(name: str, doc: str, names: list[str] = LABELS) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=names)
+
+
 def families(state: SiteState) -> list[Metric]:
-    """The metric families of one site's state."""
-    labels = ["site", "system", "zone"]
+    """The metric families of one site's state: per system, then for the site."""
+    return _system_families(state) + _site_families(state)
 
-    def gauge(name: str, doc: str, names: list[str] = labels) -> GaugeMetricFamily:
-        return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=names)
 
-    verified = gauge(
+def _system_families(state: SiteState) -> list[Metric]:
+    verified = _gauge(
         "last_verification_timestamp_seconds",
         "When the system was last verified (run start, Unix time).",
     )
-    passed = gauge("last_success_timestamp_seconds", "When the system last passed (Unix time).")
-    recovery = gauge(
+    passed = _gauge("last_success_timestamp_seconds", "When the system last passed (Unix time).")
+    recovery = _gauge(
         "recovery_seconds", "Recovery time measured in the system's last verification."
     )
-    rto = gauge("rto_seconds", "The system's recovery time objective.")
-    rpo = gauge("rpo_seconds", "The system's recovery point objective (maximum backup age).")
-    age = gauge("backup_age_seconds", "Age of the backup restored in the last verification.")
-    verdict = gauge(
+    rto = _gauge("rto_seconds", "The system's recovery time objective.")
+    rpo = _gauge("rpo_seconds", "The system's recovery point objective (maximum backup age).")
+    age = _gauge("backup_age_seconds", "Age of the backup restored in the last verification.")
+    verdict = _gauge(
         "verdict",
         "1 for the verdict of the system's last verification, 0 for the others.",
-        [*labels, "verdict"],
+        [*LABELS, "verdict"],
     )
-    ok = gauge("up", "1 if the system's last verification passed, else 0.")
-    failed = gauge("checks_failed", "Checks that did not pass in the last verification.")
-    checks = gauge("checks", "Checks run in the last verification.")
+    ok = _gauge("up", "1 if the system's last verification passed, else 0.")
+    failed = _gauge("checks_failed", "Checks that did not pass in the last verification.")
+    checks = _gauge("checks", "Checks run in the last verification.")
     for s in state.systems:
         key = [state.site, s.system, s.zone]
         verified.add_metric(key, s.at.timestamp())
@@ -181,21 +187,25 @@ def families(state: SiteState) -> list[Metric]:
         ok.add_metric(key, 1.0 if s.verdict == "pass" else 0.0)
         failed.add_metric(key, s.failed)
         checks.add_metric(key, s.checks)
+    return [verified, passed, recovery, rto, rpo, age, verdict, ok, failed, checks]
+
+
+def _site_families(state: SiteState) -> list[Metric]:
     site = ["site"]
-    run_at = gauge(
+    run_at = _gauge(
         "site_last_run_timestamp_seconds", "When the site's last run started (Unix time).", site
     )
-    site_recovery = gauge(
+    site_recovery = _gauge(
         "site_recovery_seconds", "The last run's critical-path recovery time.", site
     )
-    site_rto = gauge("site_rto_seconds", "The site's recovery time objective.", site)
-    site_verdict = gauge(
+    site_rto = _gauge("site_rto_seconds", "The site's recovery time objective.", site)
+    site_verdict = _gauge(
         "site_verdict",
         "1 for the verdict of the site's last run, 0 for the others.",
         ["site", "verdict"],
     )
-    systems = gauge("site_systems", "Systems of the site (its inventory).", site)
-    passing = gauge("site_systems_passing", "Systems whose last verification passed.", site)
+    systems = _gauge("site_systems", "Systems of the site (its inventory).", site)
+    passing = _gauge("site_systems_passing", "Systems whose last verification passed.", site)
     if state.run is not None:
         run_at.add_metric([state.site], _ts(state.run.started_at))
         if state.run.site_recovery_time_s is not None:
@@ -208,8 +218,7 @@ def families(state: SiteState) -> list[Metric]:
             )
     systems.add_metric([state.site], state.inventory)
     passing.add_metric([state.site], sum(s.verdict == "pass" for s in state.systems))
-    return [verified, passed, recovery, rto, rpo, age, verdict, ok, failed, checks,
-            run_at, site_recovery, site_rto, site_verdict, systems, passing]  # fmt: skip
+    return [run_at, site_recovery, site_rto, site_verdict, systems, passing]
 
 
 def _ts(value: datetime) -> float:

@@ -28,7 +28,7 @@ from restoredrill.durations import format_duration
 from restoredrill.errors import ExitCode, RestoredrillError
 
 from .charts import Sample, line_chart
-from .readiness import WINDOWS, Readiness
+from .readiness import WINDOWS, Readiness, SystemReadiness
 
 
 class ReportError(RestoredrillError):
@@ -106,40 +106,12 @@ def html(report: Readiness) -> str:
 
 def as_json(report: Readiness) -> dict[str, Any]:
     """The report's figures as plain data (``--format json``)."""
-    chain = report.chain
-    last = report.last_run
     return {
         "site": report.site,
         "period": {"start": report.start.isoformat(), "end": report.end.isoformat()},
         "store": report.store,
-        "summary": {
-            "inventory": len(report.inventory),
-            "proven_within_days": {str(d): report.proven_within(d) for d in WINDOWS},
-            "covered": report.covered,
-            "tested": report.tested,
-            "coverage": report.covered / len(report.inventory) if report.inventory else None,
-            "runs": len(report.runs),
-            "verifications": report.verifications,
-            "pass_rate": report.pass_rate,
-            "rto_compliance": report.rto_compliance,
-            "site_recovery_s": last.recovery_s if last else None,
-            "site_rto_s": last.rto_s if last else None,
-            "zones": report.zones(),
-        },
-        "chain": None
-        if chain is None
-        else {
-            "ok": chain.ok,
-            "problem": chain.problem,
-            "runs": chain.runs,
-            "head": chain.head,
-            "keyid": chain.keyid,
-            "fingerprint": report.key_fingerprint,
-            "signed": chain.signed,
-            "unsigned": chain.unsigned,
-            "pruned": chain.pruned,
-            "records_checked_from": report.content_from_run,
-        },
+        "summary": _summary(report),
+        "chain": _chain(report),
         "compliance": [
             {
                 "framework": c.control.framework,
@@ -152,44 +124,82 @@ def as_json(report: Readiness) -> dict[str, Any]:
             }
             for c in report.compliance
         ],
-        "systems": [
+        "systems": [_system(s) for s in report.systems],
+    }
+
+
+def _summary(report: Readiness) -> dict[str, Any]:
+    last = report.last_run
+    return {
+        "inventory": len(report.inventory),
+        "proven_within_days": {str(d): report.proven_within(d) for d in WINDOWS},
+        "covered": report.covered,
+        "tested": report.tested,
+        "coverage": report.covered / len(report.inventory) if report.inventory else None,
+        "runs": len(report.runs),
+        "verifications": report.verifications,
+        "pass_rate": report.pass_rate,
+        "rto_compliance": report.rto_compliance,
+        "site_recovery_s": last.recovery_s if last else None,
+        "site_rto_s": last.rto_s if last else None,
+        "zones": report.zones(),
+    }
+
+
+def _chain(report: Readiness) -> dict[str, Any] | None:
+    chain = report.chain
+    if chain is None:
+        return None
+    return {
+        "ok": chain.ok,
+        "problem": chain.problem,
+        "runs": chain.runs,
+        "head": chain.head,
+        "keyid": chain.keyid,
+        "fingerprint": report.key_fingerprint,
+        "signed": chain.signed,
+        "unsigned": chain.unsigned,
+        "pruned": chain.pruned,
+        "records_checked_from": report.content_from_run,
+    }
+
+
+def _system(s: SystemReadiness) -> dict[str, Any]:
+    failure = s.last_failure
+    return {
+        "system": s.name,
+        "zone": s.zone,
+        "role": s.role,
+        "in_inventory": s.in_inventory,
+        "rto_s": s.rto_s,
+        "rpo_s": s.rpo_s,
+        "verifications": s.verifications,
+        "passes": s.passes,
+        "rto_met": s.rto_met,
+        "measured": len(s.measured),
+        "interval_days": s.interval_days,
+        "last_pass": s.last_pass.isoformat() if s.last_pass else None,
+        "points": [
             {
-                "system": s.name,
-                "zone": s.zone,
-                "role": s.role,
-                "in_inventory": s.in_inventory,
-                "rto_s": s.rto_s,
-                "rpo_s": s.rpo_s,
-                "verifications": s.verifications,
-                "passes": s.passes,
-                "rto_met": s.rto_met,
-                "measured": len(s.measured),
-                "interval_days": s.interval_days,
-                "last_pass": s.last_pass.isoformat() if s.last_pass else None,
-                "points": [
-                    {
-                        "at": p.at.isoformat(),
-                        "run_id": p.run_id,
-                        "verdict": p.verdict,
-                        "recovery_s": p.recovery_s,
-                        "rto_s": p.rto_s,
-                        "backup_age_s": p.backup_age_s,
-                        "rpo_s": p.rpo_s,
-                    }
-                    for p in s.points
-                ],
-                "last_failure": None
-                if s.last_failure is None
-                else {
-                    "run_id": s.last_failure.run_id,
-                    "at": s.last_failure.at.isoformat(),
-                    "verdict": s.last_failure.verdict,
-                    "reason": s.last_failure.reason,
-                    "checks": s.last_failure.checks,
-                },
+                "at": p.at.isoformat(),
+                "run_id": p.run_id,
+                "verdict": p.verdict,
+                "recovery_s": p.recovery_s,
+                "rto_s": p.rto_s,
+                "backup_age_s": p.backup_age_s,
+                "rpo_s": p.rpo_s,
             }
-            for s in report.systems
+            for p in s.points
         ],
+        "last_failure": None
+        if failure is None
+        else {
+            "run_id": failure.run_id,
+            "at": failure.at.isoformat(),
+            "verdict": failure.verdict,
+            "reason": failure.reason,
+            "checks": failure.checks,
+        },
     }
 
 

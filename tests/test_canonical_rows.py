@@ -4,6 +4,7 @@ not write (escaped text, surrogates) are left to the exact path, never written w
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from pg import pg_server, pg_url  # noqa: F401 - fixtures
 from sqlalchemy import select
 
 from restoredrill.checks.base import CheckResult, Status
+from restoredrill.flows import canonical_rows as rows_text
 from restoredrill.flows import chain_rows
 from restoredrill.flows.canonical import canonical_json
 from restoredrill.flows.evidence import EvidenceStore, runs_t
@@ -45,7 +47,15 @@ values = st.recursive(
 times = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 )
-floats = st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.just(1.0)
+floats = (
+    st.none()
+    | st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: f != 0 or f == 0.0 and str(f) == "0.0"
+    )
+    | st.just(1.0)
+)
+"""Record-level floats, -0.0 left out: SQLite reads a stored -0.0 back as 0.0 (see
+test_a_negative_zero_reads_back_as_negative_zero_on_sqlite, a known open bug)."""
 
 
 @st.composite
@@ -71,6 +81,7 @@ def runs(draw: Any, text: Any) -> RunRecord:
             near_miss=draw(st.booleans()),
             worker=draw(st.none() | text),
             limits=draw(st.none() | st.dictionaries(st.text(max_size=5), scalars, max_size=2)),
+            platform=draw(st.none() | st.dictionaries(st.text(max_size=5), scalars, max_size=2)),
             backup=backup,
             steps=[
                 StepTiming(name=draw(text), started_at=draw(times), duration_s=draw(st.floats(0, 1e6)),
@@ -190,3 +201,90 @@ def test_a_lone_surrogate_in_a_step_name_worker_or_backup_source_is_kept(
     assert (loaded.worker, loaded.steps[0].name) == ("w\ud800", "\ud800")
     assert loaded.backup is not None and loaded.backup.source == "s\ud800"
     assert store.verify().ok
+
+
+def test_postgresql_writes_each_results_rows_whole(request: pytest.FixtureRequest) -> None:
+    """PostgreSQL writes a result's steps and checks joined in one answer (its shortest
+    float text, ``.0`` added, as Python's repr); a row it cannot write (a float Python
+    writes with an exponent, a text stored escaped) makes its result's answer NULL, and
+    the text then comes row by row, the same as canonical_json's."""
+    at = datetime(2026, 3, 1, 2, 0, 0, 120000, tzinfo=UTC)
+    plain = [0.5, 100.0, 0.0001, -0.0, 0.30000000000000004, 123456789012345.0]
+
+    def result(name: str, durations: list[float], message: str = "") -> SystemResult:
+        return SystemResult(
+            system=name, verdict=Verdict.PASS,
+            steps=[StepTiming(name=f"s{i}", started_at=at + timedelta(seconds=i), duration_s=d,
+                              ok=bool(i % 2), message=message) for i, d in enumerate(durations)],
+            checks=[CheckResult(name=f"c{i}", kind="tcp", status=Status.PASS, expected={"a": [1, 2.5]},
+                                observed="o\n", duration_s=d, message=message)
+                    for i, d in enumerate(durations)],
+        )  # fmt: skip
+
+    record = RunRecord(
+        run_id="r-joined", site="plant", started_at=at, verdict=Verdict.PASS,
+        systems=[result("plain", plain), result("tiny", [0.5, 1e-05])],
+    )  # fmt: skip
+    escaped = RunRecord(
+        run_id="r-escaped", site="plant", started_at=at, verdict=Verdict.PASS,
+        systems=[result("escaped", [0.5], message="nul\x00")],
+    )  # fmt: skip
+    with EvidenceStore(request.getfixturevalue("pg_url")) as store:
+        store.record(record)
+        store.record(escaped)
+        with store._read() as conn:
+            ids = dict(conn.exec_driver_sql("SELECT system, id FROM system_results").all())
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute(rows_text.PG_FLOAT_DIGITS)
+            answers = []
+            for sql in (rows_text.pg_steps_sql(), rows_text.pg_checks_sql()):
+                cursor.execute(sql, (min(ids.values()), max(ids.values())))
+                answers.append(dict(cursor.fetchall()))
+            # with 15 digits, 0.30000000000000004 would print as 0.3: not taken
+            cursor.execute("SET LOCAL extra_float_digits = 0")
+            cursor.execute(rows_text.pg_checks_sql(), (ids["plain"], ids["plain"]))
+            assert cursor.fetchall() == [(ids["plain"], None)]
+        assert fast_texts(store)["r-joined"] == canonical_json(store.load("r-joined"))
+        assert store.verify().ok
+    canonical = json.loads(canonical_json(record))
+    plain_result = canonical["systems"][0]
+    for answer, key in zip(answers, ("steps", "checks"), strict=True):
+        assert answer[ids["plain"]] == dumps_list(plain_result[key])
+        assert answer[ids["tiny"]] is None and answer[ids["escaped"]] is None
+
+
+def dumps_list(items: list[Any]) -> str:
+    return ",".join(json.dumps(i, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                    for i in items)  # fmt: skip
+
+
+def test_a_nul_hidden_in_a_stored_value_is_not_cut_off(tmp_path: Path) -> None:
+    """SQLite's printf ends a %s at a NUL: a value edited to ``200<NUL>...`` must not read
+    as the ``200`` it was (the row is written by Python, whose text keeps the rest)."""
+    url = f"sqlite:///{tmp_path / 'evidence.db'}"
+    at = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    with EvidenceStore(url) as store:
+        store.record(RunRecord(
+            run_id="r-nul", site="plant", started_at=at, verdict=Verdict.PASS,
+            systems=[SystemResult(system="s", verdict=Verdict.PASS, checks=[
+                CheckResult(name="c", kind="http", status=Status.PASS, expected=200, observed=200)
+            ])],
+        ))  # fmt: skip
+        assert store.verify().ok
+        with store._write() as conn:
+            conn.exec_driver_sql("UPDATE check_results SET observed_json = '200' || char(0) || 'x'")
+        report = store.verify()
+    assert not report.ok and report.run_id == "r-nul" and "altered" in report.problem, report
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug: SQLite stores a REAL -0.0 as 0; the run's "
+    "hash (written with -0.0) then fails verification as if altered",
+)
+def test_a_negative_zero_reads_back_as_negative_zero_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'evidence.db'}"
+    with EvidenceStore(url) as store:
+        store.record(RunRecord(run_id="r-zero", site="plant", started_at=T0, verdict=Verdict.PASS,
+                               site_rto_s=-0.0))  # fmt: skip
+        assert store.verify().ok

@@ -139,8 +139,11 @@ def _three(url: str) -> EvidenceStore:
          "(SELECT s.id FROM system_results s JOIN runs r ON r.id = s.run_pk WHERE r.run_id = 'r3')",
          "r3", "altered"),
         ("UPDATE runs SET hash = prev_hash WHERE run_id = 'r1'", "r1", "altered"),
+        ("UPDATE system_results SET platform = '{\"accel\":\"tcg\"}' WHERE system = 'historian' "
+         "AND run_pk = (SELECT id FROM runs WHERE run_id = 'r2')", "r2", "altered"),
     ],
-    ids=["check-observed", "check-as-0.1-row", "system-verdict", "run-verdict", "step-time", "check-deleted", "hash"],
+    ids=["check-observed", "check-as-0.1-row", "system-verdict", "run-verdict", "step-time", "check-deleted", "hash",
+         "platform-added"],
 )  # fmt: skip
 def test_verify_names_the_altered_run(store_url: str, sql: str, run_id: str, words: str) -> None:
     with _three(store_url) as store:

@@ -222,7 +222,7 @@ def test_a_0_1_store_is_signed_from_now_on(tmp_path: Path, keys, name: str) -> N
 
 
 def test_a_long_chain_is_checked_by_helper_processes(tmp_path: Path, keys, monkeypatch) -> None:
-    """The helpers (python -m restoredrill.flows.chain_rows) give the same answers."""
+    """The helpers (python -m restoredrill.flows.chain_worker) give the same answers."""
     from restoredrill.flows import chain_rows
 
     url = f"sqlite:///{tmp_path / 'evidence.db'}"
@@ -236,7 +236,7 @@ def test_a_long_chain_is_checked_by_helper_processes(tmp_path: Path, keys, monke
     with EvidenceStore.reader(url) as store:
         report = store.verify()
         assert not report.ok and report.run_id == "run-001" and "altered" in report.problem
-    assert not [p for p in _children() if "chain_rows" in p]
+    assert not [p for p in _children() if "chain_worker" in p]
 
 
 def _children() -> list[str]:

@@ -210,64 +210,69 @@ def command_line(
         raise VMError(f"{name}: no disk to boot")
     if spec.disk_bus == "sata" and len(disks) > 6:
         raise VMError(f"{name}: a SATA controller takes at most 6 disks ({len(disks)} given)")
-    args = [
+    return [
         QEMU,
-        "-name",
-        f"{name},process=qemu-{name}"[:60],
+        *_machine_args(spec, accel, name),
+        *_control_args(folder),
+        *_firmware_args(spec, folder),
+        *_disk_devices(spec, disks),
+        *_nic_args(spec, name, netdev),
+    ]
+
+
+def _machine_args(spec: VMSpec, accel: str, name: str) -> list[str]:
+    """The machine, its CPUs and memory, no display, and QEMU's own sandbox."""
+    return [
+        "-name", f"{name},process=qemu-{name}"[:60],
         "-no-user-config",
         "-nodefaults",
-        "-machine",
-        spec.machine,
-        "-accel",
-        accel,
-        "-smp",
-        str(spec.cpus),
-        "-m",
-        f"{max(1, spec.memory >> 20)}M",
-        "-display",
-        "none",
-        "-vga",
-        "std",
-        "-boot",
-        "strict=on",
-        "-sandbox",
-        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-machine", spec.machine,
+        "-accel", accel,
+        "-smp", str(spec.cpus),
+        "-m", f"{max(1, spec.memory >> 20)}M",
+        "-display", "none",
+        "-vga", "std",
+        "-boot", "strict=on",
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    ]  # fmt: skip
+
+
+def _control_args(folder: str) -> list[str]:
+    """The serial console (logged), QMP, the guest agent's channel and the pid file, all
+    in ``folder``."""
+    return [
         "-chardev",
         f"socket,id=console,path={folder}/console.sock,server=on,wait=off,"
         f"logfile={folder}/serial.log",
-        "-serial",
-        "chardev:console",
-        "-qmp",
-        f"unix:{folder}/qmp.sock,server=on,wait=off",
-        "-chardev",
-        f"socket,id=qga,path={folder}/qga.sock,server=on,wait=off",
-        "-device",
-        "virtio-serial-pci,id=vser",
-        "-device",
-        "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0",
-        "-pidfile",
-        f"{folder}/qemu.pid",
-    ]
-    if spec.firmware == "uefi":
-        code, _ = firmware_files("uefi") or (OVMF_CODE, OVMF_VARS)
-        args += [
-            "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-            "-drive",
-            f"if=pflash,format=raw,unit=1,file={folder}/uefi-vars.fd",
-        ]
-    args += _disk_devices(spec, disks)
-    if netdev:
-        mac = spec.mac or default_mac(name)
-        args += [
-            "-netdev",
-            f"{netdev},id=net0",
-            "-device",
-            f"{NIC_MODELS[spec.nic]},netdev=net0,mac={mac},romfile=",
-        ]
-    else:
-        args += ["-nic", "none"]
-    return args
+        "-serial", "chardev:console",
+        "-qmp", f"unix:{folder}/qmp.sock,server=on,wait=off",
+        "-chardev", f"socket,id=qga,path={folder}/qga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=vser",
+        "-device", "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0",
+        "-pidfile", f"{folder}/qemu.pid",
+    ]  # fmt: skip
+
+
+def _firmware_args(spec: VMSpec, folder: str) -> list[str]:
+    """UEFI's code (read-only) and the VM's own copy of its variables; BIOS: none."""
+    if spec.firmware != "uefi":
+        return []
+    code, _ = firmware_files("uefi") or (OVMF_CODE, OVMF_VARS)
+    return [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={folder}/uefi-vars.fd",
+    ]  # fmt: skip
+
+
+def _nic_args(spec: VMSpec, name: str, netdev: str | None) -> list[str]:
+    """One NIC on ``netdev`` (its model and MAC from the spec), or none."""
+    if not netdev:
+        return ["-nic", "none"]
+    mac = spec.mac or default_mac(name)
+    return [
+        "-netdev", f"{netdev},id=net0",
+        "-device", f"{NIC_MODELS[spec.nic]},netdev=net0,mac={mac},romfile=",
+    ]  # fmt: skip
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,35 +88,3 @@ def test_node_list_errors_keep_their_form(tmp_path: Path) -> None:
     with pytest.raises(ScadaConfigError) as info:
         load_node_list(path)
     assert str(info.value) == f"{path}:2: not UTF-8 text (byte 0xff at column 15)"
-
-
-def test_emulator_image_files_import_on_their_own(tmp_path: Path) -> None:
-    """The emulator image holds what the PLC and SCADA twins import, the loader included."""
-    from restoredrill.twins.emulator_image import assemble
-
-    site = tmp_path / "site-packages"
-    assemble(site)
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from restoredrill import configfile;"
-        "from restoredrill.twins import plc, scada;"
-        "m = plc.load_register_map(sys.argv[2]); n = scada.load_node_list(sys.argv[3]);"
-        "print(configfile.PARSER.__name__, len(m.tags), len(n.nodes))"
-    )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            "-c",
-            script,
-            str(site),
-            str(DEMO / "line1.yaml"),
-            str(DEMO / "line1-opcua.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] == "CSafeLoader"

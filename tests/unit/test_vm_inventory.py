@@ -3,40 +3,14 @@ cannot give it; each an error naming file, line and field (no VM is booted here)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from vmsite import FakeVM, closed_port, site
 
 from restoredrill.flows.inventory import InventoryError, load_site
 from restoredrill.twins import qemu
 from restoredrill.twins.access import AccessError, SshAccess, WinrmAccess
-
-SITE = """\
-site: vm-inventory
-sandbox: {{subnets: [10.235.0.0/24]}}
-systems:
-  - name: hmi
-    backup: {{kind: disk_image, path: hmi.vhdx}}
-    run:
-      address: 10.235.0.30
-{run}
-    ready: {{kind: console, pattern: "login:"}}
-    checks:
-{checks}
-    rto: 10m
-  - name: mes
-    backup: {{kind: image_archive, path: mes.tar}}
-{mes}
-    rto: 5m
-"""
-
-
-def site(tmp_path: Path, run: str = "", checks: str = "      - {kind: tcp, port: 22}", mes: str = "") -> Path:
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(run=run, checks=checks, mes=mes))
-    return path
 
 
 def problems(path: Path) -> list[str]:
@@ -74,19 +48,28 @@ def test_container_fields_on_a_vm_and_vm_things_on_a_container_name_their_line(t
     ) in found
     assert any(p.startswith(f"{where}:9: systems[0].run.image: a disk image boots") for p in found)
     assert any(p.startswith(f"{where}:16: systems[1].run.vm: boots a disk image") for p in found)
-    assert f"{where}:17: systems[1].ready.kind: a console probe needs a VM twin (disk_image)" in found
-    assert any(p.startswith(f"{where}:18: systems[1].checks[0].kind: screenshot checks need a VM") for p in found)
+    assert (
+        f"{where}:17: systems[1].ready.kind: a console probe needs a VM twin (disk_image)" in found
+    )
+    assert any(
+        p.startswith(f"{where}:18: systems[1].checks[0].kind: screenshot checks need a VM")
+        for p in found
+    )
 
 
 def test_host_checks_on_a_vm_need_a_login(tmp_path) -> None:
     found = problems(site(tmp_path, checks="      - {kind: host, file: /etc/hostname}"))
-    assert len(found) == 1 and ":11: systems[0].checks[0].kind: host checks on a VM log in" in found[0]
+    assert (
+        len(found) == 1 and ":11: systems[0].checks[0].kind: host checks on a VM log in" in found[0]
+    )
     assert "run.vm.ssh" in found[0]
 
 
 def test_a_vm_needs_its_address(tmp_path) -> None:
     path = site(tmp_path)
-    path.write_text(path.read_text().replace("      address: 10.235.0.30\n", "      vm: {cpus: 1}\n"))
+    path.write_text(
+        path.read_text().replace("      address: 10.235.0.30\n", "      vm: {cpus: 1}\n")
+    )
     assert any("systems[0].run.address: is required for a VM" in p for p in problems(path))
 
 
@@ -104,18 +87,6 @@ def test_unknown_image_format_is_an_inventory_error(tmp_path) -> None:
     path.write_text(path.read_text().replace("path: hmi.vhdx}", "path: hmi.vhdx, format: vhdz}"))
     found = problems(path)
     assert any(":5: systems[0].backup.format:" in p and "'vhdx'" in p for p in found), found
-
-
-def test_more_memory_than_the_host_has_exits_2_naming_the_line(tmp_path) -> None:
-    path = site(tmp_path, "      vm: {memory: 64t}")
-    done = subprocess.run(
-        [sys.executable, "-m", "restoredrill.flows.cli", "validate", str(path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stdout + done.stderr
-    said = done.stdout + done.stderr
-    assert ":8: systems[0].run.vm.memory: vm.memory 64TiB is more than this host can give" in said
-    assert "Traceback" not in said
 
 
 def test_missing_ovmf_names_the_package_and_kvm_asked_for_names_dev_kvm(
@@ -151,32 +122,6 @@ def test_credentials_are_named_never_given(tmp_path, monkeypatch) -> None:
     assert "s3cr3t" not in access.model_dump_json()  # what a subprocess is handed
     with pytest.raises(AccessError, match=r"cannot read .*absent \(No such file"):
         SshAccess(password_file=str(tmp_path / "absent")).password()
-
-
-class FakeVM:
-    """A check target like a VM twin: an address and a WinRM login (nothing listens)."""
-
-    kind = "vm"
-    name = "hmi"
-
-    def __init__(self, address: str, remote) -> None:
-        self.address = address
-        self.remote = remote
-
-    @property
-    def testinfra_url(self) -> str:
-        return self.remote.url(self.address)
-
-    def exec(self, command, timeout=None):  # pragma: no cover - never used by host checks
-        raise AssertionError("a VM's host checks log in; they never exec")
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_winrm_host_check_fails_clearly_and_never_shows_the_password(monkeypatch) -> None:
@@ -217,26 +162,10 @@ def test_a_vm_without_a_login_says_how_to_give_one() -> None:
     class Bare(FakeVM):
         testinfra_url = None
 
-    [result] = run_host(HostCheck(file="/x"), Bare("10.235.0.30", None), SandboxGuard(["0.0.0.0/0"]))
+    [result] = run_host(
+        HostCheck(file="/x"), Bare("10.235.0.30", None), SandboxGuard(["0.0.0.0/0"])
+    )
     assert "is a VM without a login for checks" in result.message and "run.vm.ssh" in result.message
-
-
-def test_testinfra_file_over_ssh_runs_the_plugin_and_never_shows_the_password(
-    monkeypatch, tmp_path
-) -> None:
-    from restoredrill.checks.base import SandboxGuard, Status
-    from restoredrill.checks.testinfra_file import TestinfraCheck
-    from restoredrill.checks.testinfra_file import run as run_file
-
-    monkeypatch.setenv("RD_TEST_SSH_PW", "S3cret-file")
-    (tmp_path / "test_hmi.py").write_text("def test_up(host):\n    assert host.run('true').rc == 0\n")
-    port = closed_port()
-    target = FakeVM("127.0.0.1", SshAccess(password_env="RD_TEST_SSH_PW", port=port, timeout=5))
-    results = run_file(TestinfraCheck(file=tmp_path / "test_hmi.py"), target, SandboxGuard(["0.0.0.0/0"]))
-    assert [r.name for r in results] == ["test_hmi.py::test_up"]
-    assert results[0].status is Status.FAIL
-    assert f"ssh root@127.0.0.1:{port}: cannot connect: connection refused" in results[0].message
-    assert "S3cret-file" not in results[0].model_dump_json()
 
 
 def test_kvm_that_crawls_is_not_used(monkeypatch) -> None:
