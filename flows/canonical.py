@@ -134,6 +134,29 @@ def normalized(run: RunRecord) -> RunRecord:
     return copy
 
 
+_JSON_KEYS = frozenset({"checks", "limits", "platform", "labels"})
+"""Record parts stored as JSON text, which keeps a -0.0 exactly."""
+
+
+def _unsigned_zeros(value: Any) -> Any:
+    if isinstance(value, float) and value == 0.0:
+        return 0.0
+    if isinstance(value, dict):
+        return {k: v if k in _JSON_KEYS else _unsigned_zeros(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsigned_zeros(v) for v in value]
+    return value
+
+
+def for_storage(run: RunRecord) -> RunRecord:
+    """:func:`normalized`, with a -0.0 in a number column written as 0.0: SQLite keeps a
+    REAL -0.0 as 0, so a record hashed with -0.0 would then read back as altered. Only new
+    records are written this way; a stored record is hashed as it was written."""
+    copy = RunRecord.model_validate(_unsigned_zeros(normalized(run).model_dump()))
+    _utc_all(copy)
+    return copy
+
+
 _LATER_FIELDS = ("worker", "limits", "platform", "framework_s")
 """SystemResult fields added after the first release: left out of the hash while unset."""
 

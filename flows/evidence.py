@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from . import chain
-from .canonical import chain_hash, dump_value, normalized
+from .canonical import chain_hash, dump_value, for_storage
 from .chain import ChainReport
 from .evidence_errors import AlreadyRecorded, EvidenceConfigError, EvidenceError, RunNotFound
 from .evidence_rows import present_columns, records, system_results
@@ -315,7 +315,7 @@ class EvidenceStore:
     def record(self, run: RunRecord, deliveries: Iterable[Any] = ()) -> str:
         """Append ``run`` atomically to the chain, with its alert ``deliveries`` (targets
         already masked); return its hash."""
-        run = normalized(run)
+        run = for_storage(run)
         rows = _delivery_rows(run.run_id, deliveries)
         with self._errors(f"record run {run.run_id}"), self._write() as conn:
             if conn.dialect.name == "postgresql":
