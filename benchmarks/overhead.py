@@ -479,7 +479,7 @@ def cli_run(site: Path, env: dict[str, str], root: Path) -> dict[str, Any]:
 
     record = json.loads(out)
     cli = next((pid for pid, parent in parent_of.items() if parent == proc.pid), 0)
-    others = [(hwm[pid], names[pid]) for pid in hwm if pid != cli]
+    others = [(hwm[pid], names.get(pid, "?")) for pid in hwm if pid != cli]  # gone unnamed
     biggest = max(others, default=(0, "-"))
     return {
         "wall": wall,
