@@ -185,48 +185,27 @@ def verify_site(
     record = RunRecord(run_id=run_id, site=site.site, started_at=datetime.now(UTC), trigger=trigger)
     graph = {s.name: list(s.depends_on) for s in site.systems}
     plan = waves(graph, systems or None)
-    planned = {n for wave in plan for n in wave}
-    has_dependents = {d for n in planned for d in graph[n]}
+    has_dependents = {d for wave in plan for n in wave for d in graph[n]}
     results: dict[str, SystemResult] = {}
     ctx = open_run(loaded, run_id)
+
+    def one(name: str) -> SystemResult:
+        keep = keep_all or name in has_dependents
+        if dispatch:
+            return _dispatched(loaded, dispatch, name, run_id, keep)
+        # its step tasks run in this flow run: a verify-system subflow per system
+        # costs a flow run and a tracking task run on the server, created one at a
+        # time (1-2 s per system at 16 at once, more than the system's own steps)
+        return _verify(ctx, name, run_id, keep, own=False)
+
     try:
-        start_devices_task(ctx, sorted(planned))
+        start_devices_task(ctx, sorted(n for wave in plan for n in wave))
         for wave in plan:
-            runnable = []
-            for name in wave:
-                bad = blockers(graph[name], results)
-                if bad:
-                    results[name] = blocked(site, name, bad, results)
-                    emit_done(name, results[name])
-                elif ctx.device_error and site.system(name).devices:
-                    results[name] = not_started(site, name, ctx.device_error)
-                    emit_done(name, results[name])
-                else:
-                    runnable.append(name)
+            runnable = _triage(ctx, wave, graph, results)
             workers = max(1, min(concurrency or site.sandbox.concurrency, len(runnable) or 1))
             if dispatch:
                 workers = max(1, len(runnable))  # the work pool's workers set the pace
-
-            def one(name: str) -> SystemResult:
-                keep = keep_all or name in has_dependents
-                if dispatch:
-                    return _dispatched(loaded, dispatch, name, run_id, keep)
-                # its step tasks run in this flow run: a verify-system subflow per system
-                # costs a flow run and a tracking task run on the server, created one at a
-                # time (1-2 s per system at 16 at once, more than the system's own steps)
-                return _verify(ctx, name, run_id, keep, own=False)
-
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="system") as pool:
-                futures = {
-                    name: pool.submit(contextvars.copy_context().run, one, name)
-                    for name in runnable
-                }
-                try:
-                    for name, future in futures.items():
-                        results[name] = future.result()
-                except BaseException:  # Ctrl-C: stop what runs, so its threads end now
-                    interrupt(ctx)
-                    raise
+            _run_wave(ctx, runnable, workers, one, results)
     finally:
         try:
             if before_close is not None:
@@ -237,6 +216,62 @@ def verify_site(
             from .dispatch import cleanup
 
             cleanup(loaded, run_id)
+    _conclude(loaded, record, plan, graph, results)
+    if evidence:
+        record_and_alert(loaded, record)
+    return record
+
+
+def _triage(
+    ctx: RunContext, wave: list[str], graph: dict[str, list[str]], results: dict[str, SystemResult]
+) -> list[str]:
+    """The wave's systems that can run; the others get their verdict now (blocked behind a
+    failed dependency, or not started for want of their devices)."""
+    site = ctx.loaded.site
+    runnable = []
+    for name in wave:
+        bad = blockers(graph[name], results)
+        if bad:
+            results[name] = blocked(site, name, bad, results)
+            emit_done(name, results[name])
+        elif ctx.device_error and site.system(name).devices:
+            results[name] = not_started(site, name, ctx.device_error)
+            emit_done(name, results[name])
+        else:
+            runnable.append(name)
+    return runnable
+
+
+def _run_wave(
+    ctx: RunContext,
+    runnable: list[str],
+    workers: int,
+    one: Callable[[str], SystemResult],
+    results: dict[str, SystemResult],
+) -> None:
+    """Verify one wave's runnable systems, ``workers`` at a time."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="system") as pool:
+        futures = {
+            name: pool.submit(contextvars.copy_context().run, one, name) for name in runnable
+        }
+        try:
+            for name, future in futures.items():
+                results[name] = future.result()
+        except BaseException:  # Ctrl-C: stop what runs, so its threads end now
+            interrupt(ctx)
+            raise
+
+
+def _conclude(
+    loaded: LoadedSite,
+    record: RunRecord,
+    plan: list[list[str]],
+    graph: dict[str, list[str]],
+    results: dict[str, SystemResult],
+) -> None:
+    """The run's record: its systems in wave order, the site's recovery time and verdict,
+    published as the flow run's table artifact."""
+    site = loaded.site
     record.systems = [results[n] for wave in plan for n in wave]
     record.finished_at = datetime.now(UTC)
     record.site_recovery_time_s = critical_path(graph, results)
@@ -245,9 +280,6 @@ def verify_site(
     from . import artifacts
 
     artifacts.publish(record)  # the verdict table beside the flow run in the Prefect UI
-    if evidence:
-        record_and_alert(loaded, record)
-    return record
 
 
 @task(name="record-evidence-and-alert", cache_policy=NO_CACHE, persist_result=False)

@@ -422,7 +422,11 @@ def _wait_for(what: str, condition, timeout: float = 180.0) -> None:
         time.sleep(0.2)
 
 
-FORK_BOMB = "f() { f | f & }; f; sleep 600"
+FORK_BOMB = "f() { f | f & }; f; exec sleep 600"
+"""The shell becomes the sleep (no fork): the twin lives on at its pids limit. With a plain
+``sleep`` the shell itself could be refused its fork and end the twin before the watcher's
+first sample (on a loaded machine); the verdict is then still ``error`` but names the exit,
+not the limit (cgroup v1 removes the counters with the container)."""
 MEMORY_HOG = "import time; x = [time.sleep(0.05) or b'x' * (4 << 20) for _ in range(1000)]"
 DISK_FILLER = "dd if=/dev/zero of=/filler bs=1M count=256 2>/dev/null; sleep 600"
 RAW_SOCKET = "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)'"
