@@ -25,7 +25,7 @@ from restoredrill.flows.signing import keygen
 pytestmark = [pytest.mark.docker, pytest.mark.restic]
 
 XSD = Path(__file__).resolve().parent / "data" / "jenkins-junit.xsd"
-SHIFT = ("TankLevel = input:0:float32", "TankLevel = input:4:float32")
+SHIFT = ("TankLevel = input:0:float32", "TankLevel = input:2:float32")
 
 
 @pytest.fixture(scope="module")
